@@ -1,0 +1,73 @@
+"""Host-side helpers shared by the ops; above all, where an op runs. One rule for every op:
+
+- CUDA tensor                        -> the Triton kernel, compiled;
+- CPU tensor                         -> the plain PyTorch reference;
+- CPU tensor with TRITON_INTERPRET=1 -> the Triton kernel under Triton's interpreter (how CI tests kernels).
+
+Triton decides when a function is decorated with `@triton.jit` whether it will be compiled or interpreted,
+and its own helpers (`tl.sum`, `tl.max`, ...) are decorated when `triton` is first imported. So on a machine
+without a GPU, where compiling is impossible anyway, the kernel modules are imported in interpreter mode
+whatever the environment says. TRITON_INTERPRET then only has to be set at call time (a test can
+monkeypatch it), and the rest of the process keeps running the fast references.
+"""
+
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Iterator
+
+import torch
+
+_ENV = "TRITON_INTERPRET"
+
+
+def interpret_requested() -> bool:
+    """True when TRITON_INTERPRET asks for the Triton kernels on CPU (read at every call)."""
+    return os.environ.get(_ENV, "").strip().lower() in {"1", "true", "on"}
+
+
+@contextlib.contextmanager
+def kernel_import_mode() -> Iterator[None]:
+    """Import `triton` and the kernel modules so that the kernels can be interpreted on a CPU-only machine."""
+    force = not torch.cuda.is_available() and "triton" not in sys.modules
+    saved = os.environ.get(_ENV)
+    if force:
+        os.environ[_ENV] = "1"
+    try:
+        yield
+    finally:
+        if force:
+            if saved is None:
+                del os.environ[_ENV]
+            else:
+                os.environ[_ENV] = saved
+
+
+@functools.cache
+def kernels_interpreted() -> bool:
+    """True when the Triton kernels were decorated for the interpreter rather than for the GPU compiler."""
+    import triton.language.standard as tl_standard
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl_standard.sum, InterpretedFunction)
+
+
+def use_triton(x: torch.Tensor) -> bool:
+    """Whether an op on `x` should run the Triton kernel (True) or the PyTorch reference (False)."""
+    if x.is_cuda:
+        return True
+    if not interpret_requested():
+        return False
+    if not kernels_interpreted():
+        raise RuntimeError(
+            f"{_ENV}=1 asks for the Triton kernels on CPU, but triton was imported for the GPU compiler before "
+            f"`kernels` was; set {_ENV}=1 before the first `import triton` (or import `kernels` first)."
+        )
+    return True
+
+
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """View `t` as (rows, last dim) with unit column stride, copying only when no such view exists."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
