@@ -1,0 +1,126 @@
+"""Atomic, self-describing training checkpoints on top of DeepSpeed's per-rank files.
+
+    OUT/checkpoints/step_00000100/
+        ds/            DeepSpeed model + optimizer states (one set of files per rank, any ZeRO stage)
+        rng/rank0.pt   torch/python RNG state of each rank
+        trainer.json   step, world size, data position
+        config.yaml    the resolved run config
+        tokenizer.json
+
+Everything is written into `.tmp-step_...` and renamed at the end, so a directory named `step_*` is
+always complete; a crash mid-save leaves only a temp dir, removed on the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from . import distributed as dist
+
+DS_TAG = "ds"
+_PREFIX = "step_"
+
+
+class CheckpointError(ValueError):
+    """A path that is not a usable checkpoint; the message names it."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"{_PREFIX}{step:08d}"
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX) and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def check_checkpoint(path: Path) -> Path:
+    """Validate that `path` is a complete checkpoint directory; raise CheckpointError naming what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    if path.name.startswith(".tmp-"):
+        raise CheckpointError(f"{path}: an incomplete checkpoint (its save never finished)")
+    for name in ("trainer.json", "config.yaml", DS_TAG):
+        if not (path / name).exists():
+            raise CheckpointError(f"{path}: not a complete checkpoint ({name} is missing)")
+    return path
+
+
+def read_trainer_state(path: Path) -> dict:
+    try:
+        return json.loads((path / "trainer.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path / 'trainer.json'}: unreadable ({err})") from None
+
+
+class Checkpointer:
+    def __init__(self, root: Path, keep: int, files: dict[str, Path]):
+        """`files` are copied into every checkpoint under the given names (config, tokenizer)."""
+        self.root, self.keep, self.files = Path(root), keep, files
+
+    def clean_partial(self) -> None:
+        if dist.is_main() and self.root.is_dir():
+            for partial in self.root.glob(".tmp-*"):
+                shutil.rmtree(partial, ignore_errors=True)
+        dist.barrier()
+
+    def save(self, engine, step: int, state: dict) -> Path:
+        final = self.root / step_dir_name(step)
+        tmp = self.root / f".tmp-{final.name}"
+        if dist.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "rng").mkdir(parents=True)
+        dist.barrier()
+        engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+        torch.save(_rng_state(), tmp / "rng" / f"rank{dist.rank()}.pt")
+        dist.barrier()
+        if dist.is_main():
+            for name, source in self.files.items():
+                shutil.copy(source, tmp / name)
+            (tmp / "trainer.json").write_text(json.dumps({"step": step, **state}, indent=2))
+            if final.exists():  # the same step saved again (e.g. a stop request right after a save)
+                shutil.rmtree(final)
+            tmp.rename(final)
+            for old in list_checkpoints(self.root)[: -self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        dist.barrier()
+        return final
+
+    def load(self, engine, path: Path) -> dict:
+        """Restore model, optimizer and this rank's RNG; returns the trainer state (step, ...)."""
+        path = check_checkpoint(path)
+        load_path, _ = engine.load_checkpoint(str(path), tag=DS_TAG, load_lr_scheduler_states=False)
+        if load_path is None:
+            raise CheckpointError(f"{path}: DeepSpeed could not load {path / DS_TAG}")
+        rng_file = path / "rng" / f"rank{dist.rank()}.pt"
+        if rng_file.exists():  # absent when resuming at a larger world size: keep the fresh seed
+            _set_rng_state(torch.load(rng_file, weights_only=True))
+        return read_trainer_state(path)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

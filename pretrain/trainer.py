@@ -1,0 +1,165 @@
+"""The training loop, assembled from injected parts: a DeepSpeed engine, data, a checkpointer, a logger.
+
+The trainer knows nothing of W&B or checkpoint formats. The LR comes from a client-side multiplicative
+schedule applied to every μP group (DeepSpeed's scheduler block would broadcast one LR to all groups).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as tdist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import distributed as dist
+from .checkpoint import Checkpointer, latest_checkpoint
+from .config import Config
+from .data import PreparedData, StepSampler, eval_micro_batches, train_micro_batches
+from .metrics import MetricsLogger
+from .optim import lr_schedule, set_lr
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the run stopped and the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    step: int  # optimizer steps completed
+    train_loss: float
+    eval_loss: float | None
+    stopped_early: bool  # a stop was requested (preemption) and a checkpoint was written
+
+
+def lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy over a packed batch (B, T+1); logits are upcast to fp32."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits = model(inputs)
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
+class StopRequest:
+    """Set by SIGUSR1/SIGTERM (Slurm preemption) or a STOP file in the run dir; honoured at a step boundary."""
+
+    def __init__(self, stop_file: Path):
+        self.stop_file, self.signalled = stop_file, False
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signalled = True
+
+    def __bool__(self) -> bool:
+        return self.signalled or self.stop_file.exists()
+
+
+class Trainer:
+    def __init__(self, cfg: Config, engine, optimizer: torch.optim.Optimizer, data: PreparedData,
+                 checkpointer: Checkpointer, logger: MetricsLogger, device: torch.device):
+        self.cfg, self.engine, self.optimizer, self.data = cfg, engine, optimizer, data
+        self.checkpointer, self.logger, self.device = checkpointer, logger, device
+        self.world = dist.world_size()
+        self.accum = cfg.train.accumulation(self.world)
+        self.sampler = StepSampler(len(data.train), cfg.train.global_batch(self.world), cfg.train.seed)
+        self.tokens_per_step = cfg.train.global_batch(self.world) * cfg.data.seq_len
+        self.step = 0
+        self.stop = StopRequest(Path(cfg.train.out_dir) / "STOP")
+
+    def resume(self) -> None:
+        """Continue from train.resume: "auto" = the latest complete checkpoint, if any."""
+        resume = self.cfg.train.resume
+        if resume == "never":
+            return
+        path = latest_checkpoint(self.checkpointer.root) if resume == "auto" else Path(resume)
+        if path is None:
+            return
+        self.step = self.checkpointer.load(self.engine, path)["step"]
+        dist.print0(f"resumed from {path} at step {self.step}")
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg.train
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not dist.is_main(),
+                   dynamic_ncols=True)
+        loss = eval_loss = math.nan
+        while self.step < cfg.steps:
+            started = time.perf_counter()
+            loss, grad_norm, stop = self.train_step()
+            self.step += 1
+            seconds = time.perf_counter() - started
+            metrics = {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": self.tokens_per_step / seconds,
+                       **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}}
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                eval_loss = metrics["eval_loss"] = self.evaluate()
+            self.logger.log(metrics, self.step)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.cfg.optim.lr * self._multiplier(self.step - 1):.2e}",
+                                tok_s=f"{metrics['tokens_per_s']:.0f}")
+            if stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save()
+            if stop:
+                dist.print0(f"stop requested: checkpointed at step {self.step}, exiting")
+                break
+        bar.close()
+        return TrainResult(self.step, loss, None if math.isnan(eval_loss) else eval_loss,
+                           stopped_early=self.step < cfg.steps)
+
+    def train_step(self) -> tuple[float, float, bool]:
+        """One optimizer step over this rank's micro batches; returns (mean loss, grad norm, stop?)."""
+        self.engine.train()
+        set_lr(self.optimizer, self.cfg.optim, self._multiplier(self.step))
+        batches = train_micro_batches(self.data, self.sampler, self.step, dist.rank(), self.world,
+                                      self.cfg.train.micro_batch_size)
+        total = torch.zeros((), device=self.device)
+        for i, batch in enumerate(batches):
+            loss = lm_loss(self.engine, batch.to(self.device))
+            self.engine.backward(loss)
+            total += loss.detach().float()
+            if i < len(batches) - 1:
+                self.engine.step()  # accumulates; DeepSpeed updates only at the boundary
+        mean_loss, stop = self._reduce_loss_and_stop(total / len(batches))
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(self._diverged_message(mean_loss))
+        self.engine.step()
+        grad_norm = self.engine.get_global_grad_norm()
+        return mean_loss, float(grad_norm) if grad_norm is not None else math.nan, stop
+
+    def _reduce_loss_and_stop(self, loss: torch.Tensor) -> tuple[float, bool]:
+        """One all-reduce per step: the loss averaged over ranks, and whether any rank was asked to stop."""
+        packed = torch.stack([loss.float(), torch.tensor(float(bool(self.stop)), device=self.device)])
+        if self.world > 1:
+            tdist.all_reduce(packed)
+        return packed[0].item() / self.world, packed[1].item() > 0
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.engine.eval()
+        batches = eval_micro_batches(self.data, self.cfg.train.eval_batches, self.cfg.train.micro_batch_size,
+                                     dist.rank(), self.world)
+        total = torch.zeros((), device=self.device)
+        for batch in batches:
+            total += lm_loss(self.engine, batch.to(self.device)).float()
+        packed = torch.stack([total, torch.tensor(float(len(batches)), device=self.device)])
+        if self.world > 1:
+            tdist.all_reduce(packed)
+        return (packed[0] / packed[1]).item()
+
+    def save(self) -> Path:
+        return self.checkpointer.save(self.engine, self.step, {"world_size": self.world,
+                                                               "data_step": self.step,
+                                                               "lr_multiplier": self._multiplier(self.step)})
+
+    def _multiplier(self, step: int) -> float:
+        return lr_schedule(step, self.cfg.optim, self.cfg.train.steps)
+
+    def _diverged_message(self, loss: float) -> str:
+        last = latest_checkpoint(self.checkpointer.root)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        return (f"loss is {loss} at step {self.step + 1}: training diverged and stopped; {kept}. "
+                f"Lower optim.lr (now {self.cfg.optim.lr:g}) or raise optim.warmup_steps.")

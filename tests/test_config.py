@@ -1,0 +1,76 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import Config, ConfigError, config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_derived_values():
+    cfg = config_from_dict({"model": {"d_model": 512, "head_dim": 64, "n_kv_heads": 2}})
+    assert cfg.model.n_heads == 8 and cfg.model.kv_heads == 2
+    assert cfg.model.width_mult == 4.0
+    assert cfg.model.ffn_dim == 1536  # a multiple of 256 near 8/3·512 = 1365
+    assert config_from_dict({"model": {"d_model": 512, "mlp": "relu2"}}).model.ffn_dim == 2048
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"model": {"d_modle": 1}}, "model.d_modle: unknown key (did you mean model.d_model?)"),
+    ({"modle": {}}, "modle: unknown key (did you mean model?)"),
+    ({"model": {"parametrization": "ntk"}}, "model.parametrization: 'ntk' is not allowed; choose one of: mup, sp"),
+    ({"model": {"mlp": "gelu"}}, "choose one of: swiglu, relu, relu2"),
+    ({"deepspeed": {"zero_stage": 4}}, "deepspeed.zero_stage: 4 is not allowed; choose one of: 0, 1, 2, 3"),
+    ({"train": {"steps": "many"}}, "train.steps: expected an integer, got 'many'"),
+    ({"optim": {"lr": "fast"}}, "optim.lr: expected a number"),
+    ({"model": {"zero_query": "yes"}}, "model.zero_query: expected true or false"),
+    ({"model": {"d_model": 100, "head_dim": 64}}, "model.head_dim: must divide model.d_model=100"),
+    ({"model": {"d_model": 256, "head_dim": 64, "n_kv_heads": 3}}, "model.n_kv_heads: must divide"),
+])
+def test_bad_config_names_the_key(raw, expected):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  d_model: 256\n")
+    cfg = load_config(path, ["model.d_model=512", "optim.lr=2^-6", "model.n_kv_heads=1", "wandb.tags=[a, b]"])
+    assert cfg.model.d_model == 512 and cfg.optim.lr == 2**-6 and cfg.model.n_kv_heads == 1
+    assert cfg.wandb.tags == ["a", "b"]
+    with pytest.raises(ConfigError, match="not of the form key.sub=value"):
+        load_config(path, ["model.d_model"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_resolved_config_round_trips():
+    cfg = config_from_dict({"model": {"d_model": 384, "head_dim": 64}, "train": {"steps": 7}})
+    import yaml
+
+    assert config_from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+def test_global_batch_derives_accumulation():
+    cfg = config_from_dict({"train": {"micro_batch_size": 4, "global_batch_size": 32}})
+    assert cfg.train.accumulation(world_size=1) == 8 and cfg.train.accumulation(world_size=2) == 4
+    with pytest.raises(ConfigError, match="not a multiple"):
+        cfg.train.accumulation(world_size=3)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    assert isinstance(load_config(path), Config)
+
+
+def test_cli_reports_a_typo_in_one_line():
+    proc = subprocess.run([sys.executable, "-m", "pretrain", "inspect", str(ROOT / "configs/tiny.yaml"),
+                           "model.d_modle=64"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: model.d_modle: unknown key (did you mean model.d_model?); allowed: " + ", ".join(
+            f.name for f in __import__("dataclasses").fields(Config().model))]
