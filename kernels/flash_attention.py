@@ -1,21 +1,376 @@
-"""Causal flash attention with grouped-query heads: softmax(scale * q k^T + causal mask) v."""
+"""Flash attention with grouped-query heads: o = softmax(scale * q k^T, causal mask optional) v.
+
+q is (batch, heads, seq, head_dim); k and v are (batch, kv_heads, seq, head_dim) with kv_heads dividing heads.
+Query head h reads kv head h // (heads // kv_heads), by index arithmetic: k and v are never expanded.
+"""
 
 import math
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from kernels._dispatch import kernels_interpreted, use_triton
+
+_LOG2E = math.log2(math.e)
 
 
 def flash_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, scale: float | None = None
 ) -> torch.Tensor:
-    """Plain PyTorch attention. q (B, H, S, D); k, v (B, KVH, S, D) with KVH dividing H."""
+    """Plain PyTorch attention (SDPA with an explicit scale); same signature as `flash_attention`."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+
+
+@triton.jit
+def _block_needs_mask(start_m, start_n, seq_len, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      CAUSAL: tl.constexpr):
+    """Whether the (query block at start_m, key block at start_n) tile holds any pair that must be masked:
+    keys past the end of the sequence, or (causal) a key after some query, i.e. a tile on the diagonal."""
+    needs_mask = start_n + BLOCK_N > seq_len
+    if CAUSAL:
+        needs_mask = needs_mask | (start_n + BLOCK_N - 1 > start_m)
+    return needs_mask
+
+
+@triton.jit
+def _allowed(q_idx, k_idx, seq_len, CAUSAL: tl.constexpr):
+    """Which (query, key) pairs may attend: the key inside the sequence and, when causal, not after the query."""
+    allowed = k_idx < seq_len
+    if CAUSAL:
+        allowed = allowed & (k_idx <= q_idx)
+    return allowed
+
+
+@triton.jit
+def _attn_fwd_kernel(
+    Q, K, V, O, LSE,
+    stride_qb, stride_qh, stride_qs,
+    stride_kb, stride_kh, stride_ks,
+    stride_vb, stride_vh, stride_vs,
+    n_heads, n_kv_heads, seq_len, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_DTYPE: tl.constexpr,
+):
+    """Program (query block, batch * head). With qk_scale = scale * log2(e), in base 2:
+
+        s_ij = qk_scale * q_i . k_j                      (-inf where masked)
+        m_i = max_j s_ij,   l_i = sum_j 2^(s_ij - m_i),   o_i = sum_j 2^(s_ij - m_i) v_j / l_i
+
+    computed online over key blocks: (m, l, acc) are rescaled by 2^(m_old - m_new) when the running max grows.
+    Causal: key blocks above the diagonal are never visited; only tiles on the diagonal (or at the sequence
+    end) are masked. Stores lse_i = m_i + log2(l_i) for the backward pass.
+    """
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b = (bh // n_heads).to(tl.int64)
+    h = (bh % n_heads).to(tl.int64)
+    kv_h = h // (n_heads // n_kv_heads)
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + kv_h * stride_kh
+    v_base = V + b * stride_vb + kv_h * stride_vh
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m[:, None] < seq_len
+    q = tl.load(q_base + offs_m[:, None] * stride_qs + offs_d[None, :], mask=row_ok, other=0.0)
+    q = q.to(tl.float32).to(DOT_DTYPE)
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+    end_n = seq_len
+    if CAUSAL:
+        end_n = tl.minimum(start_m + BLOCK_M, seq_len)
+    for start_n in range(0, end_n, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        col_ok = offs_n[:, None] < seq_len
+        k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=col_ok, other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=col_ok, other=0.0)
+        k = k.to(tl.float32).to(DOT_DTYPE)
+        v = v.to(tl.float32).to(DOT_DTYPE)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        if _block_needs_mask(start_m, start_n, seq_len, BLOCK_M, BLOCK_N, CAUSAL):
+            s = tl.where(_allowed(offs_m[:, None], offs_n[None, :], seq_len, CAUSAL), s, float("-inf"))
+        # Every row sees key 0 in the first block, so m_new is finite and no exp2(-inf - -inf) arises.
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(DOT_DTYPE), v)
+        m_i = m_new
+
+    acc = acc / l_i[:, None]
+    o_base = O + bh.to(tl.int64) * seq_len * HEAD_DIM
+    tl.store(o_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(O.dtype.element_ty), mask=row_ok)
+    tl.store(LSE + bh.to(tl.int64) * seq_len + offs_m, m_i + tl.log2(l_i), mask=offs_m < seq_len)
+
+
+@triton.jit
+def _attn_bwd_delta_kernel(O, DO, DELTA, seq_len, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Program (query block, batch * head): delta_i = sum_d dO_id * O_id, which equals sum_j p_ij dp_ij, the
+    row term of the softmax backward. O and dO are contiguous (batch, heads, seq, head_dim)."""
+    bh = tl.program_id(1).to(tl.int64)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offsets = bh * seq_len * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+    row_ok = offs_m[:, None] < seq_len
+    o = tl.load(O + offsets, mask=row_ok, other=0.0).to(tl.float32)
+    do = tl.load(DO + offsets, mask=row_ok, other=0.0).to(tl.float32)
+    tl.store(DELTA + bh * seq_len + offs_m, tl.sum(o * do, axis=1), mask=offs_m < seq_len)
+
+
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV,
+    stride_qb, stride_qh, stride_qs,
+    stride_kb, stride_kh, stride_ks,
+    stride_vb, stride_vh, stride_vs,
+    n_heads, n_kv_heads, seq_len, scale, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_DTYPE: tl.constexpr,
+):
+    """Program (key block, batch * kv head). Recomputing p from the saved lse (base 2):
+
+        p_ij = 2^(qk_scale * q_i . k_j - lse_i),   dp_ij = dO_i . v_j,   ds_ij = p_ij * (dp_ij - delta_i)
+        dV_j = sum_i p_ij dO_i,                    dK_j = scale * sum_i ds_ij q_i
+
+    summed over every query head that shares this kv head, inside this program: each dK/dV block has a single
+    writer, so no atomics. Tiles are computed transposed (keys along rows). Causal: query blocks before the
+    key block are skipped. Padded query rows (past seq_len) load dO = 0 and delta = 0, so they add nothing.
+    """
+    start_n = tl.program_id(0) * BLOCK_N
+    bkv = tl.program_id(1)
+    b = (bkv // n_kv_heads).to(tl.int64)
+    kv_h = (bkv % n_kv_heads).to(tl.int64)
+    group = n_heads // n_kv_heads
+
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    key_ok = offs_n[:, None] < seq_len
+    k = tl.load(K + b * stride_kb + kv_h * stride_kh + offs_n[:, None] * stride_ks + offs_d[None, :],
+                mask=key_ok, other=0.0)
+    v = tl.load(V + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vs + offs_d[None, :],
+                mask=key_ok, other=0.0)
+    k = k.to(tl.float32).to(DOT_DTYPE)
+    v = v.to(tl.float32).to(DOT_DTYPE)
+    dk = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
+    dv = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
+
+    start_lo = 0
+    if CAUSAL:
+        start_lo = start_n
+    for h in range(kv_h * group, kv_h * group + group):
+        q_base = Q + b * stride_qb + h * stride_qh
+        row_base = (b * n_heads + h) * seq_len  # into the contiguous dO (times HEAD_DIM), lse and delta
+        for start_m in range(start_lo, seq_len, BLOCK_M):
+            offs_m = start_m + tl.arange(0, BLOCK_M)
+            row_ok = offs_m < seq_len
+            q = tl.load(q_base + offs_m[:, None] * stride_qs + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+            do = tl.load(DO + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :],
+                         mask=row_ok[:, None], other=0.0)
+            q = q.to(tl.float32).to(DOT_DTYPE)
+            do = do.to(tl.float32).to(DOT_DTYPE)
+            lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
+            delta = tl.load(DELTA + row_base + offs_m, mask=row_ok, other=0.0)
+            p_t = tl.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])
+            if _block_needs_mask(start_m, start_n, seq_len, BLOCK_M, BLOCK_N, CAUSAL):
+                p_t = tl.where(_allowed(offs_m[None, :], offs_n[:, None], seq_len, CAUSAL), p_t, 0.0)
+            dv += tl.dot(p_t.to(DOT_DTYPE), do)
+            ds_t = p_t * (tl.dot(v, tl.trans(do)) - delta[None, :])
+            dk += tl.dot(ds_t.to(DOT_DTYPE), q)
+
+    out = bkv.to(tl.int64) * seq_len * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=key_ok)
+    tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=key_ok)
+
+
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ,
+    stride_qb, stride_qh, stride_qs,
+    stride_kb, stride_kh, stride_ks,
+    stride_vb, stride_vh, stride_vs,
+    n_heads, n_kv_heads, seq_len, scale, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_DTYPE: tl.constexpr,
+):
+    """Program (query block, batch * head), with p, ds as in the dK/dV pass:
+
+        dQ_i = scale * sum_j ds_ij k_j,   ds_ij = p_ij * (dO_i . v_j - delta_i)
+
+    Causal: key blocks above the diagonal are skipped, only diagonal and sequence-end tiles are masked.
+    """
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b = (bh // n_heads).to(tl.int64)
+    h = (bh % n_heads).to(tl.int64)
+    kv_h = h // (n_heads // n_kv_heads)
+    k_base = K + b * stride_kb + kv_h * stride_kh
+    v_base = V + b * stride_vb + kv_h * stride_vh
+    row_base = bh.to(tl.int64) * seq_len  # into the contiguous dO, dQ (times HEAD_DIM), lse and delta
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < seq_len
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    q = q.to(tl.float32).to(DOT_DTYPE)
+    do = do.to(tl.float32).to(DOT_DTYPE)
+    lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
+    delta = tl.load(DELTA + row_base + offs_m, mask=row_ok, other=0.0)
+
+    dq = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+    end_n = seq_len
+    if CAUSAL:
+        end_n = tl.minimum(start_m + BLOCK_M, seq_len)
+    for start_n in range(0, end_n, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        col_ok = offs_n[:, None] < seq_len
+        k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=col_ok, other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=col_ok, other=0.0)
+        k = k.to(tl.float32).to(DOT_DTYPE)
+        v = v.to(tl.float32).to(DOT_DTYPE)
+        p = tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
+        if _block_needs_mask(start_m, start_n, seq_len, BLOCK_M, BLOCK_N, CAUSAL):
+            p = tl.where(_allowed(offs_m[:, None], offs_n[None, :], seq_len, CAUSAL), p, 0.0)
+        ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+        dq += tl.dot(ds.to(DOT_DTYPE), k)
+
+    tl.store(DQ + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
+             mask=row_ok[:, None])
+
+
+# (BLOCK_M query rows, BLOCK_N key rows, num_warps, num_stages) per pass and head_dim, picked by hand for an
+# H100: autotuning over several configs does not run under the interpreter. Head dims below 64 use the 64 row.
+_GPU_CONFIGS = {
+    "fwd": {64: (128, 64, 4, 3), 128: (128, 64, 8, 3), 256: (64, 32, 8, 2)},
+    "dkdv": {64: (32, 128, 4, 3), 128: (32, 128, 8, 3), 256: (32, 64, 8, 2)},
+    "dq": {64: (128, 32, 4, 3), 128: (128, 32, 8, 3), 256: (64, 32, 8, 2)},
+}
+# Under the interpreter each program runs serially in NumPy; small tiles keep short test sequences ragged.
+_INTERPRETER_CONFIGS = {"fwd": (32, 16, 1, 1), "dkdv": (16, 32, 1, 1), "dq": (32, 16, 1, 1)}
+
+
+def _config(kernel: str, head_dim: int) -> tuple[int, int, int, int]:
+    if kernels_interpreted():
+        return _INTERPRETER_CONFIGS[kernel]
+    return _GPU_CONFIGS[kernel][max(64, head_dim)]
+
+
+def _dot_dtype(x: torch.Tensor) -> tl.dtype:
+    """Operand dtype of tl.dot: the input dtype on a GPU; fp32 under the interpreter, whose bf16 dot is wrong."""
+    if kernels_interpreted():
+        return tl.float32
+    return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[x.dtype]
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, head, seq) strides of a (batch, heads, seq, head_dim) tensor whose last dim is unit-stride."""
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _unit_last(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _attn_fwd(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, n_heads, seq_len, head_dim = q.shape
+    block_m, block_n, num_warps, num_stages = _config("fwd", head_dim)
+    o = torch.empty((batch, n_heads, seq_len, head_dim), dtype=q.dtype, device=q.device)
+    lse = torch.empty((batch, n_heads, seq_len), dtype=torch.float32, device=q.device)
+    _attn_fwd_kernel[(triton.cdiv(seq_len, block_m), batch * n_heads)](
+        q, k, v, o, lse,
+        *_strides(q), *_strides(k), *_strides(v),
+        n_heads, k.shape[1], seq_len, scale * _LOG2E,
+        HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal, DOT_DTYPE=_dot_dtype(q),
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return o, lse
+
+
+def _attn_bwd(
+    do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+    causal: bool, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch, n_heads, seq_len, head_dim = q.shape
+    n_kv_heads = k.shape[1]
+    do = do.contiguous()  # shares o's layout, so the kernels index both with the same offsets
+    dq = torch.empty_like(o)
+    dk = torch.empty((batch, n_kv_heads, seq_len, head_dim), dtype=k.dtype, device=k.device)
+    dv = torch.empty((batch, n_kv_heads, seq_len, head_dim), dtype=v.dtype, device=v.device)
+    delta = torch.empty_like(lse)
+    common = {"HEAD_DIM": head_dim, "CAUSAL": causal, "DOT_DTYPE": _dot_dtype(q)}
+    shape_args = (n_heads, n_kv_heads, seq_len, scale, scale * _LOG2E)
+
+    block_m, _, _, _ = _config("dq", head_dim)
+    _attn_bwd_delta_kernel[(triton.cdiv(seq_len, block_m), batch * n_heads)](
+        o, do, delta, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m, num_warps=4,
+    )
+    block_m, block_n, num_warps, num_stages = _config("dkdv", head_dim)
+    _attn_bwd_dkdv_kernel[(triton.cdiv(seq_len, block_n), batch * n_kv_heads)](
+        q, k, v, do, lse, delta, dk, dv,
+        *_strides(q), *_strides(k), *_strides(v), *shape_args,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages, **common,
+    )
+    block_m, block_n, num_warps, num_stages = _config("dq", head_dim)
+    _attn_bwd_dq_kernel[(triton.cdiv(seq_len, block_m), batch * n_heads)](
+        q, k, v, do, lse, delta, dq,
+        *_strides(q), *_strides(k), *_strides(v), *shape_args,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages, **common,
+    )
+    return dq, dk, dv
+
+
+class _FlashAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float
+    ) -> torch.Tensor:
+        q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+        o, lse = _attn_fwd(q, k, v, causal, scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal, ctx.scale = causal, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _attn_bwd(do, q, k, v, o, lse, ctx.causal, ctx.scale)
+        return dq, dk, dv, None, None
+
+
+def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 4 or k.shape != v.shape or k.dim() != 4:
+        raise ValueError(f"flash_attention: want q (B, H, S, D), k = v (B, KVH, S, D); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    (b, h, s, d), (bk, hk, sk, dk) = q.shape, k.shape
+    if (b, s, d) != (bk, sk, dk) or h % hk != 0:
+        raise ValueError(f"flash_attention: q {tuple(q.shape)} and k/v {tuple(k.shape)} must share batch, seq and "
+                         "head_dim, and kv_heads must divide heads")
+    if not q.dtype == k.dtype == v.dtype:
+        raise ValueError(f"flash_attention: q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
 
 
 def flash_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, scale: float | None = None
 ) -> torch.Tensor:
-    """Attention of q (B, H, S, D) over k, v (B, KVH, S, D); `scale` defaults to 1/sqrt(D)."""
-    return flash_attention_reference(q, k, v, causal, scale)
+    """Attention of q (B, H, S, D) over k, v (B, KVH, S, D), KVH dividing H (GQA, MQA); returns (B, H, S, D).
+
+    `scale` multiplies q . k and defaults to 1/sqrt(D) (the muP model passes 1/D). The Triton path needs D a power
+    of two between 16 and 256.
+    """
+    _check_shapes(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if not use_triton(q):
+        return flash_attention_reference(q, k, v, causal, scale)
+    head_dim = q.shape[-1]
+    if head_dim not in (16, 32, 64, 128, 256):
+        raise ValueError(f"flash_attention: the Triton kernel needs head_dim a power of two in [16, 256], got "
+                         f"{head_dim}")
+    return _FlashAttentionFunction.apply(q, k, v, causal, scale)
