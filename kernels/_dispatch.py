@@ -61,8 +61,8 @@ def use_triton(x: torch.Tensor) -> bool:
         return False
     if not kernels_interpreted():
         raise RuntimeError(
-            f"{_ENV}=1 asks for the Triton kernels on CPU, but triton was imported for the GPU compiler before "
-            f"`kernels` was; set {_ENV}=1 before the first `import triton` (or import `kernels` first)."
+            f"{_ENV}=1 asks for the Triton kernels on CPU, but triton was imported for the GPU compiler "
+            f"before `kernels` was; set {_ENV}=1 before the first `import triton` (or import `kernels` first)."
         )
     return True
 

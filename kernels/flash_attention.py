@@ -21,7 +21,8 @@ def flash_attention_reference(
 ) -> torch.Tensor:
     """Plain PyTorch attention (SDPA with an explicit scale); same signature as `flash_attention`."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+    grouped = k.shape[1] != q.shape[1]
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=grouped)
 
 
 @triton.jit
@@ -37,7 +38,7 @@ def _block_needs_mask(start_m, start_n, seq_len, BLOCK_M: tl.constexpr, BLOCK_N:
 
 @triton.jit
 def _allowed(q_idx, k_idx, seq_len, CAUSAL: tl.constexpr):
-    """Which (query, key) pairs may attend: the key inside the sequence and, when causal, not after the query."""
+    """Which (query, key) pairs may attend: the key inside the sequence and (causal) not after the query."""
     allowed = k_idx < seq_len
     if CAUSAL:
         allowed = allowed & (k_idx <= q_idx)
@@ -46,7 +47,7 @@ def _allowed(q_idx, k_idx, seq_len, CAUSAL: tl.constexpr):
 
 @triton.jit
 def _attn_fwd_kernel(
-    Q, K, V, O, LSE,
+    Q, K, V, OUT, LSE,
     stride_qb, stride_qh, stride_qs,
     stride_kb, stride_kh, stride_ks,
     stride_vb, stride_vh, stride_vs,
@@ -103,21 +104,21 @@ def _attn_fwd_kernel(
         m_i = m_new
 
     acc = acc / l_i[:, None]
-    o_base = O + bh.to(tl.int64) * seq_len * HEAD_DIM
-    tl.store(o_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(O.dtype.element_ty), mask=row_ok)
+    o_base = OUT + bh.to(tl.int64) * seq_len * HEAD_DIM
+    tl.store(o_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(OUT.dtype.element_ty), mask=row_ok)
     tl.store(LSE + bh.to(tl.int64) * seq_len + offs_m, m_i + tl.log2(l_i), mask=offs_m < seq_len)
 
 
 @triton.jit
-def _attn_bwd_delta_kernel(O, DO, DELTA, seq_len, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+def _attn_bwd_delta_kernel(OUT, DO, DELTA, seq_len, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     """Program (query block, batch * head): delta_i = sum_d dO_id * O_id, which equals sum_j p_ij dp_ij, the
-    row term of the softmax backward. O and dO are contiguous (batch, heads, seq, head_dim)."""
+    row term of the softmax backward. O (OUT) and dO are contiguous (batch, heads, seq, head_dim)."""
     bh = tl.program_id(1).to(tl.int64)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     offsets = bh * seq_len * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
     row_ok = offs_m[:, None] < seq_len
-    o = tl.load(O + offsets, mask=row_ok, other=0.0).to(tl.float32)
+    o = tl.load(OUT + offsets, mask=row_ok, other=0.0).to(tl.float32)
     do = tl.load(DO + offsets, mask=row_ok, other=0.0).to(tl.float32)
     tl.store(DELTA + bh * seq_len + offs_m, tl.sum(o * do, axis=1), mask=offs_m < seq_len)
 
@@ -168,7 +169,8 @@ def _attn_bwd_dkdv_kernel(
         for start_m in range(start_lo, seq_len, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             row_ok = offs_m < seq_len
-            q = tl.load(q_base + offs_m[:, None] * stride_qs + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+            q = tl.load(q_base + offs_m[:, None] * stride_qs + offs_d[None, :],
+                        mask=row_ok[:, None], other=0.0)
             do = tl.load(DO + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :],
                          mask=row_ok[:, None], other=0.0)
             q = q.to(tl.float32).to(DOT_DTYPE)
@@ -217,7 +219,8 @@ def _attn_bwd_dq_kernel(
     row_ok = offs_m < seq_len
     q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :],
+                 mask=row_ok[:, None], other=0.0)
     q = q.to(tl.float32).to(DOT_DTYPE)
     do = do.to(tl.float32).to(DOT_DTYPE)
     lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
@@ -240,16 +243,18 @@ def _attn_bwd_dq_kernel(
         ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
         dq += tl.dot(ds.to(DOT_DTYPE), k)
 
-    tl.store(DQ + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
-             mask=row_ok[:, None])
+    tl.store(DQ + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :],
+             (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
-# (BLOCK_M query rows, BLOCK_N key rows, num_warps, num_stages) per pass and head_dim, picked by hand for an
-# H100: autotuning over several configs does not run under the interpreter. Head dims below 64 use the 64 row.
+# (BLOCK_M query rows, BLOCK_N key rows, num_warps, num_stages) per pass and head_dim, picked by hand for
+# sm_90 (autotuning over several configs does not run under the interpreter): the largest tiles whose
+# compiled kernels keep every value in registers (no spills), checked with cuobjdump --dump-resource-usage.
+# Head dims below 64 use the 64 row.
 _GPU_CONFIGS = {
-    "fwd": {64: (128, 64, 4, 3), 128: (128, 64, 8, 3), 256: (64, 32, 8, 2)},
-    "dkdv": {64: (32, 128, 4, 3), 128: (32, 128, 8, 3), 256: (32, 64, 8, 2)},
-    "dq": {64: (128, 32, 4, 3), 128: (128, 32, 8, 3), 256: (64, 32, 8, 2)},
+    "fwd": {64: (128, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 8, 2)},
+    "dkdv": {64: (32, 128, 8, 3), 128: (64, 64, 8, 3), 256: (32, 32, 8, 2)},
+    "dq": {64: (128, 64, 8, 3), 128: (64, 64, 4, 3), 256: (64, 32, 8, 2)},
 }
 # Under the interpreter each program runs serially in NumPy; small tiles keep short test sequences ragged.
 _INTERPRETER_CONFIGS = {"fwd": (32, 16, 1, 1), "dkdv": (16, 32, 1, 1), "dq": (32, 16, 1, 1)}
@@ -262,7 +267,7 @@ def _config(kernel: str, head_dim: int) -> tuple[int, int, int, int]:
 
 
 def _dot_dtype(x: torch.Tensor) -> tl.dtype:
-    """Operand dtype of tl.dot: the input dtype on a GPU; fp32 under the interpreter, whose bf16 dot is wrong."""
+    """Operand dtype of tl.dot: the input dtype on a GPU; fp32 under the interpreter (its bf16 dot is wrong)."""
     if kernels_interpreted():
         return tl.float32
     return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[x.dtype]
@@ -308,9 +313,9 @@ def _attn_bwd(
     common = {"HEAD_DIM": head_dim, "CAUSAL": causal, "DOT_DTYPE": _dot_dtype(q)}
     shape_args = (n_heads, n_kv_heads, seq_len, scale, scale * _LOG2E)
 
-    block_m, _, _, _ = _config("dq", head_dim)
+    block_m, _, num_warps, _ = _config("dq", head_dim)  # the delta rows feed the dQ pass's query blocks
     _attn_bwd_delta_kernel[(triton.cdiv(seq_len, block_m), batch * n_heads)](
-        o, do, delta, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m, num_warps=4,
+        o, do, delta, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m, num_warps=num_warps,
     )
     block_m, block_n, num_warps, num_stages = _config("dkdv", head_dim)
     _attn_bwd_dkdv_kernel[(triton.cdiv(seq_len, block_n), batch * n_kv_heads)](
@@ -347,12 +352,12 @@ class _FlashAttentionFunction(torch.autograd.Function):
 
 def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.dim() != 4 or k.shape != v.shape or k.dim() != 4:
-        raise ValueError(f"flash_attention: want q (B, H, S, D), k = v (B, KVH, S, D); got q {tuple(q.shape)}, "
-                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+        raise ValueError(f"flash_attention: want q (B, H, S, D), k = v (B, KVH, S, D); got "
+                         f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
     (b, h, s, d), (bk, hk, sk, dk) = q.shape, k.shape
     if (b, s, d) != (bk, sk, dk) or h % hk != 0:
-        raise ValueError(f"flash_attention: q {tuple(q.shape)} and k/v {tuple(k.shape)} must share batch, seq and "
-                         "head_dim, and kv_heads must divide heads")
+        raise ValueError(f"flash_attention: q {tuple(q.shape)} and k/v {tuple(k.shape)} must share batch, "
+                         "seq and head_dim, and kv_heads must divide heads")
     if not q.dtype == k.dtype == v.dtype:
         raise ValueError(f"flash_attention: q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
 
@@ -362,8 +367,8 @@ def flash_attention(
 ) -> torch.Tensor:
     """Attention of q (B, H, S, D) over k, v (B, KVH, S, D), KVH dividing H (GQA, MQA); returns (B, H, S, D).
 
-    `scale` multiplies q . k and defaults to 1/sqrt(D) (the muP model passes 1/D). The Triton path needs D a power
-    of two between 16 and 256.
+    `scale` multiplies q . k and defaults to 1/sqrt(D) (the muP model passes 1/D). The Triton path needs D a
+    power of two between 16 and 256.
     """
     _check_shapes(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
@@ -371,6 +376,6 @@ def flash_attention(
         return flash_attention_reference(q, k, v, causal, scale)
     head_dim = q.shape[-1]
     if head_dim not in (16, 32, 64, 128, 256):
-        raise ValueError(f"flash_attention: the Triton kernel needs head_dim a power of two in [16, 256], got "
-                         f"{head_dim}")
+        raise ValueError(f"flash_attention: the Triton kernel needs head_dim a power of two in [16, 256], "
+                         f"got {head_dim}")
     return _FlashAttentionFunction.apply(q, k, v, causal, scale)

@@ -7,7 +7,9 @@ import triton.language as tl
 from kernels._dispatch import as_rows, use_triton
 
 
-def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+def rms_norm_reference(
+    x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6
+) -> torch.Tensor:
     """Plain PyTorch RMSNorm, computed in fp32 and returned in the input dtype."""
     xf = x.float()
     y = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)

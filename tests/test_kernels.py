@@ -5,20 +5,24 @@ CUDA GPU in bf16 when one is present. Inputs are views into NaN-filled buffers, 
 poisons the result instead of silently reading a neighbour's value.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import kernels
 from kernels._dispatch import kernels_interpreted
-from kernels.flash_attention import _FlashAttentionFunction
-from kernels.rms_norm import _RMSNormFunction
-from kernels.swiglu import _SwiGLUFunction
+from kernels.flash_attention import _GPU_CONFIGS, _FlashAttentionFunction
+from kernels.rms_norm import _RMSNormFunction, _row_settings
+from kernels.swiglu import _launch_settings, _SwiGLUFunction
 
 _HAS_GPU = torch.cuda.is_available()
 _GPU_ONLY = pytest.mark.skipif(not _HAS_GPU, reason="needs a CUDA GPU")
 _INTERPRETER_ONLY = pytest.mark.skipif(
     _HAS_GPU and not kernels_interpreted(),
-    reason="kernels were compiled for the GPU in this process; rerun with CUDA_VISIBLE_DEVICES= to interpret them",
+    reason="kernels compiled for the GPU in this process; rerun with CUDA_VISIBLE_DEVICES= to interpret them",
 )
 
 # (device, dtype) pairs every case runs on.
@@ -40,8 +44,10 @@ def target(request, monkeypatch):
     return torch.device(device), dtype
 
 
-def _guarded(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, pad_dims: int = 1) -> torch.Tensor:
-    """Random normal values in a view of a NaN-filled buffer padded on both sides of the last `pad_dims` dims."""
+def _guarded(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, pad_dims: int = 1
+) -> torch.Tensor:
+    """Random normal values in a view of a NaN-filled buffer padded on both sides of its last `pad_dims` dims."""
     lead, tail = shape[: len(shape) - pad_dims], shape[len(shape) - pad_dims:]
     buffer = torch.full((*lead, *(n + 5 for n in tail)), float("nan"), dtype=dtype, device=device)
     view = buffer[(..., *(slice(2, 2 + n) for n in tail))]
@@ -101,7 +107,7 @@ def test_swiglu(target, shape):
     _assert_close(up.grad, up_ref.grad, dtype, "dup")
 
 
-# (batch, heads, kv_heads, seq, head_dim, causal, scale): ragged sequences, GQA, MQA, scale 1/D (muP) and default.
+# (batch, heads, kv_heads, seq, head_dim, causal, scale): ragged sequences, GQA, MQA, scale 1/D (muP), default.
 ATTENTION_CASES = [
     pytest.param(2, 4, 2, 37, 32, True, 1 / 32, id="gqa-causal-s37-d32"),
     pytest.param(1, 3, 1, 50, 16, False, 1 / 16, id="mqa-full-s50-d16"),
@@ -111,7 +117,8 @@ ATTENTION_CASES = [
 
 
 @pytest.mark.parametrize("target", TARGETS, indirect=True)
-@pytest.mark.parametrize(("batch", "heads", "kv_heads", "seq", "head_dim", "causal", "scale"), ATTENTION_CASES)
+@pytest.mark.parametrize(("batch", "heads", "kv_heads", "seq", "head_dim", "causal", "scale"),
+                         ATTENTION_CASES)
 def test_flash_attention(target, batch, heads, kv_heads, seq, head_dim, causal, scale):
     device, dtype = target
     torch.manual_seed(0)
@@ -181,3 +188,55 @@ def test_flash_attention_rejects_bad_shapes(monkeypatch):
         kernels.flash_attention(q, q, q)
     with pytest.raises(ValueError, match="kv_heads must divide heads"):
         kernels.flash_attention(torch.randn(1, 4, 8, 16), torch.randn(1, 3, 8, 16), torch.randn(1, 3, 8, 16))
+
+
+def _compile_every_kernel_for_sm90() -> None:
+    """Compile each kernel at its production settings (bf16, head_dim 128) to an sm_90 binary, no GPU needed.
+
+    Runs in a subprocess that imported triton before `kernels`, so the kernels are GPU JIT functions there.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    def compile_kernel(fn, constexprs: dict, num_warps: int, num_stages: int = 3) -> None:
+        signature = {}
+        for name in fn.arg_names:
+            if name in constexprs:
+                signature[name] = "constexpr"
+            elif name in ("RSTD", "DW_PARTIAL", "LSE", "DELTA"):
+                signature[name] = "*fp32"
+            elif name.isupper():
+                signature[name] = "*bf16"
+            else:
+                signature[name] = "fp32" if name in ("eps", "scale", "qk_scale") else "i32"
+        source = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+        triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": num_warps, "num_stages": num_stages})
+
+    rms, swiglu, attention = (sys.modules[f"kernels.{op}"] for op in ("rms_norm", "swiglu", "flash_attention"))
+    block, num_warps = _row_settings(2048)
+    for kernel in (rms._rms_norm_fwd_kernel, rms._rms_norm_bwd_kernel):
+        compile_kernel(kernel, {"HAS_WEIGHT": True, "BLOCK": block}, num_warps)
+    _, block, num_warps = _launch_settings(1, 5632)
+    for kernel in (swiglu._swiglu_fwd_kernel, swiglu._swiglu_bwd_kernel):
+        compile_kernel(kernel, {"BLOCK": block}, num_warps)
+    passes = {"fwd": attention._attn_fwd_kernel, "dkdv": attention._attn_bwd_dkdv_kernel,
+              "dq": attention._attn_bwd_dq_kernel}
+    for causal in (True, False):
+        for name, kernel in passes.items():
+            block_m, block_n, num_warps, num_stages = _GPU_CONFIGS[name][128]
+            constexprs = {"HEAD_DIM": 128, "BLOCK_M": block_m, "BLOCK_N": block_n, "CAUSAL": causal,
+                          "DOT_DTYPE": triton.language.bfloat16}
+            compile_kernel(kernel, constexprs, num_warps, num_stages)
+    block_m, _, num_warps, _ = _GPU_CONFIGS["dq"][128]
+    compile_kernel(attention._attn_bwd_delta_kernel, {"HEAD_DIM": 128, "BLOCK_M": block_m}, num_warps)
+
+
+def test_kernels_compile_for_gpu():
+    """The interpreter does not type-check like the GPU compiler, so also compile everything for an H100."""
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    code = ("import sys, triton; sys.path.insert(0, sys.argv[1]); "
+            "import test_kernels; test_kernels._compile_every_kernel_for_sm90()")
+    result = subprocess.run([sys.executable, "-c", code, tests_dir], check=False,
+                            cwd=os.path.dirname(tests_dir), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
