@@ -3,8 +3,8 @@
 Measures, at the shapes of a ~1B model (d_model 2048, 16 heads of 128, d_ff 5632) and a ~10B model
 (d_model 8192, 64 heads of 128, d_ff 22016), 8192 tokens per call (batch 4 x seq 2048, batch 2 x seq 4096):
 
-- causal attention: `kernels.flash_attention` vs eager PyTorch (matmul, mask, softmax), `torch.compile` of that,
-  and `F.scaled_dot_product_attention` forced onto its flash backend. Reported in TFLOP/s, with
+- causal attention: `kernels.flash_attention` vs eager PyTorch (matmul, mask, softmax), `torch.compile` of
+  that, and `F.scaled_dot_product_attention` forced onto its flash backend. Reported in TFLOP/s, with
   fwd FLOPs = 4 * B * H * S^2 * D / 2 (causal half) and bwd FLOPs = 2.5 x fwd.
 - RMSNorm (no gain, as in the muP model) and SwiGLU: `kernels.*` vs eager and `torch.compile` of the
   references. Reported in GB/s of the minimal traffic (every input read once, every output written once),
@@ -83,8 +83,8 @@ def _time_fwd_bwd(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor]) -
 
 
 def _measure(
-    op: str, model: str, shape: str, impls: dict[str, Callable[..., torch.Tensor]], inputs: list[torch.Tensor],
-    unit: str, fwd_work: float, bwd_work: float,
+    op: str, model: str, shape: str, impls: dict[str, Callable[..., torch.Tensor]],
+    inputs: list[torch.Tensor], unit: str, fwd_work: float, bwd_work: float,
 ) -> list[Result]:
     """Time every implementation on the same inputs; work is FLOPs (TFLOP/s) or bytes (GB/s)."""
     per_second = 1e12 if unit == "TFLOP/s" else 1e9
@@ -150,7 +150,8 @@ def bench_swiglu(model: str) -> list[Result]:
     return _measure("swiglu", model, f"{TOKENS}x{d_ff}", impls, inputs, "GB/s", 3 * size, 5 * size)
 
 
-_COLUMNS = f"{'op':<10} {'model':<5} {'shape':<24} {'impl':<11} {'fwd ms':>8} {'bwd ms':>8} {'fwd':>8} {'bwd':>8}"
+_COLUMNS = (f"{'op':<10} {'model':<5} {'shape':<24} {'impl':<11} {'fwd ms':>8} {'bwd ms':>8} "
+            f"{'fwd':>8} {'bwd':>8}")
 
 
 def _print_row(r: Result) -> None:
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         sys.exit("kernels.bench needs a CUDA GPU; none is visible, so nothing was measured.")
     if kernels_interpreted():
-        sys.exit("kernels.bench: TRITON_INTERPRET is set, so the kernels would run in the interpreter; unset it.")
+        sys.exit("kernels.bench: TRITON_INTERPRET is set, so the kernels would be interpreted; unset it.")
 
     device = torch.cuda.get_device_name()
     print(f"{device}, torch {torch.__version__}, triton {triton.__version__}, {DTYPE}")

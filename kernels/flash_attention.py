@@ -267,7 +267,7 @@ def _config(kernel: str, head_dim: int) -> tuple[int, int, int, int]:
 
 
 def _dot_dtype(x: torch.Tensor) -> tl.dtype:
-    """Operand dtype of tl.dot: the input dtype on a GPU; fp32 under the interpreter (its bf16 dot is wrong)."""
+    """Operand dtype of tl.dot: the input dtype on a GPU, fp32 in the interpreter (its bf16 dot is wrong)."""
     if kernels_interpreted():
         return tl.float32
     return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[x.dtype]

@@ -47,7 +47,7 @@ def target(request, monkeypatch):
 def _guarded(
     shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, pad_dims: int = 1
 ) -> torch.Tensor:
-    """Random normal values in a view of a NaN-filled buffer padded on both sides of its last `pad_dims` dims."""
+    """Random normal values in a view of a NaN-filled buffer padded around its last `pad_dims` dims."""
     lead, tail = shape[: len(shape) - pad_dims], shape[len(shape) - pad_dims:]
     buffer = torch.full((*lead, *(n + 5 for n in tail)), float("nan"), dtype=dtype, device=device)
     view = buffer[(..., *(slice(2, 2 + n) for n in tail))]
@@ -107,7 +107,7 @@ def test_swiglu(target, shape):
     _assert_close(up.grad, up_ref.grad, dtype, "dup")
 
 
-# (batch, heads, kv_heads, seq, head_dim, causal, scale): ragged sequences, GQA, MQA, scale 1/D (muP), default.
+# (batch, heads, kv_heads, seq, head_dim, causal, scale): ragged sequences, GQA, MQA, scale 1/D (muP) or None.
 ATTENTION_CASES = [
     pytest.param(2, 4, 2, 37, 32, True, 1 / 32, id="gqa-causal-s37-d32"),
     pytest.param(1, 3, 1, 50, 16, False, 1 / 16, id="mqa-full-s50-d16"),
@@ -213,7 +213,7 @@ def _compile_every_kernel_for_sm90() -> None:
         triton.compile(source, target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": num_warps, "num_stages": num_stages})
 
-    rms, swiglu, attention = (sys.modules[f"kernels.{op}"] for op in ("rms_norm", "swiglu", "flash_attention"))
+    rms, swiglu, attention = (sys.modules[f"kernels.{m}"] for m in ("rms_norm", "swiglu", "flash_attention"))
     block, num_warps = _row_settings(2048)
     for kernel in (rms._rms_norm_fwd_kernel, rms._rms_norm_bwd_kernel):
         compile_kernel(kernel, {"HAS_WEIGHT": True, "BLOCK": block}, num_warps)
