@@ -126,9 +126,18 @@ class Trainer:
         mean_loss, stop = self._reduce_loss_and_stop(total / len(batches))
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(self._diverged_message(mean_loss))
+        unrecorded_norm = self._plain_grad_norm()
         self.engine.step()
         grad_norm = self.engine.get_global_grad_norm()
-        return mean_loss, float(grad_norm) if grad_norm is not None else math.nan, stop
+        return mean_loss, float(grad_norm if grad_norm is not None else unrecorded_norm), stop
+
+    def _plain_grad_norm(self) -> float:
+        """DeepSpeed records the grad norm except for plain fp32 without ZeRO; there the grads are the
+        module's own, already averaged over ranks at the boundary."""
+        if self.engine.zero_optimization_stage() or self.engine.bfloat16_enabled():
+            return math.nan
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
 
     def _reduce_loss_and_stop(self, loss: torch.Tensor) -> tuple[float, bool]:
         """One all-reduce per step: the loss averaged over ranks, and whether any rank was asked to stop."""
