@@ -35,7 +35,7 @@ class ModelConfig:
     ffn_multiple_of: int = 256
     parametrization: Literal["mup", "sp"] = "mup"
     base_width: int = 128  # the width at which μP equals SP
-    qk_scale: Literal["auto", "mup", "sp"] = "auto"  # mup = 1/head_dim, sp = 1/sqrt(head_dim), auto follows parametrization
+    qk_scale: Literal["auto", "mup", "sp"] = "auto"  # mup: 1/head_dim, sp: 1/sqrt(head_dim), auto: per parametrization
     zero_query: bool = True  # zero-init the query projection (μP only)
     norm_gains: bool = False  # trainable RMSNorm gains; they broke μ-transfer in the paper
     norm_eps: float = 1e-6

@@ -24,9 +24,9 @@ Attention logits are scaled by 1/D under μP and 1/sqrt(D) under SP (`ModelConfi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
 
 from .config import ModelConfig
 

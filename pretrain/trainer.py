@@ -84,29 +84,28 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         cfg = self.cfg.train
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not dist.is_main(),
-                   dynamic_ncols=True)
         loss = eval_loss = math.nan
-        while self.step < cfg.steps:
-            started = time.perf_counter()
-            loss, grad_norm, stop = self.train_step()
-            self.step += 1
-            seconds = time.perf_counter() - started
-            metrics = {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": self.tokens_per_step / seconds,
-                       **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}}
-            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                eval_loss = metrics["eval_loss"] = self.evaluate()
-            self.logger.log(metrics, self.step)
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.cfg.optim.lr * self._multiplier(self.step - 1):.2e}",
-                                tok_s=f"{metrics['tokens_per_s']:.0f}")
-            if stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                self.save()
-            if stop:
-                dist.print0(f"stop requested: checkpointed at step {self.step}, exiting")
-                break
-        bar.close()
+        with tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not dist.is_main(),
+                  dynamic_ncols=True) as bar:
+            while self.step < cfg.steps:
+                started = time.perf_counter()
+                loss, grad_norm, stop = self.train_step()
+                self.step += 1
+                seconds = time.perf_counter() - started
+                metrics = {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": self.tokens_per_step / seconds,
+                           **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}}
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    eval_loss = metrics["eval_loss"] = self.evaluate()
+                self.logger.log(metrics, self.step)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.cfg.optim.lr * self._multiplier(self.step - 1):.2e}",
+                                    tok_s=f"{metrics['tokens_per_s']:.0f}")
+                if stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save()
+                if stop:
+                    dist.print0(f"stop requested: checkpointed at step {self.step}, exiting")
+                    break
         return TrainResult(self.step, loss, None if math.isnan(eval_loss) else eval_loss,
                            stopped_early=self.step < cfg.steps)
 

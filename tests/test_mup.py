@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pretrain.config import config_from_dict
-from pretrain.optim import build_optimizer
 from pretrain.model import build_model
+from pretrain.optim import build_optimizer
 
 ALPHA = 0.01
 VOCAB = 256
