@@ -90,8 +90,11 @@ def _row_settings(n_cols: int) -> tuple[int, int]:
     return block, num_warps
 
 
-def _num_programs(n_rows: int, device: torch.device) -> int:
-    """Programs for the backward pass: one per SM on a GPU, so each partial dW covers many rows."""
+def _num_programs(n_rows: int, device: torch.device, has_weight: bool) -> int:
+    """Programs for the backward pass. Without a weight, one per row. With one, one per SM on a GPU, so that
+    each partial dW covers many rows and the final reduction over programs stays small."""
+    if not has_weight:
+        return max(1, n_rows)
     if device.type == "cuda":
         return max(1, min(n_rows, torch.cuda.get_device_properties(device).multi_processor_count))
     return max(1, min(n_rows, 4))
@@ -120,7 +123,7 @@ def _rms_norm_bwd(
     dy2 = as_rows(dy)
     n_rows, n_cols = x2.shape
     block, num_warps = _row_settings(n_cols)
-    programs = _num_programs(n_rows, x2.device)
+    programs = _num_programs(n_rows, x2.device, weight is not None)
     dx = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device)
     dw_partial = None
     if weight is not None:

@@ -56,9 +56,10 @@ def _swiglu_bwd_kernel(
 
 
 def _launch_settings(n_rows: int, n_cols: int) -> tuple[tuple[int, int], int, int]:
-    """Grid, block and warps: column blocks of up to 4096 elements, about 8 elements per thread."""
-    block = min(4096, triton.next_power_of_2(n_cols))
-    num_warps = max(1, min(16, block // 256))
+    """Grid, block and warps: column blocks of up to 2048 elements (little masked tail at d_ff like 5632 or
+    22016), about 8 elements per thread."""
+    block = min(2048, triton.next_power_of_2(n_cols))
+    num_warps = max(1, min(8, block // 256))
     return (n_rows, triton.cdiv(n_cols, block)), block, num_warps
 
 

@@ -92,7 +92,7 @@ def test_rms_norm(target, shape, with_weight):
 
 
 @pytest.mark.parametrize("target", TARGETS, indirect=True)
-@pytest.mark.parametrize("shape", [(5, 123, 123), (2, 3, 5000)])
+@pytest.mark.parametrize("shape", [(5, 123, 123), (2, 3, 3000)])
 def test_swiglu(target, shape):
     device, dtype = target
     torch.manual_seed(0)
@@ -232,6 +232,7 @@ def _compile_every_kernel_for_sm90() -> None:
     compile_kernel(attention._attn_bwd_delta_kernel, {"HEAD_DIM": 128, "BLOCK_M": block_m}, num_warps)
 
 
+@pytest.mark.skipif(_HAS_GPU, reason="the GPU cases compile and run every kernel for real")
 def test_kernels_compile_for_gpu():
     """The interpreter does not type-check like the GPU compiler, so also compile everything for an H100."""
     tests_dir = os.path.dirname(os.path.abspath(__file__))
