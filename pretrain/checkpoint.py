@@ -13,7 +13,10 @@ always complete; a crash mid-save leaves only a temp dir, removed on the next st
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
+from .config import load_config
 
 DS_TAG = "ds"
 _PREFIX = "step_"
@@ -58,6 +62,40 @@ def check_checkpoint(path: Path) -> Path:
         if not (path / name).exists():
             raise CheckpointError(f"{path}: not a complete checkpoint ({name} is missing)")
     return path
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """`path` itself if it is a checkpoint, else the newest complete one in a run dir, its `checkpoints/`,
+    or `checkpoints/latest`; raises CheckpointError naming what is wrong."""
+    path = Path(path)
+    if not (path / "trainer.json").exists():
+        base = path.parent if path.name == "latest" else path
+        for root in (base, base / "checkpoints"):
+            found = latest_checkpoint(root)
+            if found is not None:
+                return found
+    return check_checkpoint(path)
+
+
+def load_consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The full fp32 model state dict of a checkpoint of any ZeRO stage and world size, on the CPU.
+
+    Stage 0 keeps the whole module in one file. Stages 1-3 spread the fp32 master weights over the ranks'
+    optimizer files, which DeepSpeed's zero_to_fp32 gathers (it reads its own files with full pickle)."""
+    path = check_checkpoint(path)
+    stage = load_config(path / "config.yaml").deepspeed.zero_stage
+    try:
+        if stage == 0:
+            module_file = path / DS_TAG / "mp_rank_00_model_states.pt"
+            state = torch.load(module_file, map_location="cpu", weights_only=True)["module"]
+        else:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            with contextlib.redirect_stdout(io.StringIO()):  # it narrates each file it reads
+                state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=DS_TAG)
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{path / DS_TAG}: cannot read the ZeRO-{stage} weights ({err})") from None
+    return {name: tensor.float() for name, tensor in state.items()}
 
 
 def read_trainer_state(path: Path) -> dict:
