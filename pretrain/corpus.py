@@ -14,6 +14,7 @@ Every source becomes a `datasets.Dataset` with one row per document, in a determ
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -31,7 +32,8 @@ import datasets
 from .config import ConfigError, DataConfig
 
 EMBEDDED_SKIP_DIRS = frozenset({"site-packages", "test", "tests", "idle_test"})
-LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}  # suffix -> datasets builder
+# file suffix -> the datasets builder that reads it
+LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 HUB_PREFIX = "hub:"
 LOAD_ERRORS = (OSError, ValueError, datasets.exceptions.DatasetsError)  # what datasets raises for bad input
 
@@ -68,7 +70,8 @@ def resolve_source(cfg: DataConfig) -> Source:
         if not name:
             raise ConfigError("data.source: 'hub:' needs a dataset name, e.g. hub:roneneldan/TinyStories")
         spec = [name, cfg.hub_config, cfg.hub_split, cfg.text_field]
-        return Source("hub", (), fingerprint(spec), f"hub:{name} (config {cfg.hub_config}, split {cfg.hub_split})")
+        description = f"hub:{name} (config {cfg.hub_config}, split {cfg.hub_split})"
+        return Source("hub", (), fingerprint(spec), description)
     files = _local_files(cfg.source)
     kind = LOADERS[files[0].suffix]
     stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
@@ -96,6 +99,7 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     return Corpus(dataset, field, source.description)
 
 
+@functools.cache  # the interpreter's own files do not change while it runs
 def _embedded_source() -> Source:
     root = Path(sysconfig.get_paths()["stdlib"])
     relative = []

@@ -94,13 +94,14 @@ def prepare_tokenizer(cfg: DataConfig, progress: bool = True) -> Path:
 
 
 def hf_tokenizer(path: Path) -> PreTrainedTokenizerFast:
-    """The tokenizer as a `transformers.PreTrainedTokenizerFast`, EOS set; `save_pretrained` writes HF's files."""
+    """The tokenizer as a `transformers.PreTrainedTokenizerFast` with its EOS set (`save_pretrained` it)."""
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=_eos_token(Tokenizer.from_file(str(path))))
+    eos = _eos_token(Tokenizer.from_file(str(path)))
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=eos)
 
 
-# --- the cache -------------------------------------------------------------------------------------------------
+# --- the cache ----------------------------------------------------------------------------------------------
 
 def _data_dir(cfg: DataConfig) -> Path:
     """Where the shards for `cfg` live: named by a digest of everything that shapes them."""
@@ -109,17 +110,18 @@ def _data_dir(cfg: DataConfig) -> Path:
         tokenizer = ["bpe", cfg.vocab_size]
     else:
         tokenizer = hashlib.sha256(_local_tokenizer(cfg.tokenizer).read_bytes()).hexdigest()
-    key = fingerprint([FORMAT_VERSION, source.identity, tokenizer, cfg.seq_len, cfg.val_fraction, cfg.max_documents])
+    key = fingerprint([FORMAT_VERSION, source.identity, tokenizer, cfg.seq_len, cfg.val_fraction,
+                       cfg.max_documents])
     return Path(cfg.cache_dir) / f"{source.kind}-seq{cfg.seq_len}-{key}"
 
 
 def _build_once(target: Path, build: Callable[[Path], None]) -> None:
     """Make the directory `target` with `build(tmp)` unless it exists, safely across processes.
 
-    Builders of one target take turns on a file lock (flock: on a cluster, put data.cache_dir on a file system
-    that honours it); the first builds into a temporary directory and renames it into place, so `target` only
-    ever appears complete, and the others find it there. A build that crashed leaves only a temporary directory,
-    which the next builder removes.
+    Builders of one target take turns on a file lock (flock: on a cluster, put data.cache_dir on a file
+    system that honours it); the first builds into a temporary directory and renames it into place, so
+    `target` only ever appears complete, and the others find it there. A build that crashed leaves only a
+    temporary directory, which the next builder removes.
     """
     if target.is_dir():
         return
@@ -147,11 +149,13 @@ def _open(target: Path, cfg: DataConfig) -> PreparedData:
     except (OSError, ValueError) as err:
         raise DataError(f"{meta_path}: unreadable ({err}); delete {target} to rebuild it") from None
     if meta.get("format") != FORMAT_VERSION:
-        raise DataError(f"{meta_path}: format {meta.get('format')}, expected {FORMAT_VERSION}; delete {target}")
+        raise DataError(f"{meta_path}: format {meta.get('format')}, expected {FORMAT_VERSION}; "
+                        f"delete {target} to rebuild it")
     _check_fits(meta["vocab_size"], cfg, target / "tokenizer.json")
     shards = {name: _memmap(target / f"{name}.bin", np.dtype(meta["dtype"]), meta[f"{name}_rows"],
                             meta["seq_len"] + 1) for name in SPLITS}
-    return PreparedData(target, target / "tokenizer.json", meta["eos_id"], shards["train"], shards["val"], meta)
+    return PreparedData(target, target / "tokenizer.json", meta["eos_id"], shards["train"], shards["val"],
+                        meta)
 
 
 def _memmap(path: Path, dtype: np.dtype, rows: int, row: int) -> np.ndarray:
@@ -164,9 +168,9 @@ def _memmap(path: Path, dtype: np.dtype, rows: int, row: int) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", shape=(rows, row))
 
 
-# --- split and tokenizer ---------------------------------------------------------------------------------------
+# --- split and tokenizer ------------------------------------------------------------------------------------
 
-def _split_documents(corpus: Corpus, val_fraction: float) -> np.ndarray:
+def split_documents(corpus: Corpus, val_fraction: float) -> np.ndarray:
     """TRAIN, VAL or SKIP per document, from a hash of its text; at least one train and one val document."""
     position = np.full(len(corpus), np.nan)  # the hash as a number in [0, 1); NaN for empty documents
     texts = chain.from_iterable(corpus.batches(DOCS_PER_BATCH))
@@ -176,7 +180,7 @@ def _split_documents(corpus: Corpus, val_fraction: float) -> np.ndarray:
             position[i] = int.from_bytes(digest, "big") / 2**64
     used = ~np.isnan(position)
     if used.sum() < 2:
-        raise ConfigError(f"data.source: {corpus.description} has {used.sum()} non-empty documents; "
+        raise ConfigError(f"data.source: {corpus.description} has {used.sum()} non-empty document(s); "
                           "at least 2 are needed (one for training, one for validation)")
     codes = np.where(position < val_fraction, VAL, TRAIN).astype(np.int8)
     codes[~used] = SKIP
@@ -189,12 +193,13 @@ def _split_documents(corpus: Corpus, val_fraction: float) -> np.ndarray:
 
 def _train_bpe(cfg: DataConfig, out: Path, progress: bool) -> None:
     corpus = load_corpus(cfg)
-    codes = _split_documents(corpus, cfg.val_fraction)
+    codes = split_documents(corpus, cfg.val_fraction)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=[EOS_TOKEN], show_progress=progress,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # all 256 bytes: any text encodes, nothing is unknown
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=[EOS_TOKEN],
+                                  initial_alphabet=alphabet, show_progress=progress)
     texts = chain.from_iterable(corpus.batches(DOCS_PER_BATCH))
     train_texts = (text for text, code in zip(texts, codes) if code == TRAIN)
     tokenizer.train_from_iterator(train_texts, trainer, length=int((codes == TRAIN).sum()))
@@ -226,22 +231,23 @@ def _id_count(tokenizer: Tokenizer) -> int:
 
 def _check_fits(n_ids: int, cfg: DataConfig, path: Path) -> None:
     if n_ids > cfg.vocab_size:
-        raise ConfigError(f"data.vocab_size={cfg.vocab_size} is smaller than the {n_ids} token ids of {path}; "
-                          f"set data.vocab_size to at least {n_ids}")
+        raise ConfigError(f"data.vocab_size={cfg.vocab_size} is smaller than the {n_ids} token ids of "
+                          f"{path}; set data.vocab_size to at least {n_ids}")
 
 
 def _eos_token(tokenizer: Tokenizer) -> str:
     for token in EOS_CANDIDATES:
         if tokenizer.token_to_id(token) is not None:
             return token
-    raise ConfigError(f"data.tokenizer: no end-of-document token; expected one of {', '.join(EOS_CANDIDATES)}")
+    raise ConfigError(f"data.tokenizer: no end-of-document token in the tokenizer; "
+                      f"expected one of {', '.join(EOS_CANDIDATES)}")
 
 
-# --- packing ---------------------------------------------------------------------------------------------------
+# --- packing ------------------------------------------------------------------------------------------------
 
 def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bool) -> None:
     corpus = load_corpus(cfg)
-    codes = _split_documents(corpus, cfg.val_fraction)
+    codes = split_documents(corpus, cfg.val_fraction)
     tokenizer, eos = _load_tokenizer(tokenizer_path, cfg)
     shutil.copyfile(tokenizer_path, out / "tokenizer.json")
     n_ids = _id_count(tokenizer)
@@ -308,7 +314,7 @@ def _join(docs: list[list[int]], eos: int, dtype: np.dtype) -> np.ndarray:
     return np.insert(flat, np.cumsum(lengths), eos)
 
 
-# --- batches ---------------------------------------------------------------------------------------------------
+# --- batches ------------------------------------------------------------------------------------------------
 
 class StepSampler:
     """The train rows of each step's global batch: a pure function of (seed, step).
