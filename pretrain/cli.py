@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import Config, ConfigError, load_config
 
@@ -54,6 +55,23 @@ def _inspect(args: argparse.Namespace) -> None:
 
     rows = inspect_model(_config(args))
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+
+
+@command("export-hf", "export a checkpoint as a Hugging Face LlamaForCausalLM directory (μP folded in)",
+         config=False,
+         options=((("checkpoint",), {"help": "a checkpoint dir, or a run dir (its newest checkpoint)"}),
+                  (("out",), {"help": "the output directory"}),
+                  (("--dtype",), {"choices": ["bf16", "fp32"], "default": "bf16",
+                                  "help": "weight dtype (default %(default)s)"}),
+                  (("--max-shard-size",), {"default": "5GB",
+                                           "help": "largest safetensors file (default %(default)s)"}),
+                  (("--overwrite",), {"action": "store_true", "help": "replace OUT if it exists"})))
+def _export_hf(args: argparse.Namespace) -> None:
+    from .hf_export import export_hf
+
+    checkpoint = export_hf(Path(args.checkpoint), Path(args.out), dtype=args.dtype,
+                           max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+    print(f"{args.out}: LlamaForCausalLM ({args.dtype}) from {checkpoint}")
 
 
 def build_parser() -> argparse.ArgumentParser:

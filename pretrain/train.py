@@ -9,9 +9,10 @@ from .checkpoint import Checkpointer
 from .config import Config
 from .data import load_prepared, prepare_data
 from .engine import build_engine
-from .metrics import JsonlLogger, NullLogger
+from .metrics import NullLogger
 from .model import build_model
 from .optim import build_optimizer
+from .tracking import build_logger
 from .trainer import Trainer, TrainResult
 
 
@@ -37,7 +38,7 @@ def train(cfg: Config) -> TrainResult:
 
     trainer = Trainer(cfg, engine, optimizer, data, checkpointer, NullLogger(), device)
     trainer.resume()
-    trainer.logger = JsonlLogger(out / "metrics.jsonl", resume_step=trainer.step) if dist.is_main() else NullLogger()
+    trainer.logger = build_logger(cfg, out, resume_step=trainer.step) if dist.is_main() else NullLogger()
     dist.print0(f"model: {model.num_params():,} params ({model.num_params(non_embedding=True):,} non-embedding), "
                 f"{cfg.model.parametrization}, width multiplier {cfg.model.width_mult:g}; "
                 f"{trainer.tokens_per_step:,} tokens/step, world size {dist.world_size()}")
