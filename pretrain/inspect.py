@@ -1,28 +1,34 @@
-"""`pretrain inspect`: what μP does to each parameter of a config's model, measured on the built model."""
+"""`pretrain inspect`: what μP does to each parameter of a config's model."""
 
 from __future__ import annotations
 
+import torch
+
 from . import mup
 from .config import Config
-from .model import build_model
+from .model import Transformer
 
 
 def inspect_model(cfg: Config) -> list[dict]:
-    """Per parameter: name, role, shape, the table's init std, the std measured after `init_weights`,
-    the LR multiplier, and the resulting peak Adam LR."""
-    model = build_model(cfg.model, cfg.vocab_size, seed=cfg.train.seed)
-    params = dict(model.named_parameters())
+    """Per parameter: name, role, shape, the table's init std, the std and mean measured on the drawn weights,
+    the LR multiplier, and the resulting peak Adam LR.
+
+    The model is built on the meta device and its parameters are drawn one at a time, in `init_weights`'
+    order from the same seed, so the figures are those of `train`'s model at any size without holding it."""
+    with torch.device("meta"):
+        model = Transformer(cfg.model, cfg.vocab_size)
+    torch.manual_seed(cfg.train.seed)
     rows = []
     for name, role in model.param_roles().items():
-        p = params[name]
+        weights = mup.initialize(torch.empty(model.get_parameter(name).shape), role, cfg.model)
         multiplier = mup.lr_multiplier(role, cfg.model)
         rows.append({
             "name": name,
             "role": role.value,
-            "shape": list(p.shape),
+            "shape": list(weights.shape),
             "init_std": mup.init_std(role, cfg.model),
-            "measured_std": p.float().std().item() if p.numel() > 1 else 0.0,
-            "measured_mean": p.float().mean().item(),
+            "measured_std": weights.std().item() if weights.numel() > 1 else 0.0,
+            "measured_mean": weights.mean().item(),
             "lr_multiplier": multiplier,
             "lr": cfg.optim.lr * multiplier,
         })

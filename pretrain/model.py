@@ -154,7 +154,7 @@ class Transformer(nn.Module):
         (H·D)^-1/2; MLP out std F^-1/2; readout std 1/d (μP) or d^-1/2 (SP); norm gains 1."""
         params = dict(self.named_parameters())
         for name, role in self.param_roles().items():
-            params[name].normal_(mup.init_mean(role, self.cfg), mup.init_std(role, self.cfg))
+            mup.initialize(params[name], role, self.cfg)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; `non_embedding` leaves out the embedding and the readout (as the paper counts)."""
@@ -162,10 +162,14 @@ class Transformer(nn.Module):
         return total - self.embed.weight.numel() - self.readout.weight.numel() if non_embedding else total
 
 
-def build_model(cfg: ModelConfig, vocab_size: int, seed: int | None = None) -> Transformer:
-    """A model with μP init drawn from the table (seeded when `seed` is given)."""
+def build_model(cfg: ModelConfig, vocab_size: int, seed: int | None = None,
+                device: torch.device | str = "cpu") -> Transformer:
+    """Build on the meta device, allocate on `device`, then draw every weight from the μP table
+    (seeded when `seed` is given, so the draws do not depend on the modules' own default inits)."""
+    with torch.device("meta"):
+        model = Transformer(cfg, vocab_size)
+    model.to_empty(device=device)
     if seed is not None:
         torch.manual_seed(seed)
-    model = Transformer(cfg, vocab_size)
     model.init_weights()
     return model

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+import torch
+
 from .config import ModelConfig
 
 
@@ -94,6 +96,12 @@ def init_mean(role: Role, cfg: ModelConfig) -> float:
 
 def lr_multiplier(role: Role, cfg: ModelConfig) -> float:
     return rule(role, cfg).lr(cfg)
+
+
+def initialize(tensor: torch.Tensor, role: Role, cfg: ModelConfig) -> torch.Tensor:
+    """Draw `tensor` in place from its role's init, N(mean, std²)."""
+    r = rule(role, cfg)
+    return tensor.normal_(r.mean, r.std(cfg))
 
 
 def attention_scale(cfg: ModelConfig) -> float:

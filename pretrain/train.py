@@ -29,7 +29,7 @@ def train(cfg: Config) -> TrainResult:
     if not dist.is_main():
         data = load_prepared(cfg.data)
 
-    model = build_model(cfg.model, cfg.vocab_size, seed=cfg.train.seed).to(device)
+    model = build_model(cfg.model, cfg.vocab_size, seed=cfg.train.seed, device=device)
     optimizer = build_optimizer(model, cfg.model, cfg.optim)
     engine = build_engine(cfg, model, optimizer, dist.world_size(), device)
     checkpointer = Checkpointer(out / "checkpoints", cfg.train.keep_checkpoints,

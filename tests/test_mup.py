@@ -90,3 +90,16 @@ def test_independent_weight_decay_is_not_scaled_by_the_mup_lr():
     cfg.optim.weight_decay_mode = "coupled"
     for group in build_optimizer(model, cfg.model, cfg.optim).param_groups:
         assert group["weight_decay"] == 0.1
+
+
+def test_inspect_measures_the_weights_train_draws():
+    from pretrain.inspect import inspect_model
+
+    cfg = _cfg("mup", 256)
+    rows = inspect_model(cfg)
+    model = build_model(cfg.model, VOCAB, seed=cfg.train.seed)
+    assert [r["name"] for r in rows] == [n for n, _ in model.named_parameters()]
+    for row in rows:
+        weights = model.get_parameter(row["name"])
+        assert row["measured_std"] == pytest.approx(weights.std().item(), rel=1e-6, abs=1e-9)
+        assert row["lr"] == pytest.approx(ALPHA * expected("mup", 256)[row["role"]][1])
