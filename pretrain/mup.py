@@ -56,10 +56,16 @@ def _fan_in(width: Callable[[ModelConfig], int]) -> Callable[[ModelConfig], floa
     return lambda c: width(c) ** -0.5
 
 
+def _const(value: float) -> Callable[[ModelConfig], float]:
+    return lambda c: value
+
+
+def _per_width(c: ModelConfig) -> float:
+    return 1.0 / c.width_mult
+
+
 _d = _fan_in(lambda c: c.d_model)
-_one = lambda c: 1.0  # noqa: E731
-_zero = lambda c: 0.0  # noqa: E731
-_per_width = lambda c: 1.0 / c.width_mult  # noqa: E731
+_one, _zero = _const(1.0), _const(0.0)
 
 MUP: dict[Role, Rule] = {
     Role.EMBEDDING: Rule(std=_one, lr=_one),
@@ -88,10 +94,6 @@ def rule(role: Role, cfg: ModelConfig) -> Rule:
 
 def init_std(role: Role, cfg: ModelConfig) -> float:
     return rule(role, cfg).std(cfg)
-
-
-def init_mean(role: Role, cfg: ModelConfig) -> float:
-    return rule(role, cfg).mean
 
 
 def lr_multiplier(role: Role, cfg: ModelConfig) -> float:
