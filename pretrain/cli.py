@@ -57,6 +57,98 @@ def _inspect(args: argparse.Namespace) -> None:
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
 
 
+_PARAMETRIZATION = (("--parametrization",), {"choices": ["mup", "sp"], "help": "set model.parametrization"})
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides, with --parametrization as one more."""
+    extra = [f"model.parametrization={args.parametrization}"] if args.parametrization else []
+    return [*args.overrides, *extra]
+
+
+@command("coord-check", "train each width a few steps and plot activation sizes against width (μP: flat)",
+         options=((("--widths",), {"default": "128,256,512,1024", "help": "comma list (%(default)s)"}),
+                  _PARAMETRIZATION,
+                  (("--steps",), {"type": int, "default": 10, "help": "steps per width (%(default)s)"}),
+                  (("--seeds",), {"type": int, "default": 3, "help": "seeds per width (%(default)s)"}),
+                  (("--out",), {"help": "output directory (default runs/coord-check-PARAMETRIZATION)"})))
+def _coord_check(args: argparse.Namespace) -> None:
+    from .coord_check import coord_check, write_coord_check
+    from .sweep import parse_widths
+
+    cfg = load_config(args.config, _overrides(args))
+    result = coord_check(cfg, parse_widths(args.widths), args.steps, args.seeds)
+    paths = write_coord_check(result, Path(args.out or f"runs/coord-check-{cfg.model.parametrization}"))
+    for name, slopes in result["slopes"].items():
+        print(f"{name:<12} log2 |activation| per width doubling, at the last step: {slopes[-1]:+.3f}")
+    print("wrote " + ", ".join(map(str, paths)))
+
+
+@command("sweep", "LR sweep over widths: run the points locally (restartable) or as a Slurm job array",
+         options=((("--widths",), {"required": True, "help": "d_model values, e.g. 128,256,512"}),
+                  (("--lrs",), {"required": True, "help": "log2 grid LO:HI:STEP (2^-10:2^-4:0.5) or a list"}),
+                  _PARAMETRIZATION,
+                  (("--out",), {"help": "sweep directory (default runs/sweep-CONFIGNAME-PARAMETRIZATION)"}),
+                  (("--slurm",), {"action": "store_true", "help": "write the plan and submit a job array"}),
+                  (("--max-concurrent",), {"type": int, "default": 8,
+                                           "help": "Slurm array tasks at once (default %(default)s)"})))
+def _sweep(args: argparse.Namespace) -> None:
+    from .sweep import create_sweep, parse_lrs, parse_widths, run_local, submit_slurm
+
+    widths, lrs = parse_widths(args.widths), parse_lrs(args.lrs)
+    plan = create_sweep(args.config, widths, lrs, args.out, _overrides(args))
+    print(f"sweep {plan.dir}: {len(plan.widths)} widths x {len(plan.lrs)} LRs = {len(plan.points)} points")
+    if args.slurm:
+        print(submit_slurm(plan, args.max_concurrent))
+        return
+    results = run_local(plan)
+    failed = sum(r["status"] == "failed" for r in results)
+    print(f"{len(results)} points run ({failed} failed); next: pretrain report {plan.dir}")
+
+
+@command("sweep-point", "run one point of a sweep (what each Slurm array task does)", config=False,
+         options=((("sweep_dir",), {"help": "the sweep directory (holds plan.json)"}),
+                  (("index",), {"type": int, "help": "the point's index in plan.json"})))
+def _sweep_point(args: argparse.Namespace) -> int:
+    from .sweep import load_plan, run_point
+
+    result = run_point(load_plan(args.sweep_dir), args.index)
+    print(json.dumps(result))
+    return 1 if result["status"] == "failed" else 0  # a diverged point is a result, not an error
+
+
+@command("report", "optimum LR per width, its drift across widths, a verdict and a loss-vs-LR plot",
+         config=False,
+         options=((("sweep_dirs",), {"nargs": "+", "metavar": "SWEEP_DIR", "help": "sweeps (a panel each)"}),
+                  (("--json",), {"action": "store_true", "help": "print JSON instead of tables"}),
+                  (("--plot",), {"help": "PNG path (default FIRST_SWEEP_DIR/loss_vs_lr.png)"})))
+def _report(args: argparse.Namespace) -> None:
+    from .report import format_report, plot_reports, report_sweeps
+
+    reports = report_sweeps(args.sweep_dirs)
+    plot = Path(args.plot or Path(args.sweep_dirs[0]) / "loss_vs_lr.png")
+    plot_reports(reports, plot)
+    if args.json:
+        dicts = [r.to_dict() for r in reports]
+        print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
+    else:
+        print("\n\n".join(map(format_report, reports)) + f"\nplot: {plot}")
+
+
+@command("apply-lr", "write a sweep's transferred LR into a target config, if μ-transfer applies to it",
+         config=False,
+         options=((("sweep_dir",), {"help": "the proxy sweep"}),
+                  (("target",), {"help": "the target YAML config (edited in place)"}),
+                  (("--force",), {"action": "store_true", "help": "apply even where transfer is unexpected"}),
+                  (("--print",), {"action": "store_true", "dest": "print_only",
+                                  "help": "print the override instead of editing the target"})))
+def _apply_lr(args: argparse.Namespace) -> None:
+    from .transfer import apply_lr
+
+    override = apply_lr(args.sweep_dir, args.target, force=args.force, write=not args.print_only)
+    print(override if args.print_only else f"{args.target}: set {override}")
+
+
 @command("export-hf", "export a checkpoint as a Hugging Face LlamaForCausalLM directory (μP folded in)",
          config=False,
          options=((("checkpoint",), {"help": "a checkpoint dir, or a run dir (its newest checkpoint)"}),
@@ -88,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides may also follow the options: `pretrain sweep CONFIG --widths 64,128 train.steps=50`
+        if getattr(args, "overrides", None) is None or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     from .checkpoint import CheckpointError
     from .data import DataError
     from .trainer import TrainingDiverged
