@@ -131,6 +131,8 @@ class TrainConfig:
     resume: str = "auto"  # "auto" = latest complete checkpoint in out_dir if any; "never"; or a checkpoint path
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    activation_checkpointing: bool = False  # recompute each block in the backward: far less activation memory
+    peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None = looked up from the GPU's name
 
     def validate(self) -> None:
         _require(self.steps > 0, "train.steps", "must be positive")
@@ -161,6 +163,11 @@ class TrainConfig:
 class DeepSpeedConfig:
     zero_stage: Literal[0, 1, 2, 3] = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    offload_optimizer: bool = False  # ZeRO-Offload: optimizer states and the Adam step live on the CPU
+
+    def validate(self) -> None:
+        _require(not self.offload_optimizer or self.zero_stage > 0, "deepspeed.offload_optimizer",
+                 "needs deepspeed.zero_stage 1, 2 or 3 (ZeRO-Offload moves the partitioned optimizer states)")
 
 
 @dataclass
@@ -187,7 +194,7 @@ class Config:
         return self.data.vocab_size
 
     def validate(self) -> Config:
-        for section in (self.model, self.data, self.optim, self.train):
+        for section in (self.model, self.data, self.optim, self.train, self.deepspeed):
             section.validate()
         return self
 

@@ -20,8 +20,9 @@ def deepspeed_config(cfg: Config, world_size: int, device: torch.device) -> dict
         "gradient_accumulation_steps": cfg.train.accumulation(world_size),
         "gradient_clipping": cfg.optim.grad_clip,
         "bf16": {"enabled": precision(cfg, device) == "bf16"},
-        "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
+        "zero_optimization": {"stage": cfg.deepspeed.zero_stage, **_offload(cfg)},
         "zero_allow_untested_optimizer": True,  # a plain torch AdamW, on purpose
+        "zero_force_ds_cpu_optimizer": False,  # keep that AdamW (and its μP groups) when offloading too
         "steps_per_print": 2**62,
         "wall_clock_breakdown": False,
     }
@@ -33,4 +34,19 @@ def build_engine(cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Opt
 
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                       config=deepspeed_config(cfg, world_size, device))
+    _check_param_groups(engine, optimizer)
     return engine
+
+
+def _offload(cfg: Config) -> dict:
+    if not cfg.deepspeed.offload_optimizer:
+        return {}
+    return {"offload_optimizer": {"device": "cpu", "pin_memory": torch.cuda.is_available()}}
+
+
+def _check_param_groups(engine, optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer DeepSpeed steps must hold the client's own group dicts: `set_lr` writes each group's
+    LR there, so a copied or merged group would silently train at the wrong LR."""
+    stepped = engine.optimizer.param_groups
+    assert len(stepped) == len(optimizer.param_groups) and all(
+        a is b for a, b in zip(stepped, optimizer.param_groups)), "DeepSpeed replaced the μP param groups"

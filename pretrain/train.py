@@ -30,6 +30,7 @@ def train(cfg: Config) -> TrainResult:
         data = load_prepared(cfg.data)
 
     model = build_model(cfg.model, cfg.vocab_size, seed=cfg.train.seed, device=device)
+    model.activation_checkpointing = cfg.train.activation_checkpointing
     optimizer = build_optimizer(model, cfg.model, cfg.optim)
     engine = build_engine(cfg, model, optimizer, dist.world_size(), device)
     checkpointer = Checkpointer(out / "checkpoints", cfg.train.keep_checkpoints,
