@@ -37,7 +37,10 @@ class WandbLogger:
         self.run.log(metrics, step=step)
 
     def close(self) -> None:
+        import wandb
+
         self.run.finish()
+        wandb.teardown()  # waits until wandb's service has written everything (finish alone may not)
 
 
 def build_logger(cfg: Config, out: Path, resume_step: int) -> MetricsLogger:
