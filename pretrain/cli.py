@@ -13,13 +13,14 @@ from .config import Config, ConfigError, load_config
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
 
-def command(name: str, help: str, *, config: bool = True, options: tuple = ()):
+def command(name: str, help: str, *, config: bool = True, options: tuple = (), passthrough: bool = False):
     """Register a subcommand; with `config`, it takes CONFIG and `key.sub=value` overrides.
-    `options` are (flags, argparse kwargs) pairs."""
+    `options` are (flags, argparse kwargs) pairs. With `passthrough`, what follows `--` is left unparsed
+    in `args.passthrough` (for another program)."""
 
     def register(fn):
         COMMANDS[name] = fn
-        fn.help, fn.takes_config, fn.options = help, config, options
+        fn.help, fn.takes_config, fn.options, fn.passthrough = help, config, options, passthrough
         return fn
 
     return register
@@ -35,6 +36,15 @@ def _train(args: argparse.Namespace) -> int:
 
     train(_config(args))
     return 0
+
+
+@command("submit", "validate CONFIG, then submit it to Slurm with slurm/train.sbatch (sbatch options after --)",
+         passthrough=True)
+def _submit(args: argparse.Namespace) -> None:
+    from .slurm import submit
+
+    job = submit(args.config, args.overrides, args.passthrough)
+    print(f"submitted job {job.job_id}; log: {job.log}")
 
 
 @command("prepare-data", "tokenize, pack and cache the training data")
@@ -181,18 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, extra = parser.parse_known_args(argv[:cut])
+    args.passthrough = argv[cut + 1:]
+    if args.passthrough and not COMMANDS[args.command].passthrough:
+        parser.error(f"{args.command} takes no arguments after --")
     if extra:  # overrides may also follow the options: `pretrain sweep CONFIG --widths 64,128 train.steps=50`
         if getattr(args, "overrides", None) is None or any(x.startswith("-") or "=" not in x for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .slurm import SlurmError
     from .trainer import TrainingDiverged
 
     try:
         return COMMANDS[args.command](args) or 0
-    except (ConfigError, DataError, CheckpointError) as err:
+    except (ConfigError, DataError, CheckpointError, SlurmError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
