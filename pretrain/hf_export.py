@@ -15,12 +15,16 @@ import math
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import mup
 from .checkpoint import CheckpointError, load_consolidated_state_dict, resolve_checkpoint
 from .config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig
 
 # Our parameter names -> Llama's; {i} is the layer index. The one table the export reads.
 KEY_MAP = {
@@ -65,7 +69,7 @@ def to_hf(state: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor
     return hf
 
 
-def llama_config(cfg: Config, eos_token_id: int, dtype: str):
+def llama_config(cfg: Config, eos_token_id: int, dtype: str) -> LlamaConfig:
     from transformers import LlamaConfig
 
     m = cfg.model
@@ -77,7 +81,7 @@ def llama_config(cfg: Config, eos_token_id: int, dtype: str):
         max_position_embeddings=cfg.data.seq_len,  # the trained context; RoPE itself has no limit
         tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
         bos_token_id=eos_token_id, eos_token_id=eos_token_id,  # documents are separated by EOS alone
-        architectures=["LlamaForCausalLM"], dtype={"bf16": "bfloat16", "fp32": "float32"}[dtype],
+        architectures=["LlamaForCausalLM"], dtype=DTYPES[dtype],
     )
 
 

@@ -68,7 +68,7 @@ def build_wandb_logger(cfg: Config, out: Path, resume_step: int) -> WandbLogger:
 
 
 def wandb_mode(cfg: WandbConfig) -> str:
-    """The mode `wandb.init` gets: `auto` resolved, and never `online` without an API key."""
+    """The mode `wandb.init` gets; `auto` resolves to `online` only when an API key is configured."""
     if cfg.mode != "auto":
         return cfg.mode
     if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
