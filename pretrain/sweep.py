@@ -71,8 +71,8 @@ def parse_lrs(text: str) -> list[float]:
         else:
             lo, hi, step = (parse_number(x) for x in text.split(":"))
             first, last = math.log2(lo), math.log2(hi)
-            count = (last - first) / step
-            if step <= 0 or count < 0 or abs(count - round(count)) > 1e-6:
+            count = (last - first) / step if step > 0 else -1
+            if count < 0 or abs(count - round(count)) > 1e-6:
                 raise ValueError
             lrs = [2 ** (first + k * step) for k in range(round(count) + 1)]
     except ValueError:

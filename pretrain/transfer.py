@@ -17,10 +17,11 @@ from .config import Config, ConfigError, load_config
 from .report import SweepReport, WidthOptimum, build_report
 from .sweep import Plan, load_plan
 
-# May differ between proxy and target: the width and what follows from it (MLP width, KV heads), run length
-# (warmup counts steps), batch, data, and settings that leave the math alone (kernels, precision, logging).
-FREE_KEYS = ("model.d_model", "model.d_ff", "model.n_kv_heads", "model.use_kernels", "optim.lr",
-             "optim.warmup_steps")
+# May differ between proxy and target: the width and what follows from it (MLP width and its rounding, KV
+# heads), run length (warmup counts steps), batch, data, and settings that leave the math alone (kernels,
+# precision, logging).
+FREE_KEYS = ("model.d_model", "model.d_ff", "model.ffn_multiple_of", "model.n_kv_heads", "model.use_kernels",
+             "optim.lr", "optim.warmup_steps")
 FREE_SECTIONS = ("data", "train", "deepspeed", "wandb")
 
 
@@ -87,28 +88,32 @@ def apply_lr(sweep_dir: str | Path, target_path: str | Path, force: bool = False
 def set_optim_lr(path: Path, lr: float, note: str) -> None:
     """Set `optim.lr` in a YAML file by editing its one line, so comments and layout survive."""
     text = path.read_text()
-    lines = text.splitlines()
-    entry = f"lr: {lr}  # {note}"
-    start = next((i for i, line in enumerate(lines) if re.fullmatch(r"optim\s*:\s*(#.*)?", line)), None)
-    if start is None:
-        lines += ["optim:", f"  {entry}"]
-    else:
-        end = start + 1
-        while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#"):
-            end += 1
-        keys = [i for i in range(start + 1, end) if re.match(r"\s+\w+\s*:", lines[i])]
-        indent = re.match(r"\s+", lines[keys[0]]).group() if keys else "  "
-        hit = next((i for i in keys if re.match(r"\s+lr\s*:", lines[i])), None)
-        if hit is None:
-            lines.insert(start + 1, indent + entry)
-        else:
-            lines[hit] = indent + entry
-    edited = "\n".join(lines) + "\n"
+    edited = _with_lr_line(text.splitlines(), f"lr: {lr}  # {note}")
     expected = yaml.safe_load(text) or {}
     expected.setdefault("optim", {})["lr"] = lr
-    if yaml.safe_load(edited) != expected:  # a layout this line edit does not understand (e.g. flow style)
+    if edited is None or yaml.safe_load(edited) != expected:
         raise ConfigError(f"{path}: could not set optim.lr by a line edit; set it by hand to {lr}")
     path.write_text(edited)
+
+
+def _with_lr_line(lines: list[str], entry: str) -> str | None:
+    """`lines` with `entry` as the optim section's lr line (replaced, inserted, or in a new section)."""
+    start = next((i for i, line in enumerate(lines) if re.match(r"optim\s*:", line)), None)
+    if start is None:
+        return "\n".join([*lines, "optim:", f"  {entry}"]) + "\n"
+    if not re.fullmatch(r"optim\s*:\s*(#.*)?", lines[start]):
+        return None
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#"):
+        end += 1
+    keys = [i for i in range(start + 1, end) if re.match(r"\s+\w+\s*:", lines[i])]
+    indent = re.match(r"\s+", lines[keys[0]]).group() if keys else "  "
+    hit = next((i for i in keys if re.match(r"\s+lr\s*:", lines[i])), None)
+    if hit is None:
+        lines = [*lines[:start + 1], indent + entry, *lines[start + 1:]]
+    else:
+        lines = [*lines[:hit], indent + entry, *lines[hit + 1:]]
+    return "\n".join(lines) + "\n"
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
