@@ -2,6 +2,8 @@
 
     OUT/checkpoints/step_00000100/
         ds/            DeepSpeed model + optimizer states (one set of files per rank, any ZeRO stage)
+        universal/     the same in DeepSpeed's universal format, written on the first resume at another
+                       world size (one file per parameter and state, readable by any world size)
         rng/rank0.pt   torch/python RNG state of each rank
         trainer.json   step, world size, data position
         config.yaml    the resolved run config
@@ -13,9 +15,11 @@ always complete; a crash mid-save leaves only a temp dir, removed on the next st
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
+import os
 import pickle
 import random
 import shutil
@@ -27,6 +31,7 @@ from . import distributed as dist
 from .config import load_config
 
 DS_TAG = "ds"
+UNIVERSAL_TAG = "universal"
 _PREFIX = "step_"
 
 
@@ -139,15 +144,71 @@ class Checkpointer:
         return final
 
     def load(self, engine, path: Path) -> dict:
-        """Restore model, optimizer and this rank's RNG; returns the trainer state (step, ...)."""
+        """Restore model, optimizer and this rank's RNG; returns the trainer state (step, ...).
+
+        ZeRO partitions the optimizer states (and under stage 3 the weights) by rank, so at another world
+        size the checkpoint is read through DeepSpeed's universal format instead. Either way the fp32 master
+        weights and the Adam moments and step come back whole; the data position is the step itself."""
         path = check_checkpoint(path)
-        load_path, _ = engine.load_checkpoint(str(path), tag=DS_TAG, load_lr_scheduler_states=False)
+        state = read_trainer_state(path)
+        universal = state["world_size"] != dist.world_size() and _has_zero_partitions(path)
+        tag = _convert_to_universal(path) if universal else DS_TAG
+        # The μP recipe comes from the config, not the checkpoint: DeepSpeed's ZeRO-3 universal load copies
+        # the first group's settings (its lr_scale included) onto every group.
+        optimizer = engine.basic_optimizer  # the client AdamW, inside any ZeRO wrapper
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        engine._config.load_universal_checkpoint = universal  # DeepSpeed reads it only while loading
+        try:
+            load_path, _ = engine.load_checkpoint(str(path), tag=tag, load_lr_scheduler_states=False)
+        finally:
+            engine._config.load_universal_checkpoint = False
         if load_path is None:
-            raise CheckpointError(f"{path}: DeepSpeed could not load {path / DS_TAG}")
+            raise CheckpointError(f"{path}: DeepSpeed could not load {path / tag}")
+        for group, saved in zip(optimizer.param_groups, settings, strict=True):
+            group.update(saved)
+        if universal:
+            _unshare_step_counts(optimizer)
         rng_file = path / "rng" / f"rank{dist.rank()}.pt"
         if rng_file.exists():  # absent when resuming at a larger world size: keep the fresh seed
             _set_rng_state(torch.load(rng_file, weights_only=True))
-        return read_trainer_state(path)
+        return state
+
+
+def _unshare_step_counts(optimizer: torch.optim.Optimizer) -> None:
+    """DeepSpeed's ZeRO-3 universal load hands every sub-group the same `step` tensor, which AdamW increments in
+    place: each group would see the count run ahead by the groups stepped before it, skewing Adam's bias
+    correction. One tensor per state restores the uninterrupted run's updates."""
+    for state in optimizer.state.values():
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].clone()
+
+
+def _has_zero_partitions(path: Path) -> bool:
+    """Whether the optimizer states were split by rank (ZeRO 1-3, and bf16 at stage 0); plain fp32 without
+    ZeRO keeps one whole copy that loads at any world size."""
+    return any((path / DS_TAG).glob("*optim_states.pt"))
+
+
+def _convert_to_universal(path: Path) -> str:
+    """Write `path/universal` once (rank 0, atomically) with DeepSpeed's ds_to_universal; returns its tag."""
+    target = path / UNIVERSAL_TAG
+    if dist.is_main() and not target.exists():
+        from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+        tmp = path / f".tmp-{UNIVERSAL_TAG}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        size = sum(f.stat().st_size for f in (path / DS_TAG).iterdir())
+        # Worker processes pay a few seconds of imports each: only worth it for big checkpoints.
+        workers = min(8, os.cpu_count() or 1) if size > 2**30 else 1
+        args = argparse.Namespace(input_folder=str(path / DS_TAG), output_folder=str(tmp), keep_temp_folder=False,
+                                  num_extract_workers=workers, num_merge_workers=max(1, workers // 4),
+                                  strict=True, inject_missing_state=True)  # our saves carry no universal info
+        dist.print0(f"converting {path / DS_TAG} to a universal checkpoint (resuming at another world size)")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            ds_to_universal(args)
+        tmp.rename(target)
+    dist.barrier()
+    return UNIVERSAL_TAG
 
 
 def _rng_state() -> dict:

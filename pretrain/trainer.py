@@ -7,6 +7,7 @@ schedule applied to every μP group (DeepSpeed's scheduler block would broadcast
 from __future__ import annotations
 
 import math
+import resource
 import signal
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from . import distributed as dist
 from .checkpoint import Checkpointer, latest_checkpoint
 from .config import Config
 from .data import PreparedData, StepSampler, eval_micro_batches, train_micro_batches
+from .estimate import flops_per_token, mfu, peak_flops
 from .metrics import MetricsLogger
 from .optim import lr_schedule, set_lr
 
@@ -68,6 +70,8 @@ class Trainer:
         self.accum = cfg.train.accumulation(self.world)
         self.sampler = StepSampler(len(data.train), cfg.train.global_batch(self.world), cfg.train.seed)
         self.tokens_per_step = cfg.train.global_batch(self.world) * cfg.data.seq_len
+        self.flops_per_token = flops_per_token(cfg)
+        self.peak_flops = peak_flops(device, cfg.train.peak_flops)  # None on CPU unless configured: no MFU
         self.step = 0
         self.stop = StopRequest(Path(cfg.train.out_dir) / "STOP")
 
@@ -79,8 +83,13 @@ class Trainer:
         path = latest_checkpoint(self.checkpointer.root) if resume == "auto" else Path(resume)
         if path is None:
             return
-        self.step = self.checkpointer.load(self.engine, path)["step"]
+        state = self.checkpointer.load(self.engine, path)
+        self.step = state["step"]
         dist.print0(f"resumed from {path} at step {self.step}")
+        if state.get("global_batch", self.sampler.global_batch) != self.sampler.global_batch:
+            dist.print0(f"warning: the global batch changed from {state['global_batch']} to "
+                        f"{self.sampler.global_batch} sequences, so the data order differs from the interrupted "
+                        "run's; set train.global_batch_size to keep it across world sizes")
 
     def fit(self) -> TrainResult:
         cfg = self.cfg.train
@@ -92,8 +101,12 @@ class Trainer:
                 loss, grad_norm, stop = self.train_step()
                 self.step += 1
                 seconds = time.perf_counter() - started
-                metrics = {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": self.tokens_per_step / seconds,
+                tokens_per_s = self.tokens_per_step / seconds
+                metrics = {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                           "mem_gb": _peak_memory_gib(self.device),
                            **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}}
+                if self.peak_flops:
+                    metrics["mfu"] = mfu(self.flops_per_token, tokens_per_s, self.world, self.peak_flops)
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     eval_loss = metrics["eval_loss"] = self.evaluate()
                 self.logger.log(metrics, self.step)
@@ -161,6 +174,7 @@ class Trainer:
     def save(self) -> Path:
         return self.checkpointer.save(self.engine, self.step, {"world_size": self.world,
                                                                "data_step": self.step,
+                                                               "global_batch": self.sampler.global_batch,
                                                                "lr_multiplier": self._multiplier(self.step)})
 
     def _multiplier(self, step: int) -> float:
@@ -171,3 +185,10 @@ class Trainer:
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         return (f"loss is {loss} at step {self.step + 1}: training diverged and stopped; {kept}. "
                 f"Lower optim.lr (now {self.cfg.optim.lr:g}) or raise optim.warmup_steps.")
+
+
+def _peak_memory_gib(device: torch.device) -> float:
+    """This process's peak memory in GiB: what the allocator handed out on a GPU, the resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux

@@ -1,0 +1,141 @@
+"""Data parallelism under DeepSpeed ZeRO 0-3 with real torchrun processes (CPU, gloo): 2 processes train the
+same model as 1 with the same global batch, keep every μP group's LR, resume exactly, resume at another world
+size, and consolidate to one fp32 state dict."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train import ROOT, losses, pretrain, small_run
+
+from pretrain.checkpoint import UNIVERSAL_TAG, load_consolidated_state_dict, read_trainer_state, step_dir_name
+from pretrain.cli import main
+from pretrain.config import load_config
+from pretrain.metrics import read_metrics
+from pretrain.model import Transformer
+
+# 16 sequences per step at any world size: 1 process accumulates 4 micro batches of 4, 2 processes 2 each.
+BATCH = ["train.steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=2", "train.micro_batch_size=4",
+         "train.global_batch_size=16", "optim.lr=0.01", "optim.warmup_steps=2", "optim.min_lr_ratio=0.1"]
+TOL = 1e-5  # fp32, different reduction orders
+
+
+def train(out: Path, cache: Path, nproc: int, *overrides: str) -> Path:
+    args = ["train", "configs/tiny.yaml", *small_run(out, cache, *BATCH, *overrides)]
+    if nproc == 1:
+        pretrain(*args)
+        return out
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           "-m", "pretrain", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    return out
+
+
+def resume(source: Path, step: int, out: Path, cache: Path, nproc: int, *overrides: str) -> Path:
+    """Continue `source`'s checkpoint at `step` in a fresh run dir with `nproc` processes."""
+    name = step_dir_name(step)
+    shutil.copytree(source / "checkpoints" / name, out / "checkpoints" / name)
+    return train(out, cache, nproc, *overrides)
+
+
+def checkpoint(run: Path, step: int = 6) -> Path:
+    return run / "checkpoints" / step_dir_name(step)
+
+
+def assert_group_lrs(run: Path) -> None:
+    """Each step's LR: linear warmup over 2 steps, linear decay to 0.1 at step 6, times the μP multiplier
+    (width 64 at base 128: hidden and readout groups train at 2x the embedding's LR)."""
+    for r in read_metrics(run / "metrics.jsonl"):
+        step = r["step"] - 1  # the LR used by the step just taken
+        multiplier = (step + 1) / 2 if step < 2 else 0.1 + 0.9 * (1 - (step - 2) / 4)
+        assert r["lr/embedding"] == pytest.approx(0.01 * multiplier), r
+        for group in ("query", "key", "value", "attn_out", "mlp_in", "mlp_out", "readout"):
+            assert r[f"lr/{group}"] == pytest.approx(0.02 * multiplier), (group, r)
+
+
+def assert_close_losses(run: Path, reference: Path, steps: range) -> None:
+    got, want = losses(run), losses(reference)
+    for step in steps:
+        assert got[step] == pytest.approx(want[step], rel=TOL), (step, got[step], want[step])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data_cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache) -> Path:
+    """One process, no ZeRO: the plain data-parallel-free baseline every stage must reproduce."""
+    return train(tmp_path_factory.mktemp("reference"), cache, 1)
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory, cache):
+    """The 2-process run of a ZeRO stage, trained once and shared by the tests that read it."""
+    runs: dict[int, Path] = {}
+
+    def run(stage: int) -> Path:
+        if stage not in runs:
+            runs[stage] = train(tmp_path_factory.mktemp(f"zero{stage}"), cache, 2, f"deepspeed.zero_stage={stage}")
+        return runs[stage]
+
+    return run
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_two_processes_train_the_same_model_as_one(two_process_runs, reference, stage):
+    run = two_process_runs(stage)
+    assert read_trainer_state(checkpoint(run))["world_size"] == 2
+    assert_close_losses(run, reference, range(1, 7))
+    assert_group_lrs(run)
+    got, want = load_consolidated_state_dict(checkpoint(run)), load_consolidated_state_dict(checkpoint(reference))
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=TOL, atol=TOL, msg=name)
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_resume_at_the_same_world_size_is_exact(two_process_runs, tmp_path, cache, stage):
+    run = two_process_runs(stage)
+    resumed = resume(run, 3, tmp_path / "resumed", cache, 2, f"deepspeed.zero_stage={stage}")
+    assert {s: losses(resumed)[s] for s in (4, 5, 6)} == {s: losses(run)[s] for s in (4, 5, 6)}
+    assert not (checkpoint(run, 3) / UNIVERSAL_TAG).exists()
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_resume_two_to_one_to_two_processes(two_process_runs, reference, tmp_path, cache, stage):
+    """2 processes to step 3, then 1 to step 4, then 2 again to the end: the losses of an uninterrupted run.
+    The second hop reads a checkpoint the first hop wrote, at world size 1."""
+    zero = f"deepspeed.zero_stage={stage}"
+    one = resume(two_process_runs(stage), 3, tmp_path / "one", cache, 1, zero, "train.checkpoint_every=1",
+                 "train.keep_checkpoints=4")
+    assert (one / "checkpoints" / step_dir_name(3) / UNIVERSAL_TAG).is_dir()  # converted on the way
+    assert read_trainer_state(checkpoint(one, 4))["world_size"] == 1
+    two = resume(one, 4, tmp_path / "two", cache, 2, zero)
+    assert_close_losses(one, reference, range(4, 7))
+    assert_close_losses(two, reference, range(5, 7))
+    assert_group_lrs(one)
+    assert_group_lrs(two)  # ZeRO-3's universal load would have reset every group to the first one's LR
+
+
+def test_consolidated_weights_reproduce_the_models_logits(two_process_runs, reference, tmp_path):
+    out = tmp_path / "zero3.safetensors"
+    assert main(["consolidate", str(two_process_runs(3)), str(out)]) == 0  # a run dir: its newest checkpoint
+    cfg = load_config(checkpoint(reference) / "config.yaml")
+    tokens = torch.randint(0, cfg.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
+    logits = []
+    for state in (load_file(out), load_consolidated_state_dict(checkpoint(reference))):
+        with torch.device("meta"):
+            model = Transformer(cfg.model, cfg.vocab_size)
+        model.load_state_dict(state, strict=True, assign=True)
+        assert all(t.dtype == torch.float32 for t in state.values())
+        with torch.no_grad():
+            logits.append(model.eval()(tokens))
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-4)
