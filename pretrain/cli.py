@@ -67,6 +67,31 @@ def _inspect(args: argparse.Namespace) -> None:
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
 
 
+@command("estimate", "parameters, FLOPs per token, and memory per GPU under ZeRO 0-3: what fits, on how many GPUs",
+         options=((("--gpus",), {"type": int, "default": 8, "help": "GPUs in the run (default %(default)s)"}),
+                  (("--gpu-mem",), {"type": float, "default": 80.0, "help": "GiB per GPU (default %(default)s)"})))
+def _estimate(args: argparse.Namespace) -> None:
+    from .estimate import format_estimate
+
+    print(format_estimate(_config(args), args.gpus, args.gpu_mem))
+
+
+@command("consolidate", "write a checkpoint's full fp32 weights (any ZeRO stage and world size) as one safetensors "
+         "file", config=False,
+         options=((("checkpoint",), {"help": "a checkpoint, or a run dir (its newest checkpoint)"}),
+                  (("out",), {"help": "the .safetensors file to write"})))
+def _consolidate(args: argparse.Namespace) -> None:
+    from safetensors.torch import save_file
+
+    from .checkpoint import load_consolidated_state_dict, resolve_checkpoint
+
+    path = resolve_checkpoint(Path(args.checkpoint))
+    state = load_consolidated_state_dict(path)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: t.contiguous() for name, t in state.items()}, args.out, metadata={"checkpoint": str(path)})
+    print(f"{args.out}: {len(state)} tensors, {sum(t.numel() for t in state.values()):,} fp32 parameters from {path}")
+
+
 _PARAMETRIZATION = (("--parametrization",), {"choices": ["mup", "sp"], "help": "set model.parametrization"})
 
 
