@@ -6,8 +6,8 @@
 2. Tokenizer: `data.tokenizer: bpe` trains a byte-level BPE on the train documents with `<|endoftext|>` as
    its only special token, cached apart from the shards (a new seq_len reuses it); or a local tokenizer.json.
 3. Packing: documents are encoded in large batches (the Rust encoder spreads a batch over all cores), each
-   followed by EOS, concatenated, and cut into rows of seq_len + 1 tokens (inputs row[:-1], targets
-   row[1:]); the tail that does not fill a row is dropped.
+   followed by EOS (a tokenizer's own template, such as a BOS, is kept), concatenated, and cut into rows of
+   seq_len + 1 tokens (inputs row[:-1], targets row[1:]); the tail that does not fill a row is dropped.
 4. Shards: raw uint16 (uint32 past 2^16 ids) train.bin and val.bin next to meta.json, which holds the row
    counts that loading checks file sizes against, token counts, and the unigram entropy of the train tokens.
 """
@@ -19,7 +19,9 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import chain
@@ -42,7 +44,7 @@ EOS_TOKEN = "<|endoftext|>"
 EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")  # recognised in a tokenizer brought along
 TRAIN, VAL, SKIP = 0, 1, 2  # a document's split; SKIP = empty
 SPLITS = {"train": TRAIN, "val": VAL}
-DOCS_PER_BATCH = 1024  # documents per encode call: enough to keep every core of the Rust encoder busy
+DOCS_PER_BATCH = 128  # documents per encode call; the encoder spreads a call's documents over all cores
 
 
 class DataError(ValueError):
@@ -65,9 +67,8 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
     if cfg.num_workers > 0:
         # The Rust encoder sizes its thread pool from this variable when the process first encodes.
         os.environ.setdefault("RAYON_NUM_THREADS", str(cfg.num_workers))
-    tokenizer = prepare_tokenizer(cfg, progress)
     target = _data_dir(cfg)
-    _build_once(target, lambda tmp: _write_shards(cfg, tokenizer, tmp, progress))
+    _build_once(target, lambda tmp: _write_shards(cfg, prepare_tokenizer(cfg, progress), tmp, progress))
     return _open(target, cfg)
 
 
@@ -258,19 +259,14 @@ def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bo
     with ExitStack() as stack:
         files = {name: stack.enter_context(open(out / f"{name}.bin", "wb")) for name in SPLITS}
         bar = stack.enter_context(tqdm(total=len(corpus), unit="doc", desc="tokenize", disable=not progress))
-        start = 0
-        for texts in corpus.batches(DOCS_PER_BATCH):
-            batch_codes = codes[start:start + len(texts)]
-            start += len(texts)
-            keep = np.flatnonzero(batch_codes != SKIP)
-            encodings = tokenizer.encode_batch_fast([texts[i] for i in keep])  # no offsets: faster
+        for batch_codes, encodings in _encode(tokenizer, corpus, codes):
             for name, code in SPLITS.items():
-                tokens = _join([e.ids for e, c in zip(encodings, batch_codes[keep]) if c == code], eos, dtype)
+                tokens = _join([e.ids for e, c in zip(encodings, batch_codes) if c == code], eos, dtype)
                 tokens.tofile(files[name])
                 written[name] += tokens.size
                 if code == TRAIN:
                     counts += np.bincount(tokens, minlength=n_ids)
-            bar.update(len(texts))
+            bar.update(len(batch_codes))
             bar.set_postfix(tokens=f"{sum(written.values()):,}")
         rows = {name: n // row for name, n in written.items()}
         for name, f in files.items():  # drop the tail that does not fill a row
@@ -305,6 +301,31 @@ def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bo
         "max_documents": cfg.max_documents,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _encode(tokenizer: Tokenizer, corpus: Corpus, codes: np.ndarray) -> Iterator[tuple[np.ndarray, list]]:
+    """(split codes, encodings) of the non-empty documents, batch by batch, in corpus order.
+
+    Two batches are encoded at once: the Rust encoder releases the GIL, so while this thread packs one batch
+    the encoder's threads work on the next ones, and one batch's stragglers overlap the other's bulk.
+    """
+    def batches() -> Iterator[tuple[np.ndarray, list[str]]]:
+        start = 0
+        for texts in corpus.batches(DOCS_PER_BATCH):
+            batch_codes = codes[start:start + len(texts)]
+            start += len(texts)
+            keep = np.flatnonzero(batch_codes != SKIP)
+            yield batch_codes[keep], [texts[i] for i in keep]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: deque = deque()
+        for batch_codes, texts in batches():  # encode_batch_fast: no character offsets, which we do not need
+            pending.append((batch_codes, pool.submit(tokenizer.encode_batch_fast, texts)))
+            if len(pending) == 2:
+                batch_codes, encoding = pending.popleft()
+                yield batch_codes, encoding.result()
+        for batch_codes, encoding in pending:
+            yield batch_codes, encoding.result()
 
 
 def _join(docs: list[list[int]], eos: int, dtype: np.dtype) -> np.ndarray:
