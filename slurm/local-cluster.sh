@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
-# A one-machine Slurm cluster for the tests and for trying slurm/*.sbatch without a real cluster.
+# A Slurm cluster on this one machine, for the tests and for trying slurm/*.sbatch without a real cluster.
 #
 #   slurm/local-cluster.sh start|stop|status
 #
-# Starts munged, slurmctld and slurmd directly (no systemd), with the config, state, spool, pid files and
-# logs all under one folder, and stops exactly the daemons whose pid files are there. Jobs run as the
-# calling user on this machine; the node offers the machine's real CPUs and memory (`slurmd -C`).
+# Starts munged, slurmctld and one slurmd per node directly (no systemd), with the config, state, spool,
+# pid files and logs all under one folder, and stops exactly the daemons whose pid files are there. Jobs run
+# as the calling user. The nodes share the machine's real CPUs and memory (`slurmd -C`) between them.
 #
-#   PRETRAIN_SLURM_DIR   the folder (default /tmp/pretrain-slurm)
-#   PRETRAIN_SLURM_PORT  slurmctld's port; slurmd listens on the next one (default 6817)
+#   PRETRAIN_SLURM_DIR    the folder (default /tmp/pretrain-slurm)
+#   PRETRAIN_SLURM_NODES  how many nodes (default 1); 2 runs train.sbatch's multi-node path for real
+#   PRETRAIN_SLURM_PORT   slurmctld's port; the slurmds listen on the next ones (default 6817)
 #
 # Needs Debian's slurmctld, slurmd and munge packages (apt-get install slurmctld slurmd munge).
 set -euo pipefail
 
 DIR=${PRETRAIN_SLURM_DIR:-/tmp/pretrain-slurm}
+NODES=${PRETRAIN_SLURM_NODES:-1}
 PORT=${PRETRAIN_SLURM_PORT:-6817}
 CONF=$DIR/slurm.conf
 SOCKET=$DIR/munge/munge.socket
 PARTITION=local
-# Stop order: the node daemon first, so nothing reconnects to the controller; munge (their auth) last.
-DAEMONS=(slurmd slurmctld munged)
 
 export SLURM_CONF=$CONF
 
@@ -28,13 +28,30 @@ die() {
     exit 1
 }
 
-# The pid of DAEMON if the one we started is still alive; fails otherwise. Checking the process name keeps a
-# recycled pid from making us signal an unrelated process.
+# Node I is named 127.0.0.I: a loopback address is a name that resolves on any machine, and train.sbatch
+# needs the first node's name to resolve (it is MASTER_ADDR).
+node_name() {
+    echo "127.0.0.$1"
+}
+
+# The pid in PIDFILE if that process is still the daemon COMMAND we started; fails otherwise. Checking the
+# name keeps a recycled pid from making us signal an unrelated process.
 pid_of() {
     local pid
-    pid=$(cat "$DIR/$1.pid" 2>/dev/null) || return 1
-    [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]] || return 1
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]] || return 1
     echo "$pid"
+}
+
+# "PIDFILE COMMAND" per daemon, in stop order: the nodes first (so nothing reconnects to the controller),
+# munge (everyone's authentication) last.
+daemons() {
+    local file
+    for file in "$DIR"/slurmd-*.pid; do
+        if [[ -e $file ]]; then echo "$file slurmd"; fi
+    done
+    echo "$DIR/slurmctld.pid slurmctld"
+    echo "$DIR/munged.pid munged"
 }
 
 # Poll COMMAND for up to SECONDS; fail with MESSAGE and the tail of the daemons' logs.
@@ -50,26 +67,28 @@ wait_for() {
 }
 
 write_conf() {
-    local user node
+    local user hardware cpus memory i
     user=$(id -un)
-    # e.g. "NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=24105"
-    node=$(slurmd -C | head -n1)
+    hardware=$(slurmd -C | head -n1)  # "NodeName=vm CPUs=2 Boards=1 ... RealMemory=24105"
+    [[ $hardware =~ CPUs=([0-9]+).*RealMemory=([0-9]+) ]] || die "cannot read slurmd -C: $hardware"
+    cpus=$((BASH_REMATCH[1] / NODES))
+    memory=$((BASH_REMATCH[2] / NODES))
+    ((cpus >= 1)) || die "$NODES nodes need at least $NODES CPUs ($hardware)"
     cat >"$CONF" <<EOF
-# Written by slurm/local-cluster.sh: a one-node cluster under $DIR.
+# Written by slurm/local-cluster.sh: $NODES node(s) on this machine, everything under $DIR.
 ClusterName=pretrain-local
 SlurmctldHost=$(hostname -s)(127.0.0.1)
 SlurmctldPort=$PORT
-SlurmdPort=$((PORT + 1))
 SlurmUser=$user
 SlurmdUser=$user
 AuthType=auth/munge
 AuthInfo=socket=$SOCKET
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
+SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
 # No cgroups in a container or CI machine: track job processes by parent pid, bind nothing.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -83,18 +102,21 @@ JobRequeue=1
 KillWait=5
 MpiDefault=none
 MailProg=/bin/true
-$node State=UNKNOWN NodeAddr=127.0.0.1
-PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+    for ((i = 1; i <= NODES; i++)); do
+        echo "NodeName=$(node_name "$i") NodeAddr=$(node_name "$i") Port=$((PORT + i))" \
+            "CPUs=$cpus RealMemory=$memory State=UNKNOWN" >>"$CONF"
+    done
+    echo "PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP" >>"$CONF"
 }
 
 start() {
-    if pid_of slurmctld >/dev/null && pid_of slurmd >/dev/null && pid_of munged >/dev/null; then
+    if all_running; then
         echo "local-cluster: already running under $DIR"
         usage
         return
     fi
-    stop_daemons  # leftovers of a half-started cluster
+    [[ -z $(running) ]] || die "some daemons are running under $DIR, some not; run $0 stop first"
     for tool in munged mungekey slurmctld slurmd sinfo; do
         command -v "$tool" >/dev/null || die "$tool not found; install it: apt-get install slurmctld slurmd munge"
     done
@@ -107,13 +129,16 @@ start() {
     write_conf
     slurmctld -f "$CONF"
     wait_for 30 "slurmctld did not answer" scontrol ping
-    slurmd -f "$CONF"
-    wait_for 60 "the node did not become idle" node_idle
-    echo "local-cluster: started under $DIR"
+    for ((i = 1; i <= NODES; i++)); do
+        mkdir -p "$DIR/spool/$(node_name "$i")"
+        slurmd -f "$CONF" -N "$(node_name "$i")"
+    done
+    wait_for 60 "the nodes did not become idle" nodes_idle
+    echo "local-cluster: started $NODES node(s) under $DIR"
     usage
 }
 
-node_idle() {
+nodes_idle() {
     [[ $(sinfo --noheader --partition="$PARTITION" --format=%t) == idle ]]
 }
 
@@ -125,46 +150,50 @@ exited() {
     ! kill -0 "$1" 2>/dev/null
 }
 
+# The daemons of this folder that are alive, one "NAME PID" per line.
+running() {
+    local file name pid
+    while read -r file name; do
+        if pid=$(pid_of "$file" "$name"); then echo "$(basename "$file" .pid) $pid"; fi
+    done < <(daemons)
+}
+
+all_running() {
+    local alive
+    alive=$(running)
+    [[ -n $alive && $(wc -l <<<"$alive") -eq $(daemons | wc -l) ]]
+}
+
 usage() {
     cat <<EOF
 Point Slurm's commands at it, and send jobs to its CPU-only partition:
     export SLURM_CONF=$CONF SBATCH_PARTITION=$PARTITION SBATCH_GPUS_PER_NODE=0
-then e.g.  sinfo; pretrain submit configs/tiny.yaml; squeue
+then e.g.  sinfo; pretrain submit configs/tiny.yaml [-- --nodes=N]; squeue
 Logs: $DIR/log. Stop it with: $0 stop
 EOF
 }
 
-stop_daemons() {
-    local daemon pid
-    for daemon in "${DAEMONS[@]}"; do
-        pid=$(pid_of "$daemon") || continue
-        kill "$pid"
-        wait_for 30 "$daemon ($pid) did not exit" exited "$pid"
-        rm -f "$DIR/$daemon.pid"
-    done
-}
-
 stop() {
+    local file name pid
     # Jobs first: slurmstepd and the job's processes outlive slurmd otherwise.
-    if pid_of slurmctld >/dev/null; then
+    if pid_of "$DIR/slurmctld.pid" slurmctld >/dev/null; then
         scancel --partition="$PARTITION"
         wait_for 30 "jobs still running" no_running_jobs
     fi
-    stop_daemons
+    while read -r file name; do
+        pid=$(pid_of "$file" "$name") || continue
+        kill "$pid"
+        wait_for 30 "$name ($pid) did not exit" exited "$pid"
+        rm -f "$file"
+    done < <(daemons)
     echo "local-cluster: stopped"
 }
 
 status() {
-    local daemon pid down=0
-    for daemon in "${DAEMONS[@]}"; do
-        if pid=$(pid_of "$daemon"); then
-            echo "$daemon: running (pid $pid)"
-        else
-            echo "$daemon: not running"
-            down=1
-        fi
-    done
-    if ((down)); then return 3; fi
+    local alive
+    alive=$(running)
+    echo "${alive:-no daemons running under $DIR}"
+    all_running || return 3
     sinfo
     usage
 }
