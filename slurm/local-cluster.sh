@@ -98,8 +98,10 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 # Batch jobs may be requeued: slurm/train.sbatch runs scontrol requeue on its time-limit signal.
 JobRequeue=1
-# Short grace between SIGTERM and SIGKILL, so cancelled test jobs go away quickly.
+# Short grace between SIGTERM and SIGKILL, and a scheduler pass every 2 s (default 60 s) for jobs that
+# become eligible by time, such as a requeued one: tests wait on them.
 KillWait=5
+SchedulerParameters=sched_interval=2
 MpiDefault=none
 MailProg=/bin/true
 EOF

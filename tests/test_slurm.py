@@ -46,15 +46,21 @@ def _free_ports(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports")
 
 
+def require(*tools: str) -> None:
+    """Skip on a developer machine without the tools; fail where they should be: CI runs as root and .ci/run
+    installs them, so a missing tool there must not turn into a silent pass."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        message = f"{', '.join(missing)} not installed (apt-get install slurmctld slurmd munge shellcheck)"
+        if os.geteuid() != 0:
+            pytest.skip(message)
+        pytest.fail(message)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> dict[str, str]:
     """Start a private cluster; yield the environment that points sbatch, squeue etc. at it."""
-    missing = [t for t in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(t) is None]
-    if missing:
-        message = f"{', '.join(missing)} not installed (apt-get install slurmctld slurmd munge)"
-        if os.geteuid() != 0:  # a developer machine without Slurm; CI runs as root and installs it (.ci/run)
-            pytest.skip(message)
-        pytest.fail(message)
+    require("munged", "slurmctld", "slurmd", "sbatch")
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_"))}
     env = {**inherited, "PRETRAIN_SLURM_DIR": str(tmp_path_factory.mktemp("slurm")),
            "PRETRAIN_SLURM_NODES": str(NODES),
@@ -157,7 +163,7 @@ def test_usr1_checkpoints_requeues_and_resumes_to_the_same_losses(cluster, cache
         if record["Restarts"] == "0":
             return False
         if record["JobState"] == "PENDING":
-            return run(cluster, "scontrol", "update", f"JobId={job_id}", "StartTime=now+5", check=False).returncode == 0
+            return run(cluster, "scontrol", "update", f"JobId={job_id}", "StartTime=now+2", check=False).returncode == 0
         return record["JobState"] in ("RUNNING", "COMPLETED")
 
     wait_for(requeued_and_released, f"job {job_id} to be requeued", log)
@@ -216,3 +222,11 @@ def test_submit_reports_what_sbatch_refused(cluster, tmp_path):
                     "--partition=no-such-partition", check=False)
     assert proc.returncode == 2 and "sbatch refused the job" in proc.stderr, proc.stderr
     assert "invalid partition" in proc.stderr.lower(), proc.stderr
+
+
+def test_scripts_are_shellcheck_clean():
+    require("shellcheck")
+    scripts = sorted(p for p in (ROOT / "slurm").iterdir() if p.suffix in (".sh", ".sbatch"))
+    assert {p.name for p in scripts} >= {"train.sbatch", "sweep.sbatch", "local-cluster.sh"}
+    proc = subprocess.run(["shellcheck", "--shell=bash", *scripts], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
