@@ -10,8 +10,8 @@
 
     Model states per GPU (bf16 params and grads, fp32 master weights + Adam moments: 2 + 2 + 12 bytes/param)
         stage 0: 16Ψ      stage 1: 4Ψ + 12Ψ/N      stage 2: 2Ψ + 14Ψ/N      stage 3: 16Ψ/N
-    ZeRO-Offload keeps the 12Ψ/N of optimizer states in CPU memory instead. ZeRO-3 also needs one gathered
-    layer at a time (bf16 weights and grads: 4 bytes × the largest module's params).
+    ZeRO-Offload keeps the gradient partition and the optimizer states in CPU memory instead (stages 1-3). ZeRO-3
+    also needs one gathered layer at a time (bf16 weights and grads: 4 bytes × the largest module's params).
 
     Activations saved for the backward, per token of a micro batch (bf16, fused kernels, no dropout)
         per layer: 2 · (4d + 3·H·D + 2·Hkv·D + k·F) bytes   (k = 3 SwiGLU, 2 squared ReLU, 1 ReLU)
@@ -88,7 +88,7 @@ def activation_bytes(cfg: Config, checkpointing: bool) -> float:
 class StageEstimate:
     stage: int
     gpu: dict[str, float]  # bytes per GPU: params, grads, optimizer, zero3 gathered layer, activations
-    cpu: float  # optimizer bytes per GPU held in CPU memory (ZeRO-Offload)
+    cpu: float  # bytes per GPU held in CPU memory instead (ZeRO-Offload: gradient partition, optimizer states)
     fits: bool
     fewest_gpus: int | None  # the fewest GPUs at which this stage fits; None = none up to MAX_GPUS
 
@@ -103,7 +103,8 @@ MAX_GPUS = 2**16
 def stage_estimate(cfg: Config, params: ParamCount, stage: int, gpus: int, gpu_mem_gib: float) -> StageEstimate:
     def per_gpu(world: int) -> tuple[dict[str, float], float]:
         gpu = model_state_bytes(params.total, stage, world)
-        cpu = gpu.pop("optimizer") if cfg.deepspeed.offload_optimizer and stage >= 1 else 0.0
+        offloaded = ("grads", "optimizer") if cfg.deepspeed.offload_optimizer and stage >= 1 else ()
+        cpu = sum(gpu.pop(kind) for kind in offloaded)
         gpu["gathered layer"] = 4 * params.largest_layer if stage == 3 else 0.0
         gpu["activations"] = activation_bytes(cfg, cfg.train.activation_checkpointing)
         return gpu, cpu
@@ -162,9 +163,9 @@ def format_estimate(cfg: Config, gpus: int, gpu_mem_gib: float) -> str:
     ]
     for s in e["stages"]:
         g = s.gpu
-        lines.append(f"{s.stage:<5}{gib(g['params']):>9}{gib(g['grads']):>9}{gib(g.get('optimizer', 0)):>9}"
+        lines.append(f"{s.stage:<5}{gib(g['params']):>9}{gib(g.get('grads', 0)):>9}{gib(g.get('optimizer', 0)):>9}"
                      f"{gib(g['gathered layer']):>9}{gib(g['activations']):>9}{gib(s.gpu_total):>9}{gib(s.cpu):>9}"
-                     f"{'yes' if s.fits else 'no':>6}  {s.fewest_gpus or f'more than {MAX_GPUS}'}")
+                     f"{'yes' if s.fits else 'no':>6}  {s.fewest_gpus or 'none'}")
     return "\n".join(lines)
 
 
