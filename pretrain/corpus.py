@@ -74,7 +74,7 @@ def resolve_source(cfg: DataConfig) -> Source:
         return Source("hub", (), fingerprint(spec), description)
     files = _local_files(cfg.source)
     kind = LOADERS[files[0].suffix]
-    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     identity = fingerprint([kind, cfg.text_field if kind != "text" else None, stats])
     return Source(kind, files, identity, f"{cfg.source} ({len(files)} {kind} file{'s' * (len(files) > 1)})")
 
