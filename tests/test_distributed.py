@@ -1,6 +1,6 @@
 """Data parallelism under DeepSpeed ZeRO 0-3 with real torchrun processes (CPU, gloo): 2 processes train the
-same model as 1 with the same global batch, keep every μP group's LR, resume exactly, resume at another world
-size, and consolidate to one fp32 state dict."""
+same model as 1 with the same global batch (also with ZeRO-Offload and activation checkpointing), keep every
+μP group's LR, log MFU, resume exactly, resume at another world size, and consolidate to one fp32 state dict."""
 
 import os
 import shutil
@@ -16,12 +16,14 @@ from test_train import ROOT, losses, pretrain, small_run
 from pretrain.checkpoint import UNIVERSAL_TAG, load_consolidated_state_dict, read_trainer_state, step_dir_name
 from pretrain.cli import main
 from pretrain.config import load_config
+from pretrain.estimate import flops_per_token
 from pretrain.metrics import read_metrics
 from pretrain.model import Transformer
 
 # 16 sequences per step at any world size: 1 process accumulates 4 micro batches of 4, 2 processes 2 each.
 BATCH = ["train.steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=2", "train.micro_batch_size=4",
-         "train.global_batch_size=16", "optim.lr=0.01", "optim.warmup_steps=2", "optim.min_lr_ratio=0.1"]
+         "train.global_batch_size=16", "optim.lr=0.01", "optim.warmup_steps=2", "optim.min_lr_ratio=0.1",
+         "train.peak_flops=1e12"]  # no peak is known for a CPU: MFU is logged against this one
 TOL = 1e-5  # fp32, different reduction orders
 
 
@@ -78,23 +80,31 @@ def reference(tmp_path_factory, cache) -> Path:
 
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory, cache):
-    """The 2-process run of a ZeRO stage, trained once and shared by the tests that read it."""
-    runs: dict[int, Path] = {}
+    """The 2-process run of a ZeRO stage (and options), trained once and shared by the tests that read it."""
+    runs: dict[tuple[str, ...], Path] = {}
 
-    def run(stage: int) -> Path:
-        if stage not in runs:
-            runs[stage] = train(tmp_path_factory.mktemp(f"zero{stage}"), cache, 2, f"deepspeed.zero_stage={stage}")
-        return runs[stage]
+    def run(stage: int, *options: str) -> Path:
+        key = (f"deepspeed.zero_stage={stage}", *options)
+        if key not in runs:
+            runs[key] = train(tmp_path_factory.mktemp(f"zero{stage}"), cache, 2, *key)
+        return runs[key]
 
     return run
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_two_processes_train_the_same_model_as_one(two_process_runs, reference, stage):
-    run = two_process_runs(stage)
+@pytest.mark.parametrize("stage, options", [
+    (0, ()), (1, ()), (2, ()), (3, ()),
+    (3, ("deepspeed.offload_optimizer=true", "train.activation_checkpointing=true")),
+], ids=["zero0", "zero1", "zero2", "zero3", "zero3-offload-checkpointing"])
+def test_two_processes_train_the_same_model_as_one(two_process_runs, reference, stage, options):
+    run = two_process_runs(stage, *options)
     assert read_trainer_state(checkpoint(run))["world_size"] == 2
     assert_close_losses(run, reference, range(1, 7))
     assert_group_lrs(run)
+    flops = flops_per_token(load_config(run / "config.yaml"))
+    for r in read_metrics(run / "metrics.jsonl"):
+        assert r["mfu"] == pytest.approx(flops * r["tokens_per_s"] / 2 / 1e12)  # per process
+        assert 0.1 < r["mem_gb"] < 8
     got, want = load_consolidated_state_dict(checkpoint(run)), load_consolidated_state_dict(checkpoint(reference))
     assert got.keys() == want.keys()
     for name in want:
