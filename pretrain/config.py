@@ -36,6 +36,7 @@ class ModelConfig:
     parametrization: Literal["mup", "sp"] = "mup"
     base_width: int = 128  # the width at which μP equals SP
     qk_scale: Literal["auto", "mup", "sp"] = "auto"  # mup: 1/head_dim, sp: 1/sqrt(head_dim), auto: per parametrization
+    readout_init: Literal["auto", "mup", "sp"] = "auto"  # mup: std 1/d, sp: d^-1/2, auto: per parametrization
     zero_query: bool = True  # zero-init the query projection (μP only)
     norm_gains: bool = False  # trainable RMSNorm gains; they broke μ-transfer in the paper
     norm_eps: float = 1e-6
@@ -65,6 +66,10 @@ class ModelConfig:
     @property
     def attention_kind(self) -> Literal["mup", "sp"]:
         return self.parametrization if self.qk_scale == "auto" else self.qk_scale
+
+    @property
+    def readout_kind(self) -> Literal["mup", "sp"]:
+        return self.parametrization if self.readout_init == "auto" else self.readout_init
 
     def validate(self) -> None:
         _require(self.d_model > 0 and self.n_layers > 0 and self.head_dim > 0, "model",
@@ -206,21 +211,35 @@ class Config:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config, apply `key.sub=value` overrides, and validate it into a `Config`."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__}: {err})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    """Read a YAML config, apply `key.sub=value` overrides, and validate it into a `Config`.
+    A file may start from another one: `base: other.yaml` (relative to the file) sets everything the file
+    itself does not (ablations are a few lines on top of the config they vary)."""
+    raw = _read_yaml(Path(path)) if path is not None else {}
     for item in overrides:
         apply_override(raw, item)
     return config_from_dict(raw)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__}: {err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    base = raw.pop("base", None)
+    return _merged(_read_yaml(path.parent / str(base)), raw) if base else raw
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, section by section."""
+    merged = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if both else value
+    return merged
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

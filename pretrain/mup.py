@@ -18,7 +18,8 @@ this table; nothing else in the code base does μP arithmetic.
     readout     1/d              α/m      d^-1/2         α
     gain        1 (constant)     α        1              α
 
-Attention logits are scaled by 1/D under μP and 1/sqrt(D) under SP (`ModelConfig.qk_scale`).
+Attention logits are scaled by 1/D under μP and 1/sqrt(D) under SP (`ModelConfig.qk_scale`). The readout
+init can be swapped on its own too (`ModelConfig.readout_init`: the paper's "SP readout init" ablation).
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def _per_width(c: ModelConfig) -> float:
     return 1.0 / c.width_mult
 
 
+def _readout_std(c: ModelConfig) -> float:
+    return 1.0 / c.d_model if c.readout_kind == "mup" else c.d_model**-0.5
+
+
 _d = _fan_in(lambda c: c.d_model)
 _one, _zero = _const(1.0), _const(0.0)
 
@@ -75,14 +80,14 @@ MUP: dict[Role, Rule] = {
     Role.ATTN_OUT: Rule(std=_fan_in(lambda c: c.n_heads * c.head_dim), lr=_per_width),
     Role.MLP_IN: Rule(std=_d, lr=_per_width),
     Role.MLP_OUT: Rule(std=_fan_in(lambda c: c.ffn_dim), lr=_per_width),
-    Role.READOUT: Rule(std=lambda c: 1.0 / c.d_model, lr=_per_width),
+    Role.READOUT: Rule(std=_readout_std, lr=_per_width),
     Role.GAIN: Rule(std=_zero, lr=_one, mean=1.0),
 }
 
 SP: dict[Role, Rule] = {
     **{role: Rule(std=rule.std, lr=_one, mean=rule.mean) for role, rule in MUP.items()},
     Role.QUERY: Rule(std=_d, lr=_one),
-    Role.READOUT: Rule(std=_d, lr=_one),
+    Role.READOUT: Rule(std=_readout_std, lr=_one),
 }
 
 TABLES = {"mup": MUP, "sp": SP}
