@@ -5,7 +5,7 @@
         universal/     the same in DeepSpeed's universal format, written on the first resume at another
                        world size (one file per parameter and state, readable by any world size)
         rng/rank0.pt   torch/python RNG state of each rank
-        trainer.json   step, world size, data position
+        trainer.json   step, world size, global batch (with the step, the data position)
         config.yaml    the resolved run config
         tokenizer.json
 
