@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
-from .config import load_config
+from .config import UserError, load_config
 
 DS_TAG = "ds"
 UNIVERSAL_TAG = "universal"
 _PREFIX = "step_"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A path that is not a usable checkpoint; the message names it."""
 
 

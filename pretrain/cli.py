@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config
+from .config import Config, UserError, load_config
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -226,16 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "overrides", None) is None or any(x.startswith("-") or "=" not in x for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .slurm import SlurmError
-    from .trainer import TrainingDiverged
-
     try:
         return COMMANDS[args.command](args) or 0
-    except (ConfigError, DataError, CheckpointError, SlurmError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+        return err.exit_code

@@ -20,7 +20,13 @@ from typing import Any, Literal
 import yaml
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A problem the user can fix, phrased as one line; the CLI prints it and exits with `exit_code`."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError, ValueError):
     """A config problem, phrased as one line that names the key and what is allowed."""
 
 

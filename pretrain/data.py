@@ -33,7 +33,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
-from .config import ConfigError, DataConfig
+from .config import ConfigError, DataConfig, UserError
 from .corpus import Corpus, fingerprint, load_corpus, resolve_source
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ SPLITS = {"train": TRAIN, "val": VAL}
 DOCS_PER_BATCH = 128  # documents per encode call; the encoder spreads a call's documents over all cores
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Prepared data that is missing, corrupt or truncated; the message names the file."""
 
 

@@ -14,13 +14,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError, UserError, load_config
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "slurm" / "train.sbatch"
 LOG_PATTERN = "slurm-%j.log"  # sbatch fills in the job id; train.sbatch appends to the same file
 
 
-class SlurmError(RuntimeError):
+class SlurmError(UserError, RuntimeError):
     """sbatch is missing or refused the job; the message carries its answer."""
 
 

@@ -20,15 +20,17 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from .checkpoint import Checkpointer, latest_checkpoint
-from .config import Config
+from .config import Config, UserError
 from .data import PreparedData, StepSampler, eval_micro_batches, train_micro_batches
 from .estimate import flops_per_token, mfu, peak_flops
 from .metrics import MetricsLogger
 from .optim import lr_schedule, set_lr
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or inf; the run stopped and the last good checkpoint is kept."""
+
+    exit_code = 3  # sweeps record such a point as diverged
 
 
 @dataclass
