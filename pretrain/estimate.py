@@ -148,8 +148,8 @@ def format_estimate(cfg: Config, gpus: int, gpu_mem_gib: float) -> str:
         f"model        d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads × {m.head_dim}, {m.mlp} MLP "
         f"{m.ffn_dim}, vocab {cfg.vocab_size}, seq {cfg.data.seq_len}",
         f"parameters   {p.total:,} total, {p.non_embedding:,} non-embedding (largest module {p.largest_layer:,})",
-        f"FLOPs/token  {e['flops_per_token'] / 1e9:,.2f} G for training = 6·N_mm {6 * p.matmul / 1e9:,.2f} G + "
-        f"attention 6·L·T·H·D {e['attention_flops_per_token'] / 1e9:,.2f} G",
+        f"FLOPs/token  {e['flops_per_token'] / 1e9:.4g} G for training = 6·N_mm {6 * p.matmul / 1e9:.4g} G + "
+        f"attention 6·L·T·H·D {e['attention_flops_per_token'] / 1e9:.4g} G",
         f"batch        {e['tokens_per_step']:,} tokens/step at {gpus} GPUs; "
         f"{e['flops_per_token'] * e['tokens_per_step']:.3g} FLOPs/step",
         f"activations  {gib(e['activations'][False])} GiB per GPU without checkpointing, "
