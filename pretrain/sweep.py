@@ -24,7 +24,7 @@ from .config import ConfigError, load_config, parse_number
 from .metrics import read_metrics
 
 SBATCH_SCRIPT = Path(__file__).resolve().parents[1] / "slurm" / "sweep.sbatch"
-EXIT_DIVERGED = 3  # `pretrain train` exits with this on TrainingDiverged (see cli.main)
+EXIT_DIVERGED = 3  # TrainingDiverged.exit_code: `pretrain train` exits with it when the loss blows up
 SMOOTHING = 0.1  # the "final train loss" is the mean over the last 10% of steps: one batch is too noisy
 
 
