@@ -1,10 +1,14 @@
 """`pretrain report`: the optimum LR per width of a sweep, its drift across widths, a verdict and a plot.
 
-Per width, the optimum is the vertex of the parabola through the best grid point and its two neighbours,
-in eval loss against log2(LR): the loss is close to quadratic in log2(LR) near the minimum, and with the
-best point in the middle the vertex always lies within half a grid step of it. Diverged points count as
-+inf loss (they can be a best point's neighbour but never the best). The drift is the least-squares slope
-of log2(lr*) against log2(width): how far the optimum moves per doubling of width.
+Per width, the optimum is the vertex of a least-squares parabola in eval loss against log2(LR), fitted to the
+points within ±1 log2 of it: the loss is close to quadratic in log2(LR) there (further out, the high-LR side
+steepens towards divergence). The window starts on the best grid point and moves to the grid point nearest
+the vertex until it stays, so one lucky run next to a flat minimum does not drag the optimum along. On a
+0.5-log2 grid the window holds 5 points, which averages out run-to-run noise; on a 1-log2 grid it is the
+parabola through the best point and its two neighbours. Diverged points count as +inf loss and stay out
+of the fit; a window cut by the grid's edge or by a diverged neighbour is one-sided, and the best grid point
+stands. The drift is the least-squares slope of log2(lr*) against log2(width): how far the optimum moves
+per doubling of width.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .sweep import Plan, load_plan, read_result
 # grid, i.e. what picking neighbouring grid points can produce. SP with Adam drifts by about -1 per doubling
 # (hidden-layer updates grow with width), five times the tolerance.
 DRIFT_TOLERANCE = 0.2
+FIT_HALF_WIDTH = 1.0  # log2 units: the fit window around the optimum
 
 
 @dataclass
@@ -53,16 +58,29 @@ class SweepReport:
 
 def fit_optimum(lrs: list[float], losses: list[float]) -> tuple[float, int, bool]:
     """(log2 of the optimum LR, index of the best grid point, whether a parabola was fitted).
-    `losses` may hold inf (diverged); at least one must be finite."""
-    x = np.log2(lrs)
-    y = np.asarray(losses, dtype=float)
+    `lrs` ascending; `losses` may hold inf (diverged), at least one must be finite."""
+    x, y = np.log2(lrs), np.asarray(losses, dtype=float)
     best = int(np.argmin(y))
-    if best == 0 or best == len(y) - 1 or not np.isfinite(y[best - 1:best + 2]).all():
-        return float(x[best]), best, False
-    a, b, _ = np.polyfit(x[best - 1:best + 2], y[best - 1:best + 2], 2)
-    if a <= 0:  # three equal losses: no curvature, no better guess than the grid point
-        return float(x[best]), best, False
-    return float(-b / (2 * a)), best, True
+    optimum, center = None, best
+    for _ in range(len(x)):  # re-centre on the grid point nearest the vertex until the window stays put
+        vertex = _window_vertex(x, y, center)
+        if vertex is None:
+            break
+        optimum, nearest = vertex, int(np.argmin(np.abs(x - vertex)))
+        if nearest == center:
+            break
+        center = nearest
+    return (float(x[best]), best, False) if optimum is None else (optimum, best, True)
+
+
+def _window_vertex(x: np.ndarray, y: np.ndarray, center: int) -> float | None:
+    """The vertex of the parabola fitted to the finite points within FIT_HALF_WIDTH of x[center]; None when
+    the window is one-sided (the grid's edge or a diverged neighbour) or the points curve the wrong way."""
+    if center in (0, len(x) - 1) or not np.isfinite(y[center - 1:center + 2]).all():
+        return None
+    window = np.isfinite(y) & (np.abs(x - x[center]) <= FIT_HALF_WIDTH + 1e-9)
+    a, b, _ = np.polyfit(x[window], y[window], 2)
+    return float(-b / (2 * a)) if a > 0 else None
 
 
 def drift_per_doubling(widths: list[int], log2_lrs: list[float]) -> float:

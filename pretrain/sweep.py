@@ -153,8 +153,10 @@ def run_point(plan: Plan, index: int) -> dict:
     with (out_dir / "train.log").open("a") as log:
         command = [sys.executable, "-m", "pretrain", "train", plan.config, *point.overrides]
         returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-    status = {0: "ok", EXIT_DIVERGED: "diverged"}.get(returncode, "failed")
     records = read_metrics(out_dir / "metrics.jsonl")
+    finished = bool(records) and records[-1]["step"] >= load_config(plan.config, point.overrides).train.steps
+    # exit 0 without all steps: stopped by a signal or a STOP file, so not a result yet
+    status = "ok" if returncode == 0 and finished else "diverged" if returncode == EXIT_DIVERGED else "failed"
     tail = records[-max(1, round(SMOOTHING * len(records))):]
     evals = [r["eval_loss"] for r in records if "eval_loss" in r]
     result = {

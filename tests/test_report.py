@@ -43,6 +43,15 @@ def test_fit_recovers_the_vertex_of_a_parabola():
     assert fitted and best == 2 and log2_lr == pytest.approx(-6.6)
 
 
+def test_one_lucky_point_next_to_a_flat_minimum_does_not_drag_the_fit():
+    x = [-7 + 0.5 * i for i in range(9)]  # 2^-7 .. 2^-3
+    losses = [3 + 0.05 * (xi + 5) ** 2 for xi in x]
+    losses[7] -= 0.12  # -3.5 becomes the best grid point by a noise dip
+    log2_lr, best, fitted = fit_optimum([2**xi for xi in x], losses)
+    assert x[best] == -3.5 and fitted
+    assert abs(log2_lr + 5) < 0.6  # the 3-point parabola around -3.5 would say -3.64, 1.36 off
+
+
 def test_fit_falls_back_to_the_grid_point_at_an_edge_or_next_to_a_diverged_point():
     lrs = [2**-8, 2**-7, 2**-6]
     assert fit_optimum(lrs, [3.0, 3.1, 3.2]) == (-8.0, 0, False)
