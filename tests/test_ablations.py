@@ -18,7 +18,7 @@ ABLATIONS = {
     "weight_decay_coupled": (["optim.weight_decay", "optim.weight_decay_mode"], True),
     "zero_query_off": (["model.zero_query"], False),
     "readout_sp": (["model.readout_init"], False),
-    "mlp_swiglu": (["model.mlp"], False),
+    "mlp_relu2": (["model.mlp"], False),
     "mlp_relu": (["model.mlp"], False),
     "mqa": ([], False),  # the KV head count follows width, so apply-lr lets it differ
     "gqa": ([], False),
