@@ -69,7 +69,6 @@ class Trainer:
         self.cfg, self.engine, self.optimizer, self.data = cfg, engine, optimizer, data
         self.checkpointer, self.logger, self.device = checkpointer, logger, device
         self.world = dist.world_size()
-        self.accum = cfg.train.accumulation(self.world)
         self.sampler = StepSampler(len(data.train), cfg.train.global_batch(self.world), cfg.train.seed)
         self.tokens_per_step = cfg.train.global_batch(self.world) * cfg.data.seq_len
         self.flops_per_token = flops_per_token(cfg)
