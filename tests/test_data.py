@@ -2,10 +2,12 @@
 
 import json
 import shutil
+import subprocess
+import sys
 import sysconfig
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +49,16 @@ def test_embedded_corpus_is_the_stdlib_without_tests():
 
 
 def test_prepare_is_deterministic(embedded, tmp_path):
+    """A cold build in another process (other hash seeds, other thread timings) gives the same bytes."""
     cfg, first = embedded
-    second = prepare_data(replace(cfg, cache_dir=str(tmp_path)), progress=False)
-    assert first.dir.name == second.dir.name
+    fields = asdict(replace(cfg, cache_dir=str(tmp_path)))
+    code = ("from pretrain.config import DataConfig; from pretrain.data import prepare_data; "
+            f"print(prepare_data(DataConfig(**{fields!r}), progress=False).dir)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    second = Path(run.stdout.strip())
+    assert second.parent == tmp_path and second.name == first.dir.name
     for name in ("train.bin", "val.bin", "tokenizer.json", "meta.json"):
-        assert (first.dir / name).read_bytes() == (second.dir / name).read_bytes(), name
+        assert (first.dir / name).read_bytes() == (second / name).read_bytes(), name
 
 
 def test_cache_is_reused(embedded):
@@ -127,6 +134,7 @@ def test_local_sources(tmp_path, kind):
 def test_concurrent_prepares_build_once(tmp_path):
     cfg = DataConfig(cache_dir=str(tmp_path), **{**SMALL, "max_documents": 15})
     results = []
+
     def prepare():
         results.append(prepare_data(cfg, progress=False))
 
