@@ -258,7 +258,8 @@ def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bo
     written = dict.fromkeys(SPLITS, 0)
     with ExitStack() as stack:
         files = {name: stack.enter_context(open(out / f"{name}.bin", "wb")) for name in SPLITS}
-        bar = stack.enter_context(tqdm(total=len(corpus), unit="doc", desc="tokenize", disable=not progress))
+        bar = stack.enter_context(tqdm(total=int((codes != SKIP).sum()), unit="doc", desc="tokenize",
+                                       disable=not progress))
         for batch_codes, encodings in _encode(tokenizer, corpus, codes):
             for name, code in SPLITS.items():
                 tokens = _join([e.ids for e, c in zip(encodings, batch_codes) if c == code], eos, dtype)
