@@ -179,7 +179,9 @@ def plot_reports(reports: list[SweepReport], path: Path) -> None:
                     label=f"width {width}", markersize=4)
             if width in optima:
                 ax.axvline(math.log2(optima[width].lr), color=color, linestyle=":", linewidth=1)
-        ax.set_title(f"{report.name} ({report.parametrization}): {report.verdict}", fontsize=9)
+        same = report.name == report.parametrization
+        title = report.name if same else f"{report.name} ({report.parametrization})"
+        ax.set_title(f"{title}: {report.verdict}", fontsize=9)
         ax.set_xlabel("log2 learning rate")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

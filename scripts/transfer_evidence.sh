@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The μ-transfer evidence on a CPU: LR sweeps of configs/transfer_cpu.yaml under μP and under SP over an 8x
-# width range (32 -> 256), then one report of both. Writes docs/transfer_cpu.{txt,json,png}. Restartable: a
-# rerun skips finished points. About 20 minutes on 2 idle cores.
+# width range (32 -> 256), one report of both (docs/transfer_cpu.{txt,json,png}), and the coordinate checks
+# (docs/coord_check_{mup,sp}/). Restartable: a rerun skips finished points. About 20 minutes on 2 idle cores.
 #
 # The grids differ on purpose: μP needs resolution around its optimum (the claim is that it moves by at most
 # 0.5 log2), SP needs range (its optimum falls by about 1 log2 per doubling of width).
@@ -18,3 +18,6 @@ echo "sweeps: $((SECONDS / 60)) min $((SECONDS % 60)) s"
 mkdir -p docs
 pretrain report "$out/mup" "$out/sp" --plot docs/transfer_cpu.png | tee docs/transfer_cpu.txt
 pretrain report "$out/mup" "$out/sp" --plot docs/transfer_cpu.png --json > docs/transfer_cpu.json
+for p in mup sp; do
+    pretrain coord-check configs/transfer_cpu.yaml --widths "$widths" --parametrization $p --out docs/coord_check_$p
+done
