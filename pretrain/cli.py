@@ -137,8 +137,9 @@ def _sweep(args: argparse.Namespace) -> None:
         print(submit_slurm(plan, args.max_concurrent))
         return
     results = run_local(plan)
-    failed = sum(r["status"] == "failed" for r in results)
-    print(f"{len(results)} points run ({failed} failed); next: pretrain report {plan.dir}")
+    counts = {status: sum(r["status"] == status for r in results) for status in ("diverged", "failed")}
+    print(f"{len(results)} points run ({counts['diverged']} diverged, {counts['failed']} failed); "
+          f"next: pretrain report {plan.dir}")
 
 
 @command("sweep-point", "run one point of a sweep (what each Slurm array task does)", config=False,

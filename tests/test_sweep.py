@@ -91,7 +91,7 @@ def test_smoke_sweep_runs_records_divergence_restarts_and_reports(tmp_path, caps
     command = ["sweep", str(TINY), "--widths", "32,64", "--lrs", "2^-8,2^-6,1e30", "--out", str(sweep),
                *overrides]
     assert main(command) == 0
-    assert "6 points run (0 failed)" in capsys.readouterr().out
+    assert "6 points run (2 diverged, 0 failed)" in capsys.readouterr().out
     plan = load_plan(sweep)
     results = {(p.width, p.lr): read_result(p) for p in plan.points}
     assert {r["status"] for (w, lr), r in results.items() if lr == 1e30} == {"diverged"}
@@ -109,7 +109,8 @@ def test_smoke_sweep_runs_records_divergence_restarts_and_reports(tmp_path, caps
     assert main(["sweep-point", str(sweep), "0"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "ok" and read_result(first)["index"] == 0
     assert main(command) == 0
-    assert "1 points run (0 failed)" in capsys.readouterr().out and read_result(second)["status"] == "ok"
+    assert "1 points run (0 diverged, 0 failed)" in capsys.readouterr().out
+    assert read_result(second)["status"] == "ok"
     assert stamps == [result_path(p).stat().st_mtime_ns for p in others]  # untouched
 
     report = build_report(plan)
