@@ -45,9 +45,9 @@ def breaking_settings(cfg: Config) -> list[str]:
 
 def config_differences(proxy: Config, target: Config) -> list[str]:
     """Every setting outside FREE_KEYS and FREE_SECTIONS where the target differs from the proxy."""
-    mine, theirs = _flatten(proxy.to_dict()), _flatten(target.to_dict())
-    return [f"{key}: proxy {mine[key]!r}, target {theirs[key]!r}" for key in mine
-            if mine[key] != theirs[key] and key not in FREE_KEYS and key.split(".")[0] not in FREE_SECTIONS]
+    before, after = _flatten(proxy.to_dict()), _flatten(target.to_dict())
+    return [f"{key}: proxy {before[key]!r}, target {after[key]!r}" for key in before
+            if before[key] != after[key] and key not in FREE_KEYS and key.split(".")[0] not in FREE_SECTIONS]
 
 
 def transfer_problems(plan: Plan, report: SweepReport, target: Config) -> list[str]:
