@@ -46,6 +46,15 @@ def _allowed(q_idx, k_idx, seq_len, CAUSAL: tl.constexpr):
 
 
 @triton.jit
+def _load_tile(base, offs_rows, stride_rows, offs_d, seq_len, DOT_DTYPE: tl.constexpr):
+    """Rows `offs_rows` of a (seq, head_dim) matrix, zero past seq_len, upcast then cast to the dot operand
+    dtype (fp32 under the interpreter, where low-precision dots are wrong; the input dtype on a GPU)."""
+    tile = tl.load(base + offs_rows[:, None] * stride_rows + offs_d[None, :], mask=offs_rows[:, None] < seq_len,
+                   other=0.0)
+    return tile.to(tl.float32).to(DOT_DTYPE)
+
+
+@triton.jit
 def _attn_fwd_kernel(
     Q, K, V, OUT, LSE,
     stride_qb, stride_qh, stride_qs,
@@ -76,8 +85,7 @@ def _attn_fwd_kernel(
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m[:, None] < seq_len
-    q = tl.load(q_base + offs_m[:, None] * stride_qs + offs_d[None, :], mask=row_ok, other=0.0)
-    q = q.to(tl.float32).to(DOT_DTYPE)
+    q = _load_tile(q_base, offs_m, stride_qs, offs_d, seq_len, DOT_DTYPE)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -87,11 +95,8 @@ def _attn_fwd_kernel(
         end_n = tl.minimum(start_m + BLOCK_M, seq_len)
     for start_n in range(0, end_n, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        col_ok = offs_n[:, None] < seq_len
-        k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=col_ok, other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=col_ok, other=0.0)
-        k = k.to(tl.float32).to(DOT_DTYPE)
-        v = v.to(tl.float32).to(DOT_DTYPE)
+        k = _load_tile(k_base, offs_n, stride_ks, offs_d, seq_len, DOT_DTYPE)
+        v = _load_tile(v_base, offs_n, stride_vs, offs_d, seq_len, DOT_DTYPE)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         if _block_needs_mask(start_m, start_n, seq_len, BLOCK_M, BLOCK_N, CAUSAL):
             s = tl.where(_allowed(offs_m[:, None], offs_n[None, :], seq_len, CAUSAL), s, float("-inf"))
@@ -151,12 +156,8 @@ def _attn_bwd_dkdv_kernel(
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     key_ok = offs_n[:, None] < seq_len
-    k = tl.load(K + b * stride_kb + kv_h * stride_kh + offs_n[:, None] * stride_ks + offs_d[None, :],
-                mask=key_ok, other=0.0)
-    v = tl.load(V + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vs + offs_d[None, :],
-                mask=key_ok, other=0.0)
-    k = k.to(tl.float32).to(DOT_DTYPE)
-    v = v.to(tl.float32).to(DOT_DTYPE)
+    k = _load_tile(K + b * stride_kb + kv_h * stride_kh, offs_n, stride_ks, offs_d, seq_len, DOT_DTYPE)
+    v = _load_tile(V + b * stride_vb + kv_h * stride_vh, offs_n, stride_vs, offs_d, seq_len, DOT_DTYPE)
     dk = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
 
@@ -169,12 +170,8 @@ def _attn_bwd_dkdv_kernel(
         for start_m in range(start_lo, seq_len, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             row_ok = offs_m < seq_len
-            q = tl.load(q_base + offs_m[:, None] * stride_qs + offs_d[None, :],
-                        mask=row_ok[:, None], other=0.0)
-            do = tl.load(DO + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :],
-                         mask=row_ok[:, None], other=0.0)
-            q = q.to(tl.float32).to(DOT_DTYPE)
-            do = do.to(tl.float32).to(DOT_DTYPE)
+            q = _load_tile(q_base, offs_m, stride_qs, offs_d, seq_len, DOT_DTYPE)
+            do = _load_tile(DO + row_base * HEAD_DIM, offs_m, HEAD_DIM, offs_d, seq_len, DOT_DTYPE)
             lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
             delta = tl.load(DELTA + row_base + offs_m, mask=row_ok, other=0.0)
             p_t = tl.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])
@@ -217,12 +214,8 @@ def _attn_bwd_dq_kernel(
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < seq_len
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :],
-                mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + (row_base + offs_m[:, None]) * HEAD_DIM + offs_d[None, :],
-                 mask=row_ok[:, None], other=0.0)
-    q = q.to(tl.float32).to(DOT_DTYPE)
-    do = do.to(tl.float32).to(DOT_DTYPE)
+    q = _load_tile(Q + b * stride_qb + h * stride_qh, offs_m, stride_qs, offs_d, seq_len, DOT_DTYPE)
+    do = _load_tile(DO + row_base * HEAD_DIM, offs_m, HEAD_DIM, offs_d, seq_len, DOT_DTYPE)
     lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
     delta = tl.load(DELTA + row_base + offs_m, mask=row_ok, other=0.0)
 
@@ -232,11 +225,8 @@ def _attn_bwd_dq_kernel(
         end_n = tl.minimum(start_m + BLOCK_M, seq_len)
     for start_n in range(0, end_n, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        col_ok = offs_n[:, None] < seq_len
-        k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=col_ok, other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=col_ok, other=0.0)
-        k = k.to(tl.float32).to(DOT_DTYPE)
-        v = v.to(tl.float32).to(DOT_DTYPE)
+        k = _load_tile(k_base, offs_n, stride_ks, offs_d, seq_len, DOT_DTYPE)
+        v = _load_tile(v_base, offs_n, stride_vs, offs_d, seq_len, DOT_DTYPE)
         p = tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
         if _block_needs_mask(start_m, start_n, seq_len, BLOCK_M, BLOCK_N, CAUSAL):
             p = tl.where(_allowed(offs_m[:, None], offs_n[None, :], seq_len, CAUSAL), p, 0.0)
