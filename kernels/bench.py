@@ -126,28 +126,20 @@ def bench_attention(model: str, seq: int) -> list[Result]:
                     "TFLOP/s", fwd_flops, 2.5 * fwd_flops)
 
 
-def bench_rms_norm(model: str) -> list[Result]:
-    d_model = MODELS[model]["d_model"]
-    inputs = [_leaf(TOKENS, d_model)]
-    impls = {
-        "triton": kernels.rms_norm,
-        "eager": kernels.rms_norm_reference,
-        "compile": torch.compile(kernels.rms_norm_reference, dynamic=False),
-    }
-    size = TOKENS * d_model * DTYPE.itemsize
-    return _measure("rms_norm", model, f"{TOKENS}x{d_model}", impls, inputs, "GB/s", 2 * size, 3 * size)
+# op -> (Triton op, reference, row width in MODELS, inputs, tensors of that size moved forward, backward)
+_MEMORY_BOUND = {
+    "rms_norm": (kernels.rms_norm, kernels.rms_norm_reference, "d_model", 1, 2, 3),
+    "swiglu": (kernels.swiglu, kernels.swiglu_reference, "d_ff", 2, 3, 5),
+}
 
 
-def bench_swiglu(model: str) -> list[Result]:
-    d_ff = MODELS[model]["d_ff"]
-    inputs = [_leaf(TOKENS, d_ff), _leaf(TOKENS, d_ff)]
-    impls = {
-        "triton": kernels.swiglu,
-        "eager": kernels.swiglu_reference,
-        "compile": torch.compile(kernels.swiglu_reference, dynamic=False),
-    }
-    size = TOKENS * d_ff * DTYPE.itemsize
-    return _measure("swiglu", model, f"{TOKENS}x{d_ff}", impls, inputs, "GB/s", 3 * size, 5 * size)
+def bench_memory_bound(op: str, model: str) -> list[Result]:
+    triton_op, reference, width_key, n_inputs, fwd_moved, bwd_moved = _MEMORY_BOUND[op]
+    width = MODELS[model][width_key]
+    inputs = [_leaf(TOKENS, width) for _ in range(n_inputs)]
+    impls = {"triton": triton_op, "eager": reference, "compile": torch.compile(reference, dynamic=False)}
+    size = TOKENS * width * DTYPE.itemsize
+    return _measure(op, model, f"{TOKENS}x{width}", impls, inputs, "GB/s", fwd_moved * size, bwd_moved * size)
 
 
 _COLUMNS = (f"{'op':<10} {'model':<5} {'shape':<24} {'impl':<11} {'fwd ms':>8} {'bwd ms':>8} "
@@ -179,8 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     for model in MODELS:
         for seq in SEQ_LENS:
             results += bench_attention(model, seq)
-        results += bench_rms_norm(model)
-        results += bench_swiglu(model)
+        for op in _MEMORY_BOUND:
+            results += bench_memory_bound(op, model)
     if args.json:
         meta = {"device": device, "torch": torch.__version__, "triton": triton.__version__,
                 "dtype": str(DTYPE), "tokens_per_call": TOKENS}

@@ -46,6 +46,14 @@ def _allowed(q_idx, k_idx, seq_len, CAUSAL: tl.constexpr):
 
 
 @triton.jit
+def _keys_end(start_m, seq_len, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
+    """End of the key range a query block attends to: causal blocks stop at the diagonal."""
+    if CAUSAL:
+        return tl.minimum(start_m + BLOCK_M, seq_len)
+    return seq_len
+
+
+@triton.jit
 def _load_tile(base, offs_rows, stride_rows, offs_d, seq_len, DOT_DTYPE: tl.constexpr):
     """Rows `offs_rows` of a (seq, head_dim) matrix, zero past seq_len, upcast then cast to the dot operand
     dtype (fp32 under the interpreter, where low-precision dots are wrong; the input dtype on a GPU)."""
@@ -90,10 +98,7 @@ def _attn_fwd_kernel(
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
-    end_n = seq_len
-    if CAUSAL:
-        end_n = tl.minimum(start_m + BLOCK_M, seq_len)
-    for start_n in range(0, end_n, BLOCK_N):
+    for start_n in range(0, _keys_end(start_m, seq_len, BLOCK_M, CAUSAL), BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k = _load_tile(k_base, offs_n, stride_ks, offs_d, seq_len, DOT_DTYPE)
         v = _load_tile(v_base, offs_n, stride_vs, offs_d, seq_len, DOT_DTYPE)
@@ -220,10 +225,7 @@ def _attn_bwd_dq_kernel(
     delta = tl.load(DELTA + row_base + offs_m, mask=row_ok, other=0.0)
 
     dq = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
-    end_n = seq_len
-    if CAUSAL:
-        end_n = tl.minimum(start_m + BLOCK_M, seq_len)
-    for start_n in range(0, end_n, BLOCK_N):
+    for start_n in range(0, _keys_end(start_m, seq_len, BLOCK_M, CAUSAL), BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k = _load_tile(k_base, offs_n, stride_ks, offs_d, seq_len, DOT_DTYPE)
         v = _load_tile(v_base, offs_n, stride_vs, offs_d, seq_len, DOT_DTYPE)
