@@ -14,6 +14,7 @@ setup(
         "transformers>=4.45",
         "datasets>=3.0",
         "tokenizers>=0.20",
+        "tiktoken>=0.7",  # packs data 3x faster than tokenizers, where it gives the same ids (pretrain/encoder.py)
         "safetensors>=0.4",
         "wandb>=0.18",
         "triton>=3.2",

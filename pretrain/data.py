@@ -5,9 +5,10 @@
    does not depend on document order and duplicated documents never straddle it. Empty documents are dropped.
 2. Tokenizer: `data.tokenizer: bpe` trains a byte-level BPE on the train documents with `<|endoftext|>` as
    its only special token, cached apart from the shards (a new seq_len reuses it); or a local tokenizer.json.
-3. Packing: documents are encoded in large batches (the Rust encoder spreads a batch over all cores), each
-   followed by EOS (a tokenizer's own template, such as a BOS, is kept), concatenated, and cut into rows of
-   seq_len + 1 tokens (inputs row[:-1], targets row[1:]); the tail that does not fill a row is dropped.
+3. Packing: documents are encoded in batches on all cores (by tiktoken where it gives the tokenizer's exact ids,
+   see encoder.py), each followed by EOS (a tokenizer's own template, such as a BOS, is kept), concatenated,
+   and cut into rows of seq_len + 1 tokens (inputs row[:-1], targets row[1:]); the tail that does not fill a
+   row is dropped.
 4. Shards: raw uint16 (uint32 past 2^16 ids) train.bin and val.bin next to meta.json, which holds the row
    counts that loading checks file sizes against, token counts, and the unigram entropy of the train tokens.
 """
@@ -35,6 +36,7 @@ from tqdm import tqdm
 
 from .config import ConfigError, DataConfig, UserError
 from .corpus import Corpus, fingerprint, load_corpus, resolve_source
+from .encoder import DocumentEncoder, document_encoder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -44,7 +46,7 @@ EOS_TOKEN = "<|endoftext|>"
 EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")  # recognised in a tokenizer brought along
 TRAIN, VAL, SKIP = 0, 1, 2  # a document's split; SKIP = empty
 SPLITS = {"train": TRAIN, "val": VAL}
-DOCS_PER_BATCH = 128  # documents per encode call; the encoder spreads a call's documents over all cores
+DOCS_PER_BATCH = 128  # documents per encode call
 
 
 class DataError(UserError, ValueError):
@@ -250,6 +252,7 @@ def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bo
     corpus = load_corpus(cfg)
     codes = split_documents(corpus, cfg.val_fraction)
     tokenizer, eos = _load_tokenizer(tokenizer_path, cfg)
+    encoder = document_encoder(tokenizer, cfg.num_workers or os.cpu_count() or 1)
     shutil.copyfile(tokenizer_path, out / "tokenizer.json")
     n_ids = _id_count(tokenizer)
     dtype = np.dtype(np.uint16 if cfg.vocab_size <= 2**16 else np.uint32)
@@ -258,11 +261,11 @@ def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bo
     written = dict.fromkeys(SPLITS, 0)
     with ExitStack() as stack:
         files = {name: stack.enter_context(open(out / f"{name}.bin", "wb")) for name in SPLITS}
-        bar = stack.enter_context(tqdm(total=int((codes != SKIP).sum()), unit="doc", desc="tokenize",
+        bar = stack.enter_context(tqdm(total=int((codes != SKIP).sum()), unit="doc", desc=f"tokenize ({encoder.name})",
                                        disable=not progress))
-        for batch_codes, encodings in _encode(tokenizer, corpus, codes):
+        for batch_codes, docs in _encode(encoder, corpus, codes):
             for name, code in SPLITS.items():
-                tokens = _join([e.ids for e, c in zip(encodings, batch_codes) if c == code], eos, dtype)
+                tokens = _join([ids for ids, c in zip(docs, batch_codes) if c == code], eos, dtype)
                 tokens.tofile(files[name])
                 written[name] += tokens.size
                 if code == TRAIN:
@@ -286,6 +289,7 @@ def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bo
         "format": FORMAT_VERSION,
         "source": corpus.description,
         "tokenizer": cfg.tokenizer,
+        "encoder": encoder.name,  # see encoder.py: both give the same ids
         "vocab_size": n_ids,
         "eos_id": eos,
         "seq_len": cfg.seq_len,
@@ -304,11 +308,11 @@ def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bo
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _encode(tokenizer: Tokenizer, corpus: Corpus, codes: np.ndarray) -> Iterator[tuple[np.ndarray, list]]:
-    """(split codes, encodings) of the non-empty documents, batch by batch, in corpus order.
+def _encode(encoder: DocumentEncoder, corpus: Corpus, codes: np.ndarray) -> Iterator[tuple[np.ndarray, list]]:
+    """(split codes, token ids) of the non-empty documents, batch by batch, in corpus order.
 
-    Two batches are encoded at once: the Rust encoder releases the GIL, so while this thread packs one batch
-    the encoder's threads work on the next ones, and one batch's stragglers overlap the other's bulk.
+    Several batches are encoded at once: both encoders release the GIL, so while this thread packs one batch
+    the encoder's threads work on the next ones, and one batch's stragglers overlap the others' bulk.
     """
     def batches() -> Iterator[tuple[np.ndarray, list[str]]]:
         start = 0
@@ -318,15 +322,15 @@ def _encode(tokenizer: Tokenizer, corpus: Corpus, codes: np.ndarray) -> Iterator
             keep = np.flatnonzero(batch_codes != SKIP)
             yield batch_codes[keep], [texts[i] for i in keep]
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=encoder.calls_in_flight) as pool:
         pending: deque = deque()
-        for batch_codes, texts in batches():  # encode_batch_fast: no character offsets, which we do not need
-            pending.append((batch_codes, pool.submit(tokenizer.encode_batch_fast, texts)))
-            if len(pending) == 2:
-                batch_codes, encoding = pending.popleft()
-                yield batch_codes, encoding.result()
-        for batch_codes, encoding in pending:
-            yield batch_codes, encoding.result()
+        for batch_codes, texts in batches():
+            pending.append((batch_codes, pool.submit(encoder.encode_batch, texts)))
+            if len(pending) == encoder.calls_in_flight:
+                batch_codes, ids = pending.popleft()
+                yield batch_codes, ids.result()
+        for batch_codes, ids in pending:
+            yield batch_codes, ids.result()
 
 
 def _join(docs: list[list[int]], eos: int, dtype: np.dtype) -> np.ndarray:
