@@ -224,6 +224,8 @@ def _load_tokenizer(path: Path, cfg: DataConfig) -> tuple[Tokenizer, int]:
     except Exception as err:  # noqa: BLE001 -- the Rust side raises a bare Exception for a malformed file
         raise ConfigError(f"data.tokenizer: cannot load {path} ({err})") from None
     _check_fits(_id_count(tokenizer), cfg, path)
+    tokenizer.no_truncation()  # a tokenizer.json may carry a model's input limits: documents are packed whole
+    tokenizer.no_padding()
     return tokenizer, tokenizer.token_to_id(_eos_token(tokenizer))
 
 

@@ -1,13 +1,13 @@
 """Documents to token ids: tiktoken's BPE where it provably returns the tokenizer's own ids, else the tokenizer.
 
-`document_encoder(tokenizer)` wraps a `tokenizers.Tokenizer`. tiktoken encodes the embedded corpus about 3x
+`document_encoder(tokenizer, threads)` wraps a `tokenizers.Tokenizer`. tiktoken encodes the embedded corpus about 3x
 faster than `tokenizers` on the same cores, so it is used whenever it is an exact twin; the two agree on every
 text when
-1. both cut text into the same pieces: no normalizer, GPT-2's byte-level regex as the only pre-tokenizer, no
-   post-processor that adds tokens, and added tokens that match as plain substrings, none inside another
-   (both split them out of the text before anything else);
+1. both cut text into the same pieces: no truncation or padding, no normalizer, GPT-2's byte-level regex as the
+   only pre-tokenizer, no post-processor that adds tokens, and added tokens that match as plain substrings,
+   none inside another (both split them out of the text before anything else);
 2. every non-byte token is made by exactly one merge, merges come in id order, and a merge's parts have lower
-   ids than its result (so it is with a BPE trained by `tokenizers`);
+   ids than its result;
 3. the merges turn every token's bytes into that token.
 Why: under 2, `tokenizers` applies merge k everywhere in a piece, left to right, before merge k + 1. A span
 whose ends stay symbol boundaries evolves as it would alone, so by 3, once a token t's bytes are exactly two
@@ -56,7 +56,8 @@ def tiktoken_twin(tokenizer: Tokenizer) -> tiktoken.Encoding | None:
     spec = json.loads(tokenizer.to_str())
     model, pre_tokenizer = spec["model"], spec["pre_tokenizer"] or {}
     post_processor = (spec["post_processor"] or {}).get("type")
-    if (spec["normalizer"] is not None or post_processor not in INERT_POST_PROCESSORS
+    if (tokenizer.encode_special_tokens or spec["truncation"] or spec["padding"]
+            or spec["normalizer"] is not None or post_processor not in INERT_POST_PROCESSORS
             or pre_tokenizer.get("type") != "ByteLevel" or pre_tokenizer.get("add_prefix_space")
             or not pre_tokenizer.get("use_regex", True)
             or model["type"] != "BPE" or model.get("dropout") or model.get("continuing_subword_prefix")

@@ -5,6 +5,7 @@ import unicodedata
 from dataclasses import replace
 from itertools import chain
 
+import numpy as np
 import pytest
 import tiktoken
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -70,7 +71,8 @@ def _change(tokenizer: Tokenizer, change) -> Tokenizer:
     lambda s: s["pre_tokenizer"].update(use_regex=False),
     lambda s: s["model"].update(dropout=0.1),
     lambda s: s["added_tokens"][0].update(lstrip=True),
-], ids=["normalizer", "prefix-space", "no-regex", "dropout", "lstrip-added-token"])
+    lambda s: s.update(truncation={"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}),
+], ids=["normalizer", "prefix-space", "no-regex", "dropout", "lstrip-added-token", "truncation"])
 def test_twin_refused_when_pieces_could_differ(bpe, change):
     changed = _change(bpe, change)
     assert tiktoken_twin(changed) is None
@@ -132,3 +134,12 @@ def test_prepare_data_records_its_encoder(data_cfg, bpe, tmp_path):
     first = next(t for t, code in zip(chain.from_iterable(corpus.batches(64)), codes) if code == TRAIN)
     expected = with_bos.encode(first).ids + [bos]
     assert expected[0] == bos and local.train.ravel()[:len(expected)].tolist() == expected
+
+
+def test_tokenizer_limits_do_not_truncate_documents(data_cfg, bpe, tmp_path):
+    """A tokenizer.json made for a model's inputs (truncation to 8 tokens here) still packs whole documents."""
+    truncating = Tokenizer.from_str(bpe.to_str())
+    truncating.enable_truncation(8)
+    truncating.save(str(tmp_path / "tokenizer.json"))
+    local = replace(data_cfg, tokenizer=str(tmp_path / "tokenizer.json"), cache_dir=str(tmp_path))
+    assert np.array_equal(prepare_data(local, progress=False).train, prepare_data(data_cfg, progress=False).train)
