@@ -232,3 +232,13 @@ def test_batches_do_not_depend_on_world_size(embedded):
     assert np.array_equal(per_world[1], per_world[2]) and np.array_equal(per_world[1], per_world[4])
     assert len(np.unique(per_world[1], axis=0)) == min(8, len(data.val))
     assert [len(eval_micro_batches(data, 4, 2, rank, 3)) for rank in range(3)] == [2, 2, 2]
+
+
+def test_prepare_data_benchmark_runs_and_agrees_with_the_recipe(tmp_path, monkeypatch, capsys):
+    """The benchmark's own check: our rows equal those of the run_clm.py recipe (it exits otherwise)."""
+    from pretrain.benchmarks import prepare_data as benchmark
+
+    monkeypatch.chdir(tmp_path)  # the default data config caches under ./data_cache
+    benchmark.main(["--config", "none.yaml", "--max-documents", "30", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "packed rows identical: yes" in out and "tiktoken" in out.splitlines()[-1]
