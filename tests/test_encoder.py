@@ -143,3 +143,9 @@ def test_tokenizer_limits_do_not_truncate_documents(data_cfg, bpe, tmp_path):
     truncating.save(str(tmp_path / "tokenizer.json"))
     local = replace(data_cfg, tokenizer=str(tmp_path / "tokenizer.json"), cache_dir=str(tmp_path))
     assert np.array_equal(prepare_data(local, progress=False).train, prepare_data(data_cfg, progress=False).train)
+
+
+def test_rows_do_not_depend_on_threads(data_cfg, tmp_path):
+    one = prepare_data(replace(data_cfg, num_workers=1, cache_dir=str(tmp_path)), progress=False)
+    assert one.meta["encoder"] == "tiktoken"
+    assert np.array_equal(one.train, prepare_data(data_cfg, progress=False).train)
