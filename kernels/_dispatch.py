@@ -64,7 +64,25 @@ def use_triton(x: torch.Tensor) -> bool:
             f"{_ENV}=1 asks for the Triton kernels on CPU, but triton was imported for the GPU compiler "
             f"before `kernels` was; set {_ENV}=1 before the first `import triton`, or import `kernels` first."
         )
+    check_interpreter_numpy()
     return True
+
+
+def check_interpreter_numpy() -> None:
+    """Triton's interpreter before 3.7 turns a loop bound's 1-element array into an int with int(), which NumPy
+    2.4 refuses: every kernel with a runtime loop bound would fail deep inside the interpreter."""
+    import numpy
+    import triton
+
+    if _major_minor(triton.__version__) < (3, 7) and _major_minor(numpy.__version__) >= (2, 4):
+        raise RuntimeError(f"{_ENV}=1 with triton {triton.__version__} needs numpy < 2.4 (found {numpy.__version__}):"
+                           " its interpreter cannot index with NumPy 2.4 arrays; pip install 'numpy<2.4' or "
+                           "'triton>=3.7'")
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
 
 
 def as_rows(t: torch.Tensor) -> torch.Tensor:

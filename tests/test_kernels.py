@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import kernels
-from kernels._dispatch import kernels_interpreted
+from kernels._dispatch import check_interpreter_numpy, kernels_interpreted
 from kernels.flash_attention import _GPU_CONFIGS, _FlashAttentionFunction
 from kernels.rms_norm import _RMSNormFunction, _row_settings
 from kernels.swiglu import _launch_settings, _SwiGLUFunction
@@ -171,6 +171,23 @@ def test_dispatch_uses_triton_under_interpreter(monkeypatch):
     x = torch.randn(8, 16, requires_grad=True)
     for function_name, out in _ops_on(x).items():
         assert type(out.grad_fn).__name__ == f"{function_name}Backward"
+
+
+@pytest.mark.parametrize("triton_version, numpy_version, refused", [
+    ("3.6.0", "2.4.1", True), ("3.6.0", "2.2.6", False), ("3.7.0", "2.4.1", False)])
+def test_interpreter_refuses_triton_3_6_with_numpy_2_4(monkeypatch, triton_version, numpy_version, refused):
+    """Seen here: triton 3.6's interpreter fails inside every kernel with a runtime loop bound under NumPy 2.4
+    (and passes every kernel test under NumPy 2.2); the dispatch says so in one line instead."""
+    import numpy
+    import triton
+
+    monkeypatch.setattr(triton, "__version__", triton_version)
+    monkeypatch.setattr(numpy, "__version__", numpy_version)
+    if refused:
+        with pytest.raises(RuntimeError, match=r"numpy < 2.4"):
+            check_interpreter_numpy()
+    else:
+        check_interpreter_numpy()
 
 
 def test_dispatch_uses_reference_on_cpu(monkeypatch):
