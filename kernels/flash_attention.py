@@ -54,6 +54,15 @@ def _keys_end(start_m, seq_len, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
 
 
 @triton.jit
+def _query_program_heads(n_heads, n_kv_heads):
+    """(batch * head, batch, head, kv head) of a program over (query block, batch * head); int64, as they
+    multiply strides."""
+    bh = tl.program_id(1).to(tl.int64)
+    h = bh % n_heads
+    return bh, bh // n_heads, h, h // (n_heads // n_kv_heads)
+
+
+@triton.jit
 def _load_tile(base, offs_rows, stride_rows, offs_d, seq_len, DOT_DTYPE: tl.constexpr):
     """Rows `offs_rows` of a (seq, head_dim) matrix, zero past seq_len, upcast then cast to the dot operand
     dtype (fp32 under the interpreter, where low-precision dots are wrong; the input dtype on a GPU)."""
@@ -82,10 +91,7 @@ def _attn_fwd_kernel(
     end) are masked. Stores lse_i = m_i + log2(l_i) for the backward pass.
     """
     start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1)
-    b = (bh // n_heads).to(tl.int64)
-    h = (bh % n_heads).to(tl.int64)
-    kv_h = h // (n_heads // n_kv_heads)
+    bh, b, h, kv_h = _query_program_heads(n_heads, n_kv_heads)
     q_base = Q + b * stride_qb + h * stride_qh
     k_base = K + b * stride_kb + kv_h * stride_kh
     v_base = V + b * stride_vb + kv_h * stride_vh
@@ -114,9 +120,9 @@ def _attn_fwd_kernel(
         m_i = m_new
 
     acc = acc / l_i[:, None]
-    o_base = OUT + bh.to(tl.int64) * seq_len * HEAD_DIM
+    o_base = OUT + bh * seq_len * HEAD_DIM
     tl.store(o_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(OUT.dtype.element_ty), mask=row_ok)
-    tl.store(LSE + bh.to(tl.int64) * seq_len + offs_m, m_i + tl.log2(l_i), mask=offs_m < seq_len)
+    tl.store(LSE + bh * seq_len + offs_m, m_i + tl.log2(l_i), mask=offs_m < seq_len)
 
 
 @triton.jit
@@ -208,13 +214,10 @@ def _attn_bwd_dq_kernel(
     Causal: key blocks above the diagonal are skipped, only diagonal and sequence-end tiles are masked.
     """
     start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1)
-    b = (bh // n_heads).to(tl.int64)
-    h = (bh % n_heads).to(tl.int64)
-    kv_h = h // (n_heads // n_kv_heads)
+    bh, b, h, kv_h = _query_program_heads(n_heads, n_kv_heads)
     k_base = K + b * stride_kb + kv_h * stride_kh
     v_base = V + b * stride_vb + kv_h * stride_vh
-    row_base = bh.to(tl.int64) * seq_len  # into the contiguous dO, dQ (times HEAD_DIM), lse and delta
+    row_base = bh * seq_len  # into the contiguous dO, dQ (times HEAD_DIM), lse and delta
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)

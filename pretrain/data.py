@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .config import ConfigError, DataConfig, UserError
 from .corpus import Corpus, fingerprint, load_corpus, resolve_source
-from .encoder import DocumentEncoder, document_encoder
+from .encoder import DocumentEncoder, document_encoder, usable_cores
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -254,7 +254,7 @@ def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bo
     corpus = load_corpus(cfg)
     codes = split_documents(corpus, cfg.val_fraction)
     tokenizer, eos = _load_tokenizer(tokenizer_path, cfg)
-    encoder = document_encoder(tokenizer, cfg.num_workers or _usable_cores())
+    encoder = document_encoder(tokenizer, cfg.num_workers or usable_cores())
     shutil.copyfile(tokenizer_path, out / "tokenizer.json")
     n_ids = _id_count(tokenizer)
     dtype = np.dtype(np.uint16 if cfg.vocab_size <= 2**16 else np.uint32)
@@ -308,11 +308,6 @@ def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bo
         "max_documents": cfg.max_documents,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on: a Slurm job gets some of a node's, not all of them."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _encode(encoder: DocumentEncoder, corpus: Corpus, codes: np.ndarray) -> Iterator[tuple[np.ndarray, list]]:

@@ -20,6 +20,7 @@ every assigned Unicode character (tests/test_encoder.py).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,11 @@ def document_encoder(tokenizer: Tokenizer, threads: int) -> DocumentEncoder:
     # allowed_special="all": added tokens written in the text become their ids, as `tokenizers` does
     return DocumentEncoder("tiktoken", lambda texts: [twin.encode(t, allowed_special="all") for t in texts],
                            threads + 1)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: a Slurm job gets some of a node's, not all of them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def tiktoken_twin(tokenizer: Tokenizer) -> tiktoken.Encoding | None:

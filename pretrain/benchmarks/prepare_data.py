@@ -38,7 +38,7 @@ from tokenizers import Tokenizer
 from ..config import DataConfig, load_config
 from ..corpus import load_corpus
 from ..data import SPLITS, hf_tokenizer, prepare_data, prepare_tokenizer, split_documents
-from ..encoder import tiktoken_twin
+from ..encoder import tiktoken_twin, usable_cores
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -88,7 +88,7 @@ def run_encoders(tokenizer_path: str, texts: list[str]) -> dict[str, float]:
     """Seconds to encode `texts` alone, on all cores, by `tokenizers` and by its tiktoken twin."""
     tokenizer = Tokenizer.from_file(tokenizer_path)
     twin = tiktoken_twin(tokenizer)
-    threads = os.cpu_count() or 1
+    threads = usable_cores()
     seconds = {"tokenizers": measure(lambda: tokenizer.encode_batch_fast(texts))[0]}
     if twin is not None:
         seconds["tiktoken"] = measure(lambda: twin.encode_batch(texts, num_threads=threads, allowed_special="all"))[0]
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens = sum(rows.size for rows in ours.values())
     best = {side: min(runs) for side, runs in times.items()}
     print(f"corpus: {load_corpus(cfg).description}, {docs:,} documents")
-    print(f"tokenizer: {cfg.tokenizer}; seq_len {cfg.seq_len}; {os.cpu_count()} CPU cores; "
+    print(f"tokenizer: {cfg.tokenizer}; seq_len {cfg.seq_len}; {usable_cores()} CPU cores; "
           f"best of {args.repeats} runs each")
     for side, runs in times.items():
         print(f"  {side} runs (wall s / CPU s): " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"speed-up: {best['recipe'][0] / best['ours'][0]:.2f}x wall-clock "
           f"({min(c for _, c in times['recipe']) / min(c for _, c in times['ours']):.2f}x in CPU time); "
           "packed rows identical: yes")
-    print(f"encoding alone, all documents on {os.cpu_count()} cores (best of {args.repeats}): "
+    print(f"encoding alone, all documents on {usable_cores()} cores (best of {args.repeats}): "
           + ", ".join(f"{name} {min(runs):.2f} s" for name, runs in encoders.items()))
 
 
