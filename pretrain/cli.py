@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Config, UserError, load_config
+from .config import Config, load_config
+from .errors import ExitCode, UserError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -31,17 +32,16 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 @command("train", "train a model (torchrun-compatible)")
-def _train(args: argparse.Namespace) -> int:
-    from .train import train
+def _train(args: argparse.Namespace) -> None:
+    from .training.train import train
 
     train(_config(args))
-    return 0
 
 
 @command("submit", "validate CONFIG, then submit it to Slurm with slurm/train.sbatch (sbatch options after --)",
          passthrough=True)
 def _submit(args: argparse.Namespace) -> None:
-    from .slurm import submit
+    from .tools.slurm import submit
 
     job = submit(args.config, args.overrides, args.passthrough)
     print(f"submitted job {job.job_id}; log: {job.log}")
@@ -49,7 +49,7 @@ def _submit(args: argparse.Namespace) -> None:
 
 @command("prepare-data", "tokenize, pack and cache the training data")
 def _prepare_data(args: argparse.Namespace) -> None:
-    from .data import prepare_data
+    from .data.shards import prepare_data
 
     data = prepare_data(_config(args).data)
     meta = data.meta
@@ -61,7 +61,7 @@ def _prepare_data(args: argparse.Namespace) -> None:
 @command("inspect", "show every parameter's μP role, measured init std and LR multiplier",
          options=((("--json",), {"action": "store_true", "help": "print JSON instead of a table"}),))
 def _inspect(args: argparse.Namespace) -> None:
-    from .inspect import format_table, inspect_model
+    from .tools.inspect import format_table, inspect_model
 
     rows = inspect_model(_config(args))
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
@@ -71,7 +71,7 @@ def _inspect(args: argparse.Namespace) -> None:
          options=((("--gpus",), {"type": int, "default": 8, "help": "GPUs in the run (default %(default)s)"}),
                   (("--gpu-mem",), {"type": float, "default": 80.0, "help": "GiB per GPU (default %(default)s)"})))
 def _estimate(args: argparse.Namespace) -> None:
-    from .estimate import format_estimate
+    from .tools.estimate import format_estimate
 
     print(format_estimate(_config(args), args.gpus, args.gpu_mem))
 
@@ -83,12 +83,13 @@ def _estimate(args: argparse.Namespace) -> None:
 def _consolidate(args: argparse.Namespace) -> None:
     from safetensors.torch import save_file
 
-    from .checkpoint import load_consolidated_state_dict, resolve_checkpoint
+    from .fileio import atomic_output
+    from .training.checkpoint import load_consolidated_state_dict, resolve_checkpoint
 
     path = resolve_checkpoint(Path(args.checkpoint))
     state = load_consolidated_state_dict(path)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_file({name: t.contiguous() for name, t in state.items()}, args.out, metadata={"checkpoint": str(path)})
+    with atomic_output(Path(args.out)) as staged:
+        save_file({name: t.contiguous() for name, t in state.items()}, staged, metadata={"checkpoint": str(path)})
     print(f"{args.out}: {len(state)} tensors, {sum(t.numel() for t in state.values()):,} fp32 parameters from {path}")
 
 
@@ -108,8 +109,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
                   (("--seeds",), {"type": int, "default": 3, "help": "seeds per width (%(default)s)"}),
                   (("--out",), {"help": "output directory (default runs/coord-check-PARAMETRIZATION)"})))
 def _coord_check(args: argparse.Namespace) -> None:
-    from .coord_check import coord_check, write_coord_check
-    from .sweep import parse_widths
+    from .transfer.coord_check import coord_check, write_coord_check
+    from .transfer.sweep import parse_widths
 
     cfg = load_config(args.config, _overrides(args))
     result = coord_check(cfg, parse_widths(args.widths), args.steps, args.seeds)
@@ -128,13 +129,14 @@ def _coord_check(args: argparse.Namespace) -> None:
                   (("--max-concurrent",), {"type": int, "default": 8,
                                            "help": "Slurm array tasks at once (default %(default)s)"})))
 def _sweep(args: argparse.Namespace) -> None:
-    from .sweep import create_sweep, parse_lrs, parse_widths, run_local, submit_slurm
+    from .tools.slurm import submit_sweep
+    from .transfer.sweep import create_sweep, parse_lrs, parse_widths, run_local
 
     widths, lrs = parse_widths(args.widths), parse_lrs(args.lrs)
     plan = create_sweep(args.config, widths, lrs, args.out, _overrides(args))
     print(f"sweep {plan.dir}: {len(plan.widths)} widths x {len(plan.lrs)} LRs = {len(plan.points)} points")
     if args.slurm:
-        print(submit_slurm(plan, args.max_concurrent))
+        print(submit_sweep(plan, args.max_concurrent))
         return
     results = run_local(plan)
     counts = {status: sum(r["status"] == status for r in results) for status in ("diverged", "failed")}
@@ -146,11 +148,11 @@ def _sweep(args: argparse.Namespace) -> None:
          options=((("sweep_dir",), {"help": "the sweep directory (holds plan.json)"}),
                   (("index",), {"type": int, "help": "the point's index in plan.json"})))
 def _sweep_point(args: argparse.Namespace) -> int:
-    from .sweep import load_plan, run_point
+    from .transfer.sweep import load_plan, run_point
 
     result = run_point(load_plan(args.sweep_dir), args.index)
     print(json.dumps(result))
-    return 1 if result["status"] == "failed" else 0  # a diverged point is a result, not an error
+    return ExitCode.FAILED if result["status"] == "failed" else ExitCode.OK  # a diverged point is a result
 
 
 @command("report", "optimum LR per width, its drift across widths, a verdict and a loss-vs-LR plot",
@@ -159,7 +161,7 @@ def _sweep_point(args: argparse.Namespace) -> int:
                   (("--json",), {"action": "store_true", "help": "print JSON instead of tables"}),
                   (("--plot",), {"help": "PNG path (default FIRST_SWEEP_DIR/loss_vs_lr.png)"})))
 def _report(args: argparse.Namespace) -> None:
-    from .report import format_report, plot_reports, report_sweeps
+    from .transfer.report import format_report, plot_reports, report_sweeps
 
     reports = report_sweeps(args.sweep_dirs)
     plot = Path(args.plot or Path(args.sweep_dirs[0]) / "loss_vs_lr.png")
@@ -179,7 +181,7 @@ def _report(args: argparse.Namespace) -> None:
                   (("--print",), {"action": "store_true", "dest": "print_only",
                                   "help": "print the override instead of editing the target"})))
 def _apply_lr(args: argparse.Namespace) -> None:
-    from .transfer import apply_lr
+    from .transfer.apply_lr import apply_lr
 
     override = apply_lr(args.sweep_dir, args.target, force=args.force, write=not args.print_only)
     print(override if args.print_only else f"{args.target}: set {override}")
@@ -195,7 +197,7 @@ def _apply_lr(args: argparse.Namespace) -> None:
                                            "help": "largest safetensors file (default %(default)s)"}),
                   (("--overwrite",), {"action": "store_true", "help": "replace OUT if it exists"})))
 def _export_hf(args: argparse.Namespace) -> None:
-    from .hf_export import export_hf
+    from .export.hf import export_hf
 
     checkpoint = export_hf(Path(args.checkpoint), Path(args.out), dtype=args.dtype,
                            max_shard_size=args.max_shard_size, overwrite=args.overwrite)
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
     try:
-        return COMMANDS[args.command](args) or 0
+        return COMMANDS[args.command](args) or ExitCode.OK
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -1,18 +1,17 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from pretrain.config import Config, ConfigError, config_from_dict, load_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from pretrain.model import mup
 
 
 def test_defaults_and_derived_values():
     cfg = config_from_dict({"model": {"d_model": 512, "head_dim": 64, "n_kv_heads": 2}})
     assert cfg.model.n_heads == 8 and cfg.model.kv_heads == 2
-    assert cfg.model.width_mult == 4.0
+    assert mup.width_multiplier(cfg.model) == 4.0
     assert cfg.model.ffn_dim == 1536  # a multiple of 256 near 8/3·512 = 1365
     assert config_from_dict({"model": {"d_model": 512, "mlp": "relu2"}}).model.ffn_dim == 2048
 

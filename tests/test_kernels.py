@@ -19,7 +19,6 @@ from kernels.rms_norm import _RMSNormFunction, _row_settings
 from kernels.swiglu import _launch_settings, _SwiGLUFunction
 
 _HAS_GPU = torch.cuda.is_available()
-_GPU_ONLY = pytest.mark.skipif(not _HAS_GPU, reason="needs a CUDA GPU")
 _INTERPRETER_ONLY = pytest.mark.skipif(
     _HAS_GPU and not kernels_interpreted(),
     reason="kernels compiled for the GPU in this process; rerun with CUDA_VISIBLE_DEVICES= to interpret them",
@@ -29,7 +28,7 @@ _INTERPRETER_ONLY = pytest.mark.skipif(
 TARGETS = [
     pytest.param(("cpu", torch.float32), id="interp-fp32", marks=_INTERPRETER_ONLY),
     pytest.param(("cpu", torch.float16), id="interp-fp16", marks=_INTERPRETER_ONLY),
-    pytest.param(("cuda", torch.bfloat16), id="gpu-bf16", marks=_GPU_ONLY),
+    pytest.param(("cuda", torch.bfloat16), id="gpu-bf16", marks=pytest.mark.gpu),
 ]
 # Absolute and relative tolerance of the kernel against an fp32 reference on the same (rounded) inputs.
 TOLERANCE = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (5e-2, 5e-2)}
@@ -136,7 +135,7 @@ def test_flash_attention(target, batch, heads, kv_heads, seq, head_dim, causal, 
         _assert_close(actual.grad, expected.grad, dtype, name)
 
 
-@_GPU_ONLY
+@pytest.mark.gpu
 @pytest.mark.parametrize("causal", [True, False])
 def test_flash_attention_gpu_long_sequence(causal):
     """Production tiles (128 query rows) over a long ragged sequence, bf16, head_dim 128, GQA."""

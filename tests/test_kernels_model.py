@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from kernels._dispatch import kernels_interpreted
 from pretrain.config import ModelConfig
-from pretrain.model import Transformer
+from pretrain.model.transformer import Transformer
 
 VOCAB = 97
 

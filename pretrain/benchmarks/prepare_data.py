@@ -36,9 +36,10 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..config import DataConfig, load_config
-from ..corpus import load_corpus
-from ..data import SPLITS, hf_tokenizer, prepare_data, prepare_tokenizer, split_documents
-from ..encoder import tiktoken_twin, usable_cores
+from ..data.encoder import tiktoken_twin, usable_cores
+from ..data.shards import prepare_data
+from ..data.sources import SPLITS, load_corpus, split_documents
+from ..data.tokenizer import hf_tokenizer, prepare_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

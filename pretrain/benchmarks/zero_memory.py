@@ -18,12 +18,12 @@ import os
 import torch
 import torch.multiprocessing as mp
 
-from .. import distributed as dist
 from ..config import Config, load_config
-from ..engine import build_engine
-from ..model import build_model
-from ..optim import build_optimizer
-from ..trainer import lm_loss
+from ..model.loss import lm_loss
+from ..model.transformer import build_model
+from ..training import distributed as dist
+from ..training.engine import Engine, build_engine, init_distributed
+from ..training.optim import build_optimizer
 
 WORLD = 2
 STAGES = (0, 3)
@@ -34,7 +34,7 @@ DEFAULTS = ["model.d_model=512", "model.n_layers=4", "model.head_dim=64", "data.
             "data.seq_len=64", "train.micro_batch_size=2", "train.global_batch_size=4", "deepspeed.precision=bf16"]
 
 
-def held_bytes(engine) -> dict[str, int]:
+def held_bytes(engine: Engine) -> dict[str, int]:
     """Bytes of model states this rank holds, by kind, each storage counted once."""
     seen: set[int] = set()
 
@@ -51,7 +51,7 @@ def held_bytes(engine) -> dict[str, int]:
     return {
         "params": count(getattr(p, "ds_tensor", p) for p in params),  # ZeRO-3 keeps only a partition
         "grads": count(p.grad for p in params if p.grad is not None),
-        "optimizer": count(_tensors_in(engine.optimizer)),
+        "optimizer": count(_tensors_in(engine.deepspeed_optimizer)),
     }
 
 
@@ -85,11 +85,9 @@ def _measure(cfg: Config, stage: int, device: torch.device) -> dict[str, int]:
     batch = torch.randint(0, cfg.vocab_size, (cfg.train.micro_batch_size, cfg.data.seq_len + 1), device=device)
     for _ in range(accum):  # one optimizer step: Adam's moments now exist
         engine.backward(lm_loss(engine, batch))
-        engine.step()
-    for i in range(accum):  # the next step's gradients, up to its boundary
+    engine.step()
+    for _ in range(accum):  # the next step's gradients, up to its boundary
         engine.backward(lm_loss(engine, batch))
-        if i < accum - 1:
-            engine.step()
     result = held_bytes(engine)
     engine.destroy()
     return result
@@ -100,7 +98,7 @@ def _worker(rank: int, port: int, config: str | None, overrides: list[str], out:
                       MASTER_PORT=str(port))
     cfg = load_config(config, [*DEFAULTS, *overrides])
     device = dist.pick_device("auto" if torch.cuda.device_count() >= WORLD else "cpu")
-    dist.init_distributed(device)
+    init_distributed(device)
     measured = {stage: _measure(cfg, stage, device) for stage in STAGES}
     gathered = [None] * WORLD
     torch.distributed.all_gather_object(gathered, measured)

@@ -1,0 +1,134 @@
+"""Export a checkpoint as a Hugging Face `LlamaForCausalLM` directory that vanilla transformers loads.
+
+Our model is a Llama up to three μP details, each folded into plain weights so that no custom code is needed:
+- attention logits: Llama scales q·k by 1/sqrt(D); ours by `mup.attention_scale` (1/D under μP). Attention
+  is linear in q, so q_proj is multiplied by the ratio (`mup.hf_query_fold`: D^-1/2 under μP, 1 under SP).
+- RMSNorm gains: by default our norms have none; Llama's are written as the gains' init, ones (same eps).
+- the readout is untied from the embedding, as `tie_word_embeddings=False` says.
+RoPE already uses Llama's half-split layout with the same inverse frequencies, and SwiGLU is
+silu(gate)·up, Llama's MLP. A ReLU-family MLP has no Llama equivalent and is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..config import Config, load_config
+from ..data.tokenizer import hf_tokenizer
+from ..errors import ConfigError
+from ..fileio import atomic_output
+from ..model import mup
+from ..training.checkpoint import CheckpointError, load_consolidated_state_dict, resolve_checkpoint
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig
+
+# Our parameter names -> Llama's; {i} is the layer index. The one table the export reads.
+KEY_MAP = {
+    "embed.weight": "model.embed_tokens.weight",
+    "blocks.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "blocks.{i}.attn.wq.weight": "model.layers.{i}.self_attn.q_proj.weight",
+    "blocks.{i}.attn.wk.weight": "model.layers.{i}.self_attn.k_proj.weight",
+    "blocks.{i}.attn.wv.weight": "model.layers.{i}.self_attn.v_proj.weight",
+    "blocks.{i}.attn.wo.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "blocks.{i}.mlp_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "blocks.{i}.mlp.w_gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "blocks.{i}.mlp.w_in.weight": "model.layers.{i}.mlp.up_proj.weight",
+    "blocks.{i}.mlp.w_out.weight": "model.layers.{i}.mlp.down_proj.weight",
+    "norm.weight": "model.norm.weight",
+    "readout.weight": "lm_head.weight",
+}
+_QUERY = "blocks.{i}.attn.wq.weight"
+_GAINS = {"blocks.{i}.attn_norm.weight", "blocks.{i}.mlp_norm.weight", "norm.weight"}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def to_hf(state: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
+    """Our state dict as Llama's, with the μP attention scale folded into q_proj and missing gains as ones."""
+    _require_llama(cfg)
+    m = cfg.model
+    query_fold = mup.hf_query_fold(m)
+    hf, used = {}, set()
+    for ours, theirs in KEY_MAP.items():
+        for i in range(m.n_layers) if "{i}" in ours else [None]:
+            name = ours.format(i=i)
+            if ours in _GAINS and not m.norm_gains:
+                weight = mup.absent_gain(m)
+            elif name in state:
+                weight = state[name].float()
+                used.add(name)
+            else:
+                raise CheckpointError(f"the checkpoint has no {name}; it does not match its config.yaml")
+            hf[theirs.format(i=i)] = weight * query_fold if ours == _QUERY else weight
+    unexpected = sorted(set(state) - used)
+    if unexpected:
+        raise CheckpointError(f"weights with no Llama equivalent: {', '.join(unexpected)}")
+    return hf
+
+
+def llama_config(cfg: Config, eos_token_id: int, dtype: str) -> LlamaConfig:
+    from transformers import LlamaConfig
+
+    m = cfg.model
+    return LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=m.d_model, intermediate_size=m.ffn_dim,
+        num_hidden_layers=m.n_layers, num_attention_heads=m.n_heads, num_key_value_heads=m.kv_heads,
+        head_dim=m.head_dim, hidden_act="silu", rms_norm_eps=m.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": m.rope_base},
+        max_position_embeddings=cfg.data.seq_len,  # the trained context; RoPE itself has no limit
+        tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+        bos_token_id=eos_token_id, eos_token_id=eos_token_id,  # documents are separated by EOS alone
+        architectures=["LlamaForCausalLM"], dtype=DTYPES[dtype],
+    )
+
+
+def export_hf(checkpoint: Path, out: Path, dtype: str = "bf16", max_shard_size: str = "5GB",
+              overwrite: bool = False) -> Path:
+    """Write `out` as a LlamaForCausalLM directory: sharded safetensors (with an index when there is more
+    than one shard), config.json, generation_config.json and the tokenizer. Returns the checkpoint used."""
+    from huggingface_hub import save_torch_state_dict
+    from transformers import GenerationConfig
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype: {dtype!r} is not allowed; choose one of: {', '.join(DTYPES)}")
+    shard_bytes = parse_size(max_shard_size)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+    checkpoint = resolve_checkpoint(Path(checkpoint))
+    cfg = load_config(checkpoint / "config.yaml")
+    _require_llama(cfg)
+    weights = to_hf(load_consolidated_state_dict(checkpoint), cfg)
+    tokenizer = hf_tokenizer(checkpoint / "tokenizer.json")
+    tokenizer.model_max_length = cfg.data.seq_len
+    config = llama_config(cfg, tokenizer.eos_token_id, dtype)
+
+    with atomic_output(out, directory=True) as staged:  # `out` is never half an export
+        save_torch_state_dict({k: v.to(DTYPES[dtype]) for k, v in weights.items()}, staged,
+                              max_shard_size=shard_bytes, metadata={"format": "pt"})
+        config.save_pretrained(staged)
+        GenerationConfig.from_model_config(config).save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+    return checkpoint
+
+
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from a size such as `5GB` or `500MB` (decimal units, as Hugging Face counts them)."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)B?", text.strip().upper())
+    size = int(float(match.group(1)) * _UNITS[match.group(2)]) if match else 0
+    if size <= 0:
+        raise ConfigError(f"--max-shard-size: {text!r} is not a size such as 5GB or 500MB")
+    return size
+
+
+def _require_llama(cfg: Config) -> None:
+    if cfg.model.mlp != "swiglu":
+        raise ConfigError(f"model.mlp={cfg.model.mlp}: Llama's MLP is SwiGLU only, so this model cannot be "
+                          f"exported as LlamaForCausalLM")

@@ -1,0 +1,45 @@
+"""`pretrain inspect`: what μP does to each parameter of a config's model."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import Config
+from ..model import mup
+from ..model.transformer import Transformer
+
+
+def inspect_model(cfg: Config) -> list[dict]:
+    """Per parameter: name, role, shape, the table's init std, the std and mean measured on the drawn weights,
+    the LR multiplier, and the resulting peak Adam LR.
+
+    The model is built on the meta device and its parameters are drawn one at a time, in `init_weights`'
+    order from the same seed, so the figures are those of `train`'s model at any size without holding it."""
+    with torch.device("meta"):
+        model = Transformer(cfg.model, cfg.vocab_size)
+    torch.manual_seed(cfg.train.seed)
+    rows = []
+    for name, role in model.param_roles().items():
+        weights = mup.initialize(torch.empty(model.get_parameter(name).shape), role, cfg.model)
+        multiplier = mup.lr_multiplier(role, cfg.model)
+        rows.append({
+            "name": name,
+            "role": role.value,
+            "shape": list(weights.shape),
+            "init_std": mup.init_std(role, cfg.model),
+            "measured_std": weights.std().item() if weights.numel() > 1 else 0.0,
+            "measured_mean": weights.mean().item(),
+            "lr_multiplier": multiplier,
+            "lr": cfg.optim.lr * multiplier,
+        })
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    header = f"{'parameter':<32} {'role':<10} {'shape':<14} {'init std':>10} {'measured':>10} {'lr mult':>9} {'lr':>10}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        lines.append(f"{r['name']:<32} {r['role']:<10} {shape:<14} {r['init_std']:>10.4g} "
+                     f"{r['measured_std']:>10.4g} {r['lr_multiplier']:>9.4g} {r['lr']:>10.4g}")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""The Slurm adapter: the only module that calls sbatch. `pretrain submit` validates a config here, then hands
+it to `slurm/train.sbatch`; `pretrain sweep --slurm` submits `slurm/sweep.sbatch` as a job array.
+
+The batch scripts also ask two questions of a config or run dir, answered by this module so that no YAML
+logic lives in shell:
+
+    python -m pretrain.tools.slurm run-dir CONFIG [overrides]   print train.out_dir of the resolved config
+    python -m pretrain.tools.slurm finished RUN_DIR             exit 0 if the newest checkpoint is the last step
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import load_config
+from ..errors import ExitCode, UserError
+from ..training.checkpoint import latest_checkpoint, read_trainer_state
+from ..transfer.sweep import Plan
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "slurm"
+TRAIN_SCRIPT = SCRIPTS / "train.sbatch"
+SWEEP_SCRIPT = SCRIPTS / "sweep.sbatch"
+LOG_PATTERN = "slurm-%j.log"  # sbatch fills in the job id; train.sbatch appends to the same file
+
+
+class SlurmError(UserError, RuntimeError):
+    """sbatch is missing or refused the job; the message carries its answer."""
+
+
+@dataclass
+class Submission:
+    job_id: str
+    log: Path
+
+
+def sbatch_command(config: str, overrides: list[str], sbatch_args: list[str], run_dir: Path) -> list[str]:
+    """`sbatch [ours] [the user's] slurm/train.sbatch CONFIG [overrides]`: sbatch takes the last of a repeated
+    option, so the user's options win over ours as well as over the script's #SBATCH defaults."""
+    ours = ["--parsable", f"--job-name={run_dir.name}", f"--output={run_dir / LOG_PATTERN}"]
+    return ["sbatch", *ours, *sbatch_args, str(TRAIN_SCRIPT), config, *overrides]
+
+
+def submit(config: str, overrides: list[str], sbatch_args: list[str]) -> Submission:
+    """Validate the config here (a bad key fails now, not after hours in the queue), then submit it."""
+    run_dir = Path(load_config(config, overrides).train.out_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)  # sbatch cannot open a log in a folder that does not exist
+    answer = _sbatch(sbatch_command(config, overrides, sbatch_args, run_dir))
+    job_id = answer.split(";")[0]  # --parsable prints "ID" or "ID;CLUSTER"
+    return Submission(job_id, run_dir / LOG_PATTERN.replace("%j", job_id))
+
+
+def sweep_command(plan: Plan, max_concurrent: int) -> list[str]:
+    """A job array, one task per point, at most `max_concurrent` running at once."""
+    return ["sbatch", f"--array=0-{len(plan.points) - 1}%{max_concurrent}", str(SWEEP_SCRIPT), plan.dir]
+
+
+def submit_sweep(plan: Plan, max_concurrent: int) -> str:
+    """Submit the sweep as a job array; returns sbatch's answer (the job id)."""
+    return _sbatch(sweep_command(plan, max_concurrent))
+
+
+def _sbatch(command: list[str]) -> str:
+    script = next(arg for arg in command if arg.endswith(".sbatch"))
+    if not Path(script).is_file():
+        raise SlurmError(f"{script} not found: Slurm submission needs the slurm/ scripts of this repository")
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SlurmError("sbatch is not on PATH: submit from a Slurm login node (or start "
+                         "slurm/local-cluster.sh and export the SLURM_CONF it prints)") from None
+    if proc.returncode:
+        raise SlurmError(f"sbatch refused the job ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run's newest complete checkpoint is its last step (train.steps of the run's own config)."""
+    last = latest_checkpoint(run_dir / "checkpoints")
+    steps = load_config(run_dir / "config.yaml").train.steps
+    return last is not None and read_trainer_state(last)["step"] >= steps
+
+
+def _main(argv: list[str]) -> int:
+    try:
+        match argv:
+            case ["run-dir", config, *overrides]:
+                print(load_config(config, overrides).train.out_dir)
+                return ExitCode.OK
+            case ["finished", run_dir]:
+                return ExitCode.OK if finished(Path(run_dir)) else ExitCode.FAILED
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print("usage: python -m pretrain.tools.slurm run-dir CONFIG [overrides] | finished RUN_DIR", file=sys.stderr)
+    return ExitCode.USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,12 @@
+"""Training: the `pretrain train` entry point and the parts it assembles.
+
+- `train`: builds every component from the config and runs the trainer.
+- `trainer`: the loop (micro batches, accumulation, eval, stop requests, divergence), from injected parts.
+- `engine`: the DeepSpeed adapter, the only module that touches DeepSpeed.
+- `optim`: AdamW with one group per μP role, and the multiplicative LR schedule.
+- `checkpoint`: atomic, self-describing checkpoints, retention and resume.
+- `distributed`: devices, ranks and the helpers that print or wait on them.
+- `metrics`: metric loggers (metrics.jsonl) and MFU; `tracking`: the W&B adapter.
+
+May import: `pretrain.data`, `pretrain.model` and the base modules. Never transfer, export or tools.
+"""

@@ -1,0 +1,65 @@
+"""AdamW with one param group per μP role, and LR schedules that only ever multiply.
+
+Each group carries its own `lr_scale` (the μP multiplier from the table) and weight decay (from `mup`); the
+schedule sets `lr = optim.lr · schedule(step) · lr_scale` on every group. Nothing assigns an absolute LR to a
+group, so μP cannot be erased by a schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+
+from ..config import ModelConfig, OptimConfig
+from ..model import mup
+from ..model.mup import Role
+
+
+def build_param_groups(model: torch.nn.Module, model_cfg: ModelConfig, cfg: OptimConfig) -> list[dict]:
+    """One named group per role present in the model; every parameter lands in exactly one group."""
+    params = dict(model.named_parameters())
+    by_role: dict[Role, list[str]] = defaultdict(list)
+    for name, role in model.param_roles().items():
+        by_role[role].append(name)
+    groups = []
+    for role in Role:  # a fixed order, so checkpoints line up across runs
+        if not by_role[role]:
+            continue  # DeepSpeed drops empty groups; never create one
+        lr_scale = mup.lr_multiplier(role, model_cfg)
+        groups.append({
+            "name": role.value,
+            "params": [params[n] for n in by_role[role]],
+            "lr_scale": lr_scale,
+            "lr": cfg.lr * lr_scale,
+            "weight_decay": mup.weight_decay(role, model_cfg, cfg),
+        })
+    grouped = [id(p) for g in groups for p in g["params"]]
+    if sorted(grouped) != sorted(map(id, params.values())):
+        raise RuntimeError("the μP param groups do not hold every parameter exactly once")
+    return groups
+
+
+def build_optimizer(model: torch.nn.Module, model_cfg: ModelConfig, cfg: OptimConfig) -> torch.optim.AdamW:
+    groups = build_param_groups(model, model_cfg, cfg)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def lr_schedule(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    """The multiplier on every group's peak LR at `step` (0-based): linear warmup, then decay to the floor."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    if cfg.schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        decay = 1.0 - progress
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, multiplier: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * multiplier * group["lr_scale"]

@@ -1,0 +1,165 @@
+"""The training loop, assembled from injected parts: an engine, data, a checkpointer, a logger.
+
+The trainer knows nothing of DeepSpeed, W&B or checkpoint formats. The LR comes from a client-side
+multiplicative schedule applied to every μP group of the engine's optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as tdist
+from tqdm import tqdm
+
+from ..config import Config
+from ..data.sampler import StepSampler, eval_micro_batches, train_micro_batches
+from ..data.shards import PreparedData
+from ..errors import ExitCode, UserError
+from ..model.flops import flops_per_token
+from ..model.loss import lm_loss
+from . import distributed as dist
+from .checkpoint import Checkpointer, latest_checkpoint
+from .engine import Engine
+from .metrics import MetricsLogger, mfu, peak_flops, peak_memory_gib
+from .optim import lr_schedule, set_lr
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """The loss became NaN or inf; the run stopped and the last good checkpoint is kept."""
+
+    exit_code = ExitCode.DIVERGED  # sweeps record such a point as diverged
+
+
+@dataclass
+class TrainResult:
+    step: int  # optimizer steps completed
+    train_loss: float
+    eval_loss: float | None
+    stopped_early: bool  # a stop was requested (preemption) and a checkpoint was written
+
+
+class StopRequest:
+    """Set by SIGUSR1/SIGTERM (Slurm preemption) or a STOP file in the run dir; honoured at a step boundary."""
+
+    def __init__(self, stop_file: Path):
+        self.stop_file, self.signalled = stop_file, False
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signalled = True
+
+    def __bool__(self) -> bool:
+        return self.signalled or self.stop_file.exists()
+
+
+class Trainer:
+    def __init__(self, cfg: Config, engine: Engine, data: PreparedData, checkpointer: Checkpointer,
+                 logger: MetricsLogger, device: torch.device):
+        self.cfg, self.engine, self.optimizer, self.data = cfg, engine, engine.optimizer, data
+        self.checkpointer, self.logger, self.device = checkpointer, logger, device
+        self.world = dist.world_size()
+        self.sampler = StepSampler(len(data.train), cfg.train.global_batch(self.world), cfg.train.seed)
+        self.tokens_per_step = cfg.train.global_batch(self.world) * cfg.data.seq_len
+        self.flops_per_token = flops_per_token(cfg)
+        self.peak_flops = peak_flops(device, cfg.train.peak_flops)  # None on CPU unless configured: no MFU
+        self.step = 0
+        self.stop = StopRequest(Path(cfg.train.out_dir) / "STOP")
+
+    def resume(self, path: Path) -> None:
+        """Continue from the checkpoint at `path`: weights, optimizer, RNG and the step (so the data position
+        and the LR schedule)."""
+        state = self.checkpointer.load(self.engine, path)
+        self.step = state["step"]
+        dist.print0(f"resumed from {path} at step {self.step}")
+        if state.get("global_batch", self.sampler.global_batch) != self.sampler.global_batch:
+            dist.print0(f"warning: the global batch changed from {state['global_batch']} to "
+                        f"{self.sampler.global_batch} sequences, so the data order differs from the interrupted "
+                        "run's; set train.global_batch_size to keep it across world sizes")
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg.train
+        loss = eval_loss = math.nan
+        with tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not dist.is_main(),
+                  dynamic_ncols=True) as bar:
+            while self.step < cfg.steps:
+                started = time.perf_counter()
+                loss, grad_norm, stop = self.train_step()
+                self.step += 1
+                seconds = time.perf_counter() - started
+                tokens_per_s = self.tokens_per_step / seconds
+                metrics = {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                           "mem_gb": peak_memory_gib(self.device),
+                           **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}}
+                if self.peak_flops:
+                    metrics["mfu"] = mfu(self.flops_per_token, tokens_per_s, self.world, self.peak_flops)
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    eval_loss = metrics["eval_loss"] = self.evaluate()
+                self.logger.log(metrics, self.step)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.cfg.optim.lr * self._multiplier(self.step - 1):.2e}",
+                                    tok_s=f"{metrics['tokens_per_s']:.0f}")
+                if stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save()
+                if stop:
+                    dist.print0(f"stop requested: checkpointed at step {self.step}, exiting")
+                    break
+        return TrainResult(self.step, loss, None if math.isnan(eval_loss) else eval_loss,
+                           stopped_early=self.step < cfg.steps)
+
+    def train_step(self) -> tuple[float, float, bool]:
+        """One optimizer step over this rank's micro batches; returns (mean loss, grad norm, stop?)."""
+        self.engine.train()
+        set_lr(self.optimizer, self.cfg.optim, self._multiplier(self.step))
+        batches = train_micro_batches(self.data, self.sampler, self.step, dist.rank(), self.world,
+                                      self.cfg.train.micro_batch_size)
+        total = torch.zeros((), device=self.device)
+        for batch in batches:
+            loss = lm_loss(self.engine, batch.to(self.device))
+            self.engine.backward(loss)
+            total += loss.detach().float()
+        mean_loss, stop = self._reduce_loss_and_stop(total / len(batches))
+        if not math.isfinite(mean_loss):  # before the update, so the weights stay those of the last good step
+            raise TrainingDiverged(self._diverged_message(mean_loss))
+        return mean_loss, self.engine.step(), stop
+
+    def _reduce_loss_and_stop(self, loss: torch.Tensor) -> tuple[float, bool]:
+        """One all-reduce per step: the loss averaged over ranks, and whether any rank was asked to stop."""
+        packed = torch.stack([loss.float(), torch.tensor(float(bool(self.stop)), device=self.device)])
+        if self.world > 1:
+            tdist.all_reduce(packed)
+        return packed[0].item() / self.world, packed[1].item() > 0
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.engine.eval()
+        batches = eval_micro_batches(self.data, self.cfg.train.eval_batches, self.cfg.train.micro_batch_size,
+                                     dist.rank(), self.world)
+        total = torch.zeros((), device=self.device)
+        for batch in batches:
+            total += lm_loss(self.engine, batch.to(self.device)).float()
+        packed = torch.stack([total, torch.tensor(float(len(batches)), device=self.device)])
+        if self.world > 1:
+            tdist.all_reduce(packed)
+        return (packed[0] / packed[1]).item()
+
+    def save(self) -> Path:
+        return self.checkpointer.save(self.engine, self.step, {"world_size": self.world,
+                                                               "data_step": self.step,
+                                                               "global_batch": self.sampler.global_batch,
+                                                               "lr_multiplier": self._multiplier(self.step)})
+
+    def _multiplier(self, step: int) -> float:
+        return lr_schedule(step, self.cfg.optim, self.cfg.train.steps)
+
+    def _diverged_message(self, loss: float) -> str:
+        last = latest_checkpoint(self.checkpointer.root)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        return (f"loss is {loss} at step {self.step + 1}: training diverged and stopped; {kept}. "
+                f"Lower optim.lr (now {self.cfg.optim.lr:g}) or raise optim.warmup_steps.")

@@ -1,0 +1,205 @@
+"""HF export: vanilla transformers reproduces our logits from really trained checkpoints (any ZeRO stage),
+generates, and tokenizes like us; consolidation, load_model and the CLI's refusals."""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, pretrain, small_run
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pretrain import load_model
+from pretrain.cli import main
+from pretrain.training.checkpoint import latest_checkpoint, load_consolidated_state_dict
+
+pytestmark = pytest.mark.slow
+
+# Vanilla Llama computes the same function in another order (its own attention, RoPE and matmuls), so its fp32
+# logits may differ from ours by about our own fp32 rounding error, measured per model as the distance of our
+# fp32 logits from the same model in float64 (measured: HF within 0.8x of it on both models).
+MARGIN = 4
+GQA_SP = ["model.parametrization=sp", "model.n_kv_heads=2", "model.norm_gains=true"]
+# The same 16 sequences per step either way: one process accumulating 2 micro batches, or 2 ranks of ZeRO-3.
+BATCH = ["train.steps=6", "train.micro_batch_size=8", "train.global_batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Train three tiny models a few steps (so the zero-init query is no longer zero and attention not
+    uniform): MHA μP with ZeRO-0; GQA SP with gains, ZeRO-0 in one process and ZeRO-3 over two."""
+    root = tmp_path_factory.mktemp("runs")
+    cache = root / "cache"
+    pretrain("train", "configs/tiny.yaml", *small_run(root / "mha_mup", cache, *BATCH))
+    pretrain("train", "configs/tiny.yaml", *small_run(root / "gqa_sp", cache, *BATCH, *GQA_SP))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    zero3 = small_run(root / "gqa_sp_zero3", cache, *BATCH, *GQA_SP, "deepspeed.zero_stage=3")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run([*torchrun, "-m", "pretrain", "train", "configs/tiny.yaml", *zero3],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {name: latest_checkpoint(root / name / "checkpoints")
+            for name in ("mha_mup", "gqa_sp", "gqa_sp_zero3")}
+
+
+def export(checkpoint: Path, out: Path, *flags: str) -> Path:
+    assert main(["export-hf", str(checkpoint), str(out), *flags]) == 0
+    return out
+
+
+def max_logit_diff(hf_model, ours, tokens: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (hf_model(tokens).logits - ours(tokens)).abs().max().item()
+
+
+def tolerance(ours, tokens: torch.Tensor) -> float:
+    """MARGIN times our own fp32 error on these logits (against the same weights evaluated in float64)."""
+    with torch.no_grad():
+        exact = copy.deepcopy(ours).double()(tokens)
+        return MARGIN * (ours(tokens).double() - exact).abs().max().item()
+
+
+def random_tokens(vocab: int, batch: int = 3, seq: int = 64) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ["mha_mup", "gqa_sp", "gqa_sp_zero3"])
+def test_vanilla_llama_reproduces_our_logits(runs, tmp_path, name):
+    out = export(runs[name], tmp_path / "hf", "--dtype", "fp32", "--max-shard-size", "300KB")
+    ours = load_model(runs[name])
+    hf_model = AutoModelForCausalLM.from_pretrained(out)
+    assert type(hf_model).__name__ == "LlamaForCausalLM" and hf_model.dtype == torch.float32
+    assert ours.blocks[0].attn.wq.weight.abs().max() > 0.01  # attention is not uniform
+    tokens = random_tokens(ours.vocab_size)
+    diff, limit = max_logit_diff(hf_model, ours, tokens), tolerance(ours, tokens)
+    print(f"{name}: max abs logit difference {diff:.2e} (limit {limit:.2e})")
+    assert 0 < limit < 1e-4 and diff <= limit
+
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert set(index["weight_map"]) == set(hf_model.state_dict())
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_key_value_heads"] == ours.cfg.kv_heads and config["tie_word_embeddings"] is False
+    assert (out / "generation_config.json").exists()
+
+
+def test_generate_greedily_continues_like_our_model(runs, tmp_path):
+    out = export(runs["mha_mup"], tmp_path / "hf", "--dtype", "fp32")
+    ours = load_model(runs["mha_mup"])
+    hf_model = AutoModelForCausalLM.from_pretrained(out)
+    prompt = random_tokens(ours.vocab_size, batch=1, seq=8)
+    generated = hf_model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8,
+                                  do_sample=False, eos_token_id=None)
+    expected = prompt
+    with torch.no_grad():
+        for _ in range(8):
+            expected = torch.cat([expected, ours(expected)[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(generated, expected)
+
+
+def test_a_wrong_rope_layout_or_a_missing_mup_fold_is_caught(runs, tmp_path):
+    """The logits test is sensitive to both silent conversion errors: q/k rows in the interleaved RoPE layout
+    instead of the half-split one, and a q_proj without the μP attention-scale factor."""
+    out = export(runs["mha_mup"], tmp_path / "hf", "--dtype", "fp32")
+    ours = load_model(runs["mha_mup"])
+    tokens = random_tokens(ours.vocab_size)
+    limit = tolerance(ours, tokens)
+    D = ours.cfg.head_dim
+    interleave = torch.stack([torch.arange(D // 2), torch.arange(D // 2) + D // 2], dim=1).flatten()
+
+    hf_model = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        for layer in hf_model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                w = proj.weight.view(-1, D, proj.weight.shape[1])
+                proj.weight.copy_(w[:, interleave].reshape_as(proj.weight))
+    assert max_logit_diff(hf_model, ours, tokens) > 100 * limit
+
+    hf_model = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        for layer in hf_model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(D**0.5)  # undo the 1/D vs 1/sqrt(D) fold
+    assert max_logit_diff(hf_model, ours, tokens) > 100 * limit
+
+
+def test_exported_tokenizer_encodes_and_decodes_like_ours(runs, tmp_path):
+    out = export(runs["mha_mup"], tmp_path / "hf")
+    ours = Tokenizer.from_file(str(runs["mha_mup"] / "tokenizer.json"))
+    theirs = AutoTokenizer.from_pretrained(out)
+    eos = json.loads((out / "config.json").read_text())["eos_token_id"]
+    assert theirs.eos_token == "<|endoftext|>"
+    assert theirs.eos_token_id == eos == ours.token_to_id("<|endoftext|>")
+    for text in ["def f(x):\n    return x ** 2  # square\n", "naïve café — 你好 🙂",
+                 "  tabs\tand\n\nnewlines ", "first document<|endoftext|>second"]:
+        ids = ours.encode(text).ids
+        assert theirs(text)["input_ids"] == ids
+        assert theirs.decode(ids, skip_special_tokens=True) == ours.decode(ids)
+    assert theirs.decode(ours.encode("x = 1\n").ids) == "x = 1\n"
+
+
+def test_bf16_export_is_one_unsharded_file(runs, tmp_path):
+    out = export(runs["gqa_sp"], tmp_path / "hf")  # defaults: bf16, 5GB shards
+    assert sorted(p.name for p in out.glob("model*")) == ["model.safetensors"]
+    hf_model = AutoModelForCausalLM.from_pretrained(out)
+    assert hf_model.dtype == torch.bfloat16
+    ours = load_model(runs["gqa_sp"])
+    tokens = random_tokens(ours.vocab_size)
+    with torch.no_grad():
+        scale = ours(tokens).abs().max().item()
+    assert max_logit_diff(hf_model.float(), ours, tokens) < 0.05 * scale  # bf16 rounding only
+
+
+def test_consolidation_of_two_rank_zero3_matches_single_process(runs):
+    single = load_consolidated_state_dict(runs["gqa_sp"])
+    zero3 = load_consolidated_state_dict(runs["gqa_sp_zero3"])
+    assert sorted(single) == sorted(zero3)
+    for name, weight in single.items():
+        assert zero3[name].dtype == torch.float32 and zero3[name].shape == weight.shape
+        torch.testing.assert_close(zero3[name], weight, atol=1e-3, rtol=0, msg=name)
+
+
+def test_load_model_takes_a_run_dir_and_maps_tokens_to_logits(runs):
+    model = load_model(runs["mha_mup"].parents[1])  # the run dir: its newest checkpoint
+    assert not model.training and next(model.parameters()).dtype == torch.float32
+    assert model(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 5, model.vocab_size)
+
+
+def error_line(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+def test_bad_inputs_give_one_clear_line(runs, tmp_path, capsys):
+    ckpt = runs["mha_mup"]
+    out = str(tmp_path / "hf")
+    assert "no such checkpoint" in error_line(capsys, "export-hf", str(tmp_path / "missing"), out)
+    assert "trainer.json is missing" in error_line(capsys, "export-hf", str(tmp_path), out)
+
+    partial = shutil.copytree(ckpt, tmp_path / "checkpoints" / f".tmp-{ckpt.name}")
+    assert "incomplete checkpoint" in error_line(capsys, "export-hf", str(partial), out)
+    no_weights = shutil.copytree(ckpt, tmp_path / "no_weights")
+    (no_weights / "ds" / "mp_rank_00_model_states.pt").unlink()
+    assert "cannot read the ZeRO-0 weights" in error_line(capsys, "export-hf", str(no_weights), out)
+    lost_rank = shutil.copytree(runs["gqa_sp_zero3"], tmp_path / "lost_rank")
+    (lost_rank / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
+    assert "cannot read the ZeRO-3 weights" in error_line(capsys, "export-hf", str(lost_rank), out)
+
+    relu = shutil.copytree(ckpt, tmp_path / "relu")
+    config = relu / "config.yaml"
+    config.write_text(config.read_text().replace("mlp: swiglu", "mlp: relu"))
+    assert "model.mlp=relu" in error_line(capsys, "export-hf", str(relu), out)
+
+    export(ckpt, Path(out))
+    assert "pass --overwrite" in error_line(capsys, "export-hf", str(ckpt), out)
+    assert "is not a size" in error_line(capsys, "export-hf", str(ckpt), out, "--overwrite",
+                                         "--max-shard-size", "5XB")
+    export(ckpt, Path(out), "--overwrite")
+    assert not list(tmp_path.glob(".tmp-*"))

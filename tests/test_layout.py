@@ -1,0 +1,113 @@
+"""The architecture as rules: imports only go down the workflow, each subpackage says what it owns, the README's
+config table is the config's own, and the code stands alone."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from pretrain.config import reference_table
+
+PACKAGE = ROOT / "pretrain"
+# Lower ranks are imported by higher ones, never the other way; packages of equal rank ignore each other.
+RANKS = {
+    "pretrain.errors": 0, "pretrain.fileio": 0,
+    "pretrain.config": 1,
+    "pretrain.data": 2, "pretrain.model": 2,
+    "pretrain.training": 3,
+    "pretrain.transfer": 4, "pretrain.export": 4,
+    "pretrain.tools": 5,
+    "pretrain.benchmarks": 6, "pretrain.cli": 6, "pretrain": 6,
+    "pretrain.__main__": 7,
+}
+SUBPACKAGES = ("data", "model", "training", "transfer", "export", "tools")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def component(module: str) -> str:
+    """The entry of RANKS a module belongs to: its subpackage, or the module itself at the top."""
+    parts = module.split(".")
+    for length in (2, 1):
+        if ".".join(parts[:length]) in RANKS:
+            return ".".join(parts[:length])
+    raise KeyError(f"{module} belongs to no layer: add it to RANKS")
+
+
+def imports(path: Path) -> set[str]:
+    """Every module of this project that `path` imports, at any depth of the file (lazy imports count)."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            found.add(target)
+            found |= {f"{target}.{alias.name}" for alias in node.names}  # `from . import mup`
+    return {name for name in found if name.split(".")[0] in ("pretrain", "kernels")}
+
+
+def test_imports_only_go_down():
+    violations = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = component(module_name(path))
+        for target in imports(path):
+            if target.startswith("kernels"):
+                if RANKS[source] < RANKS["pretrain.model"]:
+                    violations.append(f"{module_name(path)} imports {target} (kernels are the model's)")
+                continue
+            try:
+                dest = component(target)
+            except KeyError:
+                continue  # `from pretrain.data import shards` also yields the name pretrain.data.shards.shards
+            if dest != source and RANKS[dest] >= RANKS[source]:
+                violations.append(f"{module_name(path)} ({source}) imports {target} ({dest})")
+    assert not violations, "\n".join(violations)
+
+
+def test_kernels_do_not_import_the_stack():
+    for path in sorted((ROOT / "kernels").rglob("*.py")):
+        assert not any(name.startswith("pretrain") for name in imports(path)), path
+
+
+def test_the_import_check_catches_an_upward_import(tmp_path):
+    """The rule above is not vacuous: a data module importing training is reported."""
+    bad = PACKAGE / "data" / "_upward_probe.py"
+    bad.write_text("from ..training import trainer\n")
+    try:
+        with pytest.raises(AssertionError, match="pretrain.data._upward_probe"):
+            test_imports_only_go_down()
+    finally:
+        bad.unlink()
+
+
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_each_subpackage_says_what_it_owns_and_may_import(name):
+    doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
+    assert doc and "May import" in doc
+    for module in (PACKAGE / name).glob("[!_]*.py"):  # every module is listed
+        assert f"`{module.stem}`" in doc, f"pretrain/{name}/__init__.py does not mention {module.stem}"
+
+
+def test_readme_config_table_is_generated_from_the_declarations():
+    readme = (ROOT / "README.md").read_text()
+    assert reference_table() in readme, "the README's config table is stale: paste `python -m pretrain.config`"
+
+
+def test_no_code_cites_a_document_outside_the_repository():
+    files = [p for folder in ("pretrain", "kernels", "tests", "slurm", "scripts", "configs")
+             for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".sh", ".sbatch", ".yaml")
+             and p != Path(__file__)]
+    cited = [str(p.relative_to(ROOT)) for p in files if re.search(r"DESIGN\b|shared/", p.read_text())]
+    assert not cited, cited

@@ -1,0 +1,140 @@
+"""The training loop on its own: a plain-PyTorch engine stands in for DeepSpeed (one process, same interface),
+so the loop's bookkeeping is checked in seconds: steps, accumulation, LR, eval, checkpoints, stop, divergence,
+resume. The real engine is tested end to end in test_training_train.py and test_training_distributed.py."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.config import config_from_dict
+from pretrain.model.transformer import build_model
+from pretrain.training.checkpoint import Checkpointer, list_checkpoints, read_trainer_state
+from pretrain.training.optim import build_optimizer
+from pretrain.training.trainer import Trainer, TrainingDiverged
+
+
+class PlainEngine:
+    """The `Engine` interface in plain PyTorch: mean gradients over the accumulated micro batches, clipping,
+    one optimizer step, the model and optimizer states saved with torch.save."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accumulation: int, clip: float):
+        self.module, self.optimizer, self.accumulation, self.clip = model, optimizer, accumulation, clip
+        self.backward_calls = self.step_calls = 0
+        self.poison_loss_at: int | None = None  # backward call number whose loss is replaced by NaN
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        logits = self.module(inputs)
+        if self.poison_loss_at is not None and self.backward_calls == self.poison_loss_at:
+            logits = logits * math.nan
+        return logits
+
+    def train(self) -> None:
+        self.module.train()
+
+    def eval(self) -> None:
+        self.module.eval()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.accumulation).backward()
+        self.backward_calls += 1
+
+    def step(self) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip).item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_calls += 1
+        return norm
+
+    def save(self, checkpoint: Path) -> None:
+        (checkpoint / "ds").mkdir()
+        torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()},
+                   checkpoint / "ds" / "states.pt")
+
+    def load(self, checkpoint: Path, saved_world_size: int) -> None:
+        states = torch.load(checkpoint / "ds" / "states.pt", weights_only=True)
+        self.module.load_state_dict(states["model"])
+        self.optimizer.load_state_dict(states["optimizer"])
+
+
+class RecordingLogger:
+    def __init__(self):
+        self.records: list[tuple[int, dict]] = []
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.records.append((step, metrics))
+
+    def close(self) -> None:
+        pass
+
+
+def build(tmp_path: Path, embedded, **train) -> tuple[Trainer, PlainEngine, RecordingLogger]:
+    data_cfg, data = embedded
+    cfg = config_from_dict({
+        "model": {"d_model": 32, "n_layers": 1, "head_dim": 16},
+        "data": {"vocab_size": data_cfg.vocab_size, "seq_len": data_cfg.seq_len},
+        "optim": {"lr": 0.01, "warmup_steps": 2},
+        "train": {"steps": 6, "micro_batch_size": 2, "global_batch_size": 8, "eval_every": 3, "eval_batches": 2,
+                  "checkpoint_every": 2, "keep_checkpoints": 2, "out_dir": str(tmp_path), **train},
+    })
+    model = build_model(cfg.model, cfg.vocab_size, seed=0)
+    engine = PlainEngine(model, build_optimizer(model, cfg.model, cfg.optim), cfg.train.accumulation(1),
+                         cfg.optim.grad_clip)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    checkpointer = Checkpointer(tmp_path / "checkpoints", cfg.train.keep_checkpoints,
+                                files={"config.yaml": tmp_path / "config.yaml"})
+    logger = RecordingLogger()
+    return Trainer(cfg, engine, data, checkpointer, logger, torch.device("cpu")), engine, logger
+
+
+def test_every_step_accumulates_its_micro_batches_logs_and_checkpoints(tmp_path, embedded):
+    trainer, engine, logger = build(tmp_path, embedded)
+    result = trainer.fit()
+    assert result.step == 6 and not result.stopped_early
+    assert engine.backward_calls == 6 * 4 and engine.step_calls == 6  # 8 sequences = 4 micro batches of 2
+    assert [step for step, _ in logger.records] == [1, 2, 3, 4, 5, 6]
+    assert [step for step, m in logger.records if "eval_loss" in m] == [3, 6]
+    assert result.eval_loss == logger.records[-1][1]["eval_loss"]
+    first = logger.records[0][1]
+    assert first["lr/embedding"] == pytest.approx(0.01 * 0.5)  # warmup step 1 of 2
+    assert first["lr/readout"] == pytest.approx(0.01 * 0.5 * 128 / 32)  # μP multiplier 1/m at width 32 (m=1/4)
+    assert all(math.isfinite(m["grad_norm"]) and m["tokens_per_s"] > 0 for _, m in logger.records)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step_00000004", "step_00000006"]
+    assert read_trainer_state(tmp_path / "checkpoints" / "step_00000006")["step"] == 6
+
+
+def test_a_nan_loss_stops_before_the_update_and_names_the_last_checkpoint(tmp_path, embedded):
+    trainer, engine, _ = build(tmp_path, embedded)
+    engine.poison_loss_at = 4 * 4 + 1  # the second micro batch of step 5
+    with pytest.raises(TrainingDiverged, match="at step 5.*step_00000004") as info:
+        trainer.fit()
+    assert info.value.exit_code == 3
+    assert engine.step_calls == 4  # step 5's update never happened
+
+
+def test_a_stop_file_checkpoints_at_the_next_step_and_returns_early(tmp_path, embedded):
+    trainer, _, logger = build(tmp_path, embedded, checkpoint_every=100)
+    original = trainer.train_step
+
+    def request_stop_during_step_3():
+        if trainer.step == 2:
+            (tmp_path / "STOP").touch()
+        return original()
+
+    trainer.train_step = request_stop_during_step_3
+    result = trainer.fit()
+    assert result.stopped_early and result.step == 3 and len(logger.records) == 3
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step_00000003"]
+
+
+def test_resume_continues_with_the_uninterrupted_losses(tmp_path, embedded):
+    full, _, full_log = build(tmp_path / "full", embedded)
+    full.fit()
+    resumed, _, resumed_log = build(tmp_path / "resumed", embedded)  # fresh weights, then the step-4 checkpoint
+    resumed.resume(tmp_path / "full" / "checkpoints" / "step_00000004")
+    assert resumed.step == 4
+    resumed.fit()
+    losses = {step: m["loss"] for step, m in full_log.records}
+    assert {step: m["loss"] for step, m in resumed_log.records} == {5: losses[5], 6: losses[6]}

@@ -1,0 +1,51 @@
+"""The ablation configs: each is the proxy with one change of the paper, and apply-lr knows which ones broke
+transfer there."""
+
+
+import pytest
+from conftest import CONFIGS
+
+from pretrain.config import load_config
+from pretrain.model.transformer import build_model
+from pretrain.transfer.apply_lr import breaking_settings, config_differences
+
+# ablation -> (the settings it changes beyond width, did transfer break in the paper?)
+ABLATIONS = {
+    "norm_gains": (["model.norm_gains"], True),
+    "qk_scale_sp": (["model.qk_scale"], True),
+    "weight_decay_coupled": (["optim.weight_decay", "optim.weight_decay_mode"], True),
+    "zero_query_off": (["model.zero_query"], False),
+    "readout_sp": (["model.readout_init"], False),
+    "mlp_relu2": (["model.mlp"], False),
+    "mlp_relu": (["model.mlp"], False),
+    "mqa": ([], False),  # the KV head count follows width, so apply-lr lets it differ
+    "gqa": ([], False),
+    "schedule_cosine": (["optim.schedule"], False),
+}
+
+
+def test_every_ablation_has_an_entry():
+    assert sorted(p.stem for p in (CONFIGS / "ablations").glob("*.yaml")) == sorted(ABLATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_an_ablation_is_the_proxy_with_one_change(name):
+    proxy, ablation = load_config(CONFIGS / "proxy.yaml"), load_config(CONFIGS / "ablations" / f"{name}.yaml")
+    changed, broke = ABLATIONS[name]
+    assert [d.split(":")[0] for d in config_differences(proxy, ablation)] == changed
+    assert bool(breaking_settings(ablation)) == broke
+    assert ablation.model.n_layers == 12 and ablation.data.source.startswith("hub:")  # from 10b.yaml
+
+
+def test_the_proxy_differs_from_the_targets_only_where_transfer_allows():
+    proxy = load_config(CONFIGS / "proxy.yaml")
+    for target in ("10b.yaml", "1b.yaml"):
+        assert config_differences(proxy, load_config(CONFIGS / target)) == []
+    assert breaking_settings(proxy) == []
+
+
+def test_sp_readout_init_under_mup():
+    cfg = load_config(CONFIGS / "ablations" / "readout_sp.yaml", ["model.n_layers=1", "data.vocab_size=512"])
+    model = build_model(cfg.model, 512, seed=0)
+    assert model.readout.weight.std().item() == pytest.approx(128**-0.5, rel=0.05)
+    assert cfg.model.parametrization == "mup"

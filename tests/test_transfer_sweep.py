@@ -1,0 +1,123 @@
+"""LR sweeps: grids, plans, the Slurm submission, and a real smoke sweep that restarts and reports."""
+
+import json
+import math
+import os
+
+import pytest
+from conftest import ROOT, small_run
+
+from pretrain.cli import main
+from pretrain.config import ConfigError, load_config
+from pretrain.tools.slurm import SWEEP_SCRIPT
+from pretrain.transfer.report import build_report
+from pretrain.transfer.sweep import (
+    create_sweep,
+    load_plan,
+    parse_lrs,
+    parse_widths,
+    read_result,
+    result_path,
+)
+
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def test_lr_grids():
+    grid = parse_lrs("2^-10:2^-4:0.5")
+    assert len(grid) == 13 and grid[0] == 2**-10 and grid[-1] == 2**-4
+    assert [math.log2(lr) for lr in grid][:3] == pytest.approx([-10, -9.5, -9])
+    assert parse_lrs("0.01, 2^-6,1e-3") == [1e-3, 0.01, 2**-6]
+    for bad in ("2^-4:2^-10:0.5", "2^-10:2^-4:0.7", "2^-10:2^-4:0", "fast", "-0.1"):
+        with pytest.raises(ConfigError, match="--lrs"):
+            parse_lrs(bad)
+    assert parse_widths("512,128,256") == [128, 256, 512]
+    with pytest.raises(ConfigError, match="--widths"):
+        parse_widths("128,wide")
+
+
+def test_plan_lists_every_point_with_its_overrides(tmp_path):
+    sweep = tmp_path / "my-sweep"
+    overrides = ["train.steps=50", "model.parametrization=sp"]
+    plan = create_sweep(TINY, [128, 256], [2**-8, 2**-6], sweep, overrides)
+    data = json.loads((sweep / "plan.json").read_text())
+    assert data["name"] == "my-sweep" and data["parametrization"] == "sp" and len(data["points"]) == 4
+    point = data["points"][3]
+    assert (point["index"], point["width"], point["lr"]) == (3, 256, 2**-6)
+    assert point["overrides"] == ["model.d_model=256", "optim.lr=0.015625",
+                                  f"train.out_dir={sweep.resolve()}/points/{point['name']}",
+                                  "wandb.group=my-sweep", f"wandb.name={point['name']}"]
+    # the snapshot holds the user's overrides; a point is the snapshot plus its own overrides
+    cfg = load_config(data["config"], point["overrides"])
+    assert (cfg.model.d_model, cfg.optim.lr, cfg.train.steps) == (256, 2**-6, 50)
+    assert cfg.model.parametrization == "sp"
+    assert load_plan(sweep) == plan
+    # the same sweep again is a restart; a different one in the same directory is refused
+    assert create_sweep(TINY, [128, 256], [2**-8, 2**-6], sweep, overrides) == plan
+    with pytest.raises(ConfigError, match="already holds a different sweep"):
+        create_sweep(TINY, [128, 512], [2**-8, 2**-6], sweep)
+
+
+def test_a_width_the_config_cannot_take_fails_at_plan_time(tmp_path):
+    with pytest.raises(ConfigError, match="sweep point width 100: model.head_dim: must divide"):
+        create_sweep(TINY, [128, 100], [0.01], tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_slurm_submits_one_array_task_per_point(tmp_path, monkeypatch, capsys):
+    """A stand-in sbatch records its arguments: the plan is written and the array covers every point."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/sbatch.args\necho Submitted job 42\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    sweep = tmp_path / "s"
+    assert main(["sweep", str(TINY), "--widths", "128,256,512", "--lrs", "2^-8:2^-6:1", "--out", str(sweep),
+                 "--slurm", "--max-concurrent", "4", "train.steps=10"]) == 0
+    assert "Submitted job 42" in capsys.readouterr().out
+    args = (tmp_path / "sbatch.args").read_text().split()
+    assert args == ["--array=0-8%4", str(SWEEP_SCRIPT), str(sweep.resolve())]
+    assert SWEEP_SCRIPT.is_file()
+    assert len(load_plan(sweep).points) == 9 and not (sweep / "points").exists()  # nothing ran here
+
+
+@pytest.mark.slow
+def test_smoke_sweep_runs_records_divergence_restarts_and_reports(tmp_path, capsys):
+    cache, sweep = tmp_path / "cache", tmp_path / "sweep"
+    run = small_run(tmp_path / "unused", cache, "train.steps=6", "train.eval_every=6", "model.base_width=32")
+    overrides = [o for o in run if not o.startswith(("train.out_dir", "model.d_model"))]  # set by the sweep
+    # 1e30 diverges at once: it must be recorded, not stop the sweep
+    command = ["sweep", str(TINY), "--widths", "32,64", "--lrs", "2^-8,2^-6,1e30", "--out", str(sweep),
+               *overrides]
+    assert main(command) == 0
+    assert "6 points run (2 diverged, 0 failed)" in capsys.readouterr().out
+    plan = load_plan(sweep)
+    results = {(p.width, p.lr): read_result(p) for p in plan.points}
+    assert {r["status"] for (w, lr), r in results.items() if lr == 1e30} == {"diverged"}
+    for (width, lr), r in results.items():
+        if lr < 1:
+            assert r["status"] == "ok" and r["steps"] == 6 and r["eval_loss"] < math.log(512) + 1
+            assert r["train_loss"] > 0 and r["width"] == width
+
+    # a restart runs only what has no result: one point by hand (as a Slurm task would), one by the sweep
+    first, second = plan.points[0], plan.points[4]
+    result_path(first).unlink()
+    result_path(second).unlink()
+    others = [p for p in plan.points if p not in (first, second)]
+    stamps = [result_path(p).stat().st_mtime_ns for p in others]
+    assert main(["sweep-point", str(sweep), "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "ok" and read_result(first)["index"] == 0
+    assert main(command) == 0
+    assert "1 points run (0 diverged, 0 failed)" in capsys.readouterr().out
+    assert read_result(second)["status"] == "ok"
+    assert stamps == [result_path(p).stat().st_mtime_ns for p in others]  # untouched
+
+    report = build_report(plan)
+    assert [o.width for o in report.optima] == [32, 64]
+    assert all(o.best_lr < 1 for o in report.optima)
+
+
+def test_sweep_point_rejects_a_bad_index(tmp_path, capsys):
+    create_sweep(TINY, [128], [0.01], tmp_path / "s")
+    assert main(["sweep-point", str(tmp_path / "s"), "5"]) == 2
+    assert "out of range: the sweep has 1 points" in capsys.readouterr().err
