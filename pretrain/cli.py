@@ -120,9 +120,11 @@ def _coord_check(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, paths)))
 
 
-@command("sweep", "LR sweep over widths: run the points locally (restartable) or as a Slurm job array",
+@command("sweep", "LR sweep over widths (and horizons): run the points locally (restartable) or as a Slurm array",
          options=((("--widths",), {"required": True, "help": "d_model values, e.g. 128,256,512"}),
                   (("--lrs",), {"required": True, "help": "log2 grid LO:HI:STEP (2^-10:2^-4:0.5) or a list"}),
+                  (("--steps",), {"help": "training horizons in steps, e.g. 1250,2500,5000 (default: the config's "
+                                          "train.steps)"}),
                   _PARAMETRIZATION,
                   (("--out",), {"help": "sweep directory (default runs/sweep-CONFIGNAME-PARAMETRIZATION)"}),
                   (("--slurm",), {"action": "store_true", "help": "write the plan and submit a job array"}),
@@ -130,11 +132,13 @@ def _coord_check(args: argparse.Namespace) -> None:
                                            "help": "Slurm array tasks at once (default %(default)s)"})))
 def _sweep(args: argparse.Namespace) -> None:
     from .tools.slurm import submit_sweep
-    from .transfer.sweep import create_sweep, parse_lrs, parse_widths, run_local
+    from .transfer.sweep import create_sweep, parse_lrs, parse_steps, parse_widths, run_local
 
     widths, lrs = parse_widths(args.widths), parse_lrs(args.lrs)
-    plan = create_sweep(args.config, widths, lrs, args.out, _overrides(args))
-    print(f"sweep {plan.dir}: {len(plan.widths)} widths x {len(plan.lrs)} LRs = {len(plan.points)} points")
+    steps = parse_steps(args.steps) if args.steps else None
+    plan = create_sweep(args.config, widths, lrs, args.out, _overrides(args), steps)
+    print(f"sweep {plan.dir}: {len(plan.widths)} widths x {len(plan.steps)} horizons x {len(plan.lrs)} LRs = "
+          f"{len(plan.points)} points; warmup {plan.warmup}")
     if args.slurm:
         print(submit_sweep(plan, args.max_concurrent))
         return
@@ -155,25 +159,27 @@ def _sweep_point(args: argparse.Namespace) -> int:
     return ExitCode.FAILED if result["status"] == "failed" else ExitCode.OK  # a diverged point is a result
 
 
-@command("report", "optimum LR per width, its drift across widths, a verdict and a loss-vs-LR plot",
+@command("report", "optimum LR per width and horizon, drift across widths, the horizon fit, a verdict and plots",
          config=False,
-         options=((("sweep_dirs",), {"nargs": "+", "metavar": "SWEEP_DIR", "help": "sweeps (a panel each)"}),
+         options=((("sweep_dirs",), {"nargs": "+", "metavar": "SWEEP_DIR", "help": "sweeps (a row of plots each)"}),
                   (("--json",), {"action": "store_true", "help": "print JSON instead of tables"}),
-                  (("--plot",), {"help": "PNG path (default FIRST_SWEEP_DIR/loss_vs_lr.png)"})))
+                  (("--plot",), {"help": "PNG path (default FIRST_SWEEP_DIR/loss_vs_lr.png)"}),
+                  (("--target",), {"metavar": "CONFIG", "help": "also extrapolate to this config's token horizon"})))
 def _report(args: argparse.Namespace) -> None:
-    from .transfer.report import format_report, plot_reports, report_sweeps
+    from .transfer.report import extrapolation, format_report, plot_reports, report_sweeps
 
     reports = report_sweeps(args.sweep_dirs)
+    tokens = load_config(args.target).training_tokens() if args.target else None
     plot = Path(args.plot or Path(args.sweep_dirs[0]) / "loss_vs_lr.png")
-    plot_reports(reports, plot)
+    plot_reports(reports, plot, tokens)
     if args.json:
-        dicts = [r.to_dict() for r in reports]
+        dicts = [{**r.to_dict(), **({"target": extrapolation(r, tokens)} if tokens else {})} for r in reports]
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
     else:
-        print("\n\n".join(map(format_report, reports)) + f"\nplot: {plot}")
+        print("\n\n".join(format_report(r, tokens) for r in reports) + f"\nplot: {plot}")
 
 
-@command("apply-lr", "write a sweep's transferred LR into a target config, if μ-transfer applies to it",
+@command("apply-lr", "write a sweep's transferred LR into a target config, deciding per axis (width, horizon, batch)",
          config=False,
          options=((("sweep_dir",), {"help": "the proxy sweep"}),
                   (("target",), {"help": "the target YAML config (edited in place)"}),
@@ -183,8 +189,13 @@ def _report(args: argparse.Namespace) -> None:
 def _apply_lr(args: argparse.Namespace) -> None:
     from .transfer.apply_lr import apply_lr
 
-    override = apply_lr(args.sweep_dir, args.target, force=args.force, write=not args.print_only)
-    print(override if args.print_only else f"{args.target}: set {override}")
+    result = apply_lr(args.sweep_dir, args.target, force=args.force, write=not args.print_only)
+    override = f"optim.lr={result.lr}"
+    if args.print_only:
+        print(f"{result.case}: {result.note}", file=sys.stderr)
+        print(override)
+    else:
+        print(f"{args.target}: set {override} ({result.case}: {result.note})")
 
 
 @command("export-hf", "export a checkpoint as a Hugging Face LlamaForCausalLM directory (μP folded in)",

@@ -122,8 +122,22 @@ class OptimConfig:
     grad_clip: float = setting(1.0, "global grad-norm clip; 0 = off", ge=0)
     schedule: Literal["cosine", "linear", "constant"] = setting("linear", "decay after warmup; multiplies every "
                                                                           "group's LR")
-    warmup_steps: int = setting(100, "linear warmup from 0", ge=0)
+    warmup_steps: int = setting(100, "linear warmup from 0, in steps", ge=0)
+    warmup_fraction: float | None = setting(None, "warmup as a fraction of train.steps; when set, it replaces "
+                                                  "warmup_steps", ge=0, lt=1)
     min_lr_ratio: float = setting(0.1, "the decay floor, as a fraction of each group's peak LR", ge=0, le=1)
+
+    def warmup(self, total_steps: int) -> int:
+        """Warmup steps of a run of `total_steps`: fixed, or a fixed fraction of the run."""
+        if self.warmup_fraction is None:
+            return self.warmup_steps
+        return round(self.warmup_fraction * total_steps)
+
+    def warmup_rule(self) -> str:
+        """The warmup in words, as sweeps report it (the same rule holds at every horizon)."""
+        if self.warmup_fraction is None:
+            return f"{self.warmup_steps} steps at every horizon"
+        return f"{self.warmup_fraction:.3g} of each horizon's steps"
 
 
 @dataclass
@@ -205,6 +219,14 @@ class Config:
     @property
     def vocab_size(self) -> int:
         return self.data.vocab_size
+
+    def tokens_per_step(self, world_size: int = 1) -> int:
+        """Tokens in one optimizer step's global batch (train.global_batch_size makes it world-size free)."""
+        return self.train.global_batch(world_size) * self.data.seq_len
+
+    def training_tokens(self, world_size: int = 1) -> int:
+        """The run's token horizon: steps × global batch × seq_len."""
+        return self.train.steps * self.tokens_per_step(world_size)
 
     def validate(self) -> Config:
         for section in self.sections().values():

@@ -1,4 +1,5 @@
-"""`pretrain apply-lr`: the LR lands in a clean target; settings that break transfer are refused."""
+"""`pretrain apply-lr`: the LR lands in a clean target, decided per axis (width, horizon, batch); settings that
+break transfer are refused."""
 
 import math
 from pathlib import Path
@@ -6,11 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from test_transfer_report import mup_like, sp_like, synthetic_sweep
+from test_transfer_report import horizon_like, mup_like, sp_like, synthetic_sweep
 
 from pretrain.cli import main
 from pretrain.config import ConfigError, load_config
-from pretrain.transfer.apply_lr import set_optim_lr
+from pretrain.transfer.apply_lr import set_optim_lr, transfer
+from pretrain.transfer.report import build_report
+from pretrain.transfer.sweep import load_plan
 
 OPTIMUM = 2**-6.3  # mup_like's optimum at every width
 
@@ -21,10 +24,11 @@ def sweep(tmp_path) -> Path:
 
 
 def target(tmp_path: Path, changes: dict[str, str] | None = None) -> Path:
-    """The proxy (configs/tiny.yaml) at 10B-like width and trained longer, with `changes` (section -> YAML
-    flow mapping) merged in."""
+    """The proxy (configs/tiny.yaml) at 10B-like width, on the proxy's batch (16 × 256 tokens) and horizon
+    (300 steps), with `changes` (section -> YAML flow mapping) merged in."""
     text = (ROOT / "configs" / "tiny.yaml").read_text()
-    text = text.replace("d_model: 128", "d_model: 4096").replace("steps: 300", "steps: 50000")
+    text = text.replace("d_model: 128", "d_model: 4096").replace("micro_batch_size: 16", "micro_batch_size: 16\n"
+                                                                   "  global_batch_size: 16")
     text += "# the big run\n"
     if changes:
         raw = yaml.safe_load(text)
@@ -46,7 +50,8 @@ def test_a_clean_target_gets_the_lr_and_keeps_its_comments(tmp_path, sweep, caps
     cfg = load_config(big)
     assert cfg.optim.lr == pytest.approx(OPTIMUM, rel=1e-3) and cfg.model.d_model == 4096
     after = big.read_text()
-    assert "# the big run" in after and "μ-transferred from sweep proxy-sweep (width 1024, 2^-6.30)" in after
+    assert "# the big run" in after
+    assert "μ-transferred from proxy-sweep: width 1024, fitted 2^-6.30 at 1.2e+06 tokens" in after
     assert len(after.splitlines()) == len(before.splitlines())  # one line changed in place
 
 
@@ -68,11 +73,11 @@ def test_settings_that_break_transfer_are_refused(tmp_path, sweep, changes, reas
     assert load_config(big).optim.lr == pytest.approx(OPTIMUM, rel=1e-3)
 
 
-def test_width_steps_batch_and_data_may_change(tmp_path, sweep):
+def test_width_data_and_infrastructure_may_change(tmp_path, sweep):
     big = target(tmp_path, {"model": "{d_ff: 11008, ffn_multiple_of: 128, n_kv_heads: 8}",
-                            "train": "{micro_batch_size: 4, global_batch_size: 512}",
-                            "data": "{source: /data/web, seq_len: 4096, vocab_size: 32000}",
-                            "optim": "{warmup_steps: 2000}", "deepspeed": "{zero_stage: 3}"})
+                            "train": "{micro_batch_size: 4, global_batch_size: 16}",
+                            "data": "{source: /data/web, vocab_size: 32000}",
+                            "optim": "{warmup_steps: 20}", "deepspeed": "{zero_stage: 3}"})
     assert main(["apply-lr", str(sweep), str(big)]) == 0
 
 
@@ -85,7 +90,7 @@ def test_a_drifting_sweep_or_an_edge_optimum_is_refused(tmp_path, capsys):
     assert "the sweep's optimum drifts by -1.00 log2 per doubling" in err
     edge = synthetic_sweep(tmp_path / "edge", mup_like, lrs="2^-12:2^-7:1")
     assert main(["apply-lr", str(edge), str(target(tmp_path))]) == 2
-    assert "width 128: the optimum sits on the grid edge" in capsys.readouterr().err
+    assert "width 1024: the optimum sits on the grid edge" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["model:\n  d_model: 64\n", "optim:\n  # Adam\n  beta2: 0.95\n",
@@ -107,3 +112,77 @@ def test_set_optim_lr_refuses_a_layout_it_cannot_edit(tmp_path):
         set_optim_lr(path, 0.0123, "note")
     assert math.isclose(yaml.safe_load(path.read_text())["optim"]["lr"], 0.1)
 
+
+
+@pytest.fixture
+def horizons(tmp_path) -> Path:
+    """A sweep at 150, 300 and 600 steps whose optimum falls by β = 0.3 per doubling of tokens."""
+    return synthetic_sweep(tmp_path / "horizons", horizon_like(0.3), steps=[150, 300, 600])
+
+
+def test_a_swept_horizon_uses_its_optimum(tmp_path, horizons, capsys):
+    big = target(tmp_path, {"train": "{steps: 310}"})  # within 10% of the 300-step horizon
+    assert main(["apply-lr", str(horizons), str(big)]) == 0
+    assert load_config(big).optim.lr == pytest.approx(2**-6.3, rel=1e-3)
+    assert "same horizon: width 1024, fitted 2^-6.30 at 1.2e+06 tokens" in capsys.readouterr().out
+
+
+def test_another_horizon_is_extrapolated_along_the_fit(tmp_path, horizons, capsys):
+    big = target(tmp_path, {"train": "{steps: 4800}"})  # 8x the longest swept horizon: 3 doublings past it
+    assert main(["apply-lr", str(horizons), str(big)]) == 0
+    assert load_config(big).optim.lr == pytest.approx(2 ** (-6.3 - 0.3 * 4), rel=1e-3)
+    out = capsys.readouterr().out
+    assert "extrapolated: width 1024, fitted 2^-6.60 at 2.5e+06 tokens, extrapolated 8x to 2e+07 tokens" in out
+    assert "(-0.90 log2)" in out
+    assert "extrapolated 8x to 2e+07 tokens with β 0.30: 2^-7.50" in big.read_text()
+
+
+def test_one_swept_horizon_refuses_another_naming_both_and_the_fix(tmp_path, sweep, capsys):
+    big = target(tmp_path, {"train": "{steps: 4800}"})
+    assert main(["apply-lr", str(sweep), str(big)]) == 2
+    err = capsys.readouterr().err
+    assert "the target trains 1.97e+07 tokens" in err and "at 1.23e+06 tokens only" in err
+    assert "--steps 75,150,300" in err and err.count("\n") == 1
+    assert main(["apply-lr", str(sweep), str(big), "--force"]) == 0
+    assert load_config(big).optim.lr == pytest.approx(OPTIMUM, rel=1e-3)
+    assert "not corrected for the horizon (applied with --force)" in big.read_text()
+
+
+def test_too_far_an_extrapolation_is_refused(tmp_path, horizons, capsys):
+    big = target(tmp_path, {"train": "{steps: 61200}"})  # 102x the longest swept horizon
+    assert main(["apply-lr", str(horizons), str(big)]) == 2
+    assert "102x the longest swept horizon" in capsys.readouterr().err
+    assert main(["apply-lr", str(horizons), str(big), "--force"]) == 0
+    assert math.log2(load_config(big).optim.lr) == pytest.approx(-6.3 - 0.3 * math.log2(204), abs=1e-3)
+
+
+def test_an_undetermined_beta_is_refused(tmp_path, capsys):
+    flat = synthetic_sweep(tmp_path / "flat", horizon_like(0.02), steps=[150, 300, 600], noise=0.01)
+    assert main(["apply-lr", str(flat), str(target(tmp_path, {"train": "{steps: 4800}"}))]) == 2
+    assert "is undetermined" in capsys.readouterr().err
+
+
+def test_another_batch_is_refused(tmp_path, horizons, capsys):
+    big = target(tmp_path, {"train": "{global_batch_size: 32, steps: 300}"})
+    assert main(["apply-lr", str(horizons), str(big)]) == 2
+    assert "the target trains on 8,192 tokens per step, the proxies on 4,096" in capsys.readouterr().err
+    assert main(["apply-lr", str(horizons), str(big), "--force"]) == 0
+
+
+def test_weight_decay_with_a_horizon_change_is_refused(tmp_path, horizons, capsys):
+    big = target(tmp_path, {"train": "{steps: 4800}", "optim": "{weight_decay: 0.1}"})
+    assert main(["apply-lr", str(horizons), str(big)]) == 2
+    assert "optim.weight_decay > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, case", [("10b.yaml", "extrapolated"), ("1b.yaml", "extrapolated")])
+def test_the_shipped_proxy_ladder_transfers_to_the_shipped_targets(tmp_path, name, case):
+    """configs/proxy.yaml swept at its documented horizons gives 1b and 10b a legal extrapolation (no problem
+    to force past), on the targets' own batch."""
+    sweep = synthetic_sweep(tmp_path / "proxy", horizon_like(0.3, at_tokens=2**21 * 5000), widths=(128, 256, 512),
+                            config="configs/proxy.yaml", steps=[1250, 2500, 5000])
+    plan = load_plan(sweep)
+    result = transfer(plan, build_report(plan), load_config(ROOT / "configs" / name))
+    assert result.problems == [] and result.case == case
+    tokens = load_config(ROOT / "configs" / name).training_tokens()
+    assert math.log2(result.lr) == pytest.approx(-6.3 - 0.3 * math.log2(tokens / (2**21 * 5000)), abs=1e-6)

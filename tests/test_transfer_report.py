@@ -2,25 +2,28 @@
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
 from pretrain.cli import main
-from pretrain.transfer.report import DRIFT_TOLERANCE, build_report, fit_optimum
+from pretrain.transfer.report import DRIFT_TOLERANCE, build_report, fit_optimum, shared_slope
 from pretrain.transfer.sweep import create_sweep, load_plan, parse_lrs, result_path
 
 
 def synthetic_sweep(out: Path, optimum, widths=(128, 256, 512, 1024), lrs="2^-12:2^-2:0.5",
-                    diverge_above: float = math.inf, config: str = "configs/tiny.yaml", overrides=()) -> Path:
-    """A planned sweep whose points have results: eval loss 3 + 0.1·(log2 lr − optimum(width))², diverged
-    above `diverge_above` (log2)."""
-    plan = create_sweep(ROOT / config, list(widths), parse_lrs(lrs), out, list(overrides))
+                    diverge_above: float = math.inf, config: str = "configs/tiny.yaml", overrides=(),
+                    steps: list[int] | None = None, noise: float = 0.0, seed: int = 0) -> Path:
+    """A planned sweep whose points have results: eval loss 3 + 0.1·(log2 lr − optimum(width, tokens))²
+    (plus Gaussian noise of std `noise`), diverged above `diverge_above` (log2)."""
+    plan = create_sweep(ROOT / config, list(widths), parse_lrs(lrs), out, list(overrides), steps)
+    rng = random.Random(seed)
     for p in plan.points:
         x = math.log2(p.lr)
         diverged = x > diverge_above
-        loss = None if diverged else 3 + 0.1 * (x - optimum(p.width)) ** 2
+        loss = None if diverged else 3 + 0.1 * (x - optimum(p.width, plan.tokens(p.steps))) ** 2 + rng.gauss(0, noise)
         result_path(p).parent.mkdir(parents=True)
         result_path(p).write_text(json.dumps({"index": p.index, "width": p.width, "lr": p.lr,
                                               "status": "diverged" if diverged else "ok",
@@ -28,12 +31,17 @@ def synthetic_sweep(out: Path, optimum, widths=(128, 256, 512, 1024), lrs="2^-12
     return out
 
 
-def mup_like(width: int) -> float:
+def mup_like(width: int, tokens: int) -> float:
     return -6.3
 
 
-def sp_like(width: int) -> float:
+def sp_like(width: int, tokens: int) -> float:
     return -6.3 - math.log2(width / 128)  # halves per doubling
+
+
+def horizon_like(beta: float, at_tokens: float = 4096 * 300):
+    """μP across width, falling by β per doubling of tokens, -6.3 at `at_tokens` (tiny.yaml's horizon)."""
+    return lambda width, tokens: -6.3 - beta * math.log2(tokens / at_tokens)
 
 
 def test_fit_recovers_the_vertex_of_a_parabola():
@@ -105,3 +113,64 @@ def test_report_cli_prints_tables_json_and_writes_the_plot(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "verdict: transfers" in text and "verdict: drifts by -1.00 log2 per doubling" in text
     assert "(sp)" in text and plot.stat().st_size > 10_000
+
+
+def test_horizon_fit_recovers_beta_exactly_without_noise(tmp_path):
+    sweep = synthetic_sweep(tmp_path / "s", horizon_like(0.3), steps=[150, 300, 600, 1200])
+    report = build_report(load_plan(sweep))
+    fit = report.horizon_fit
+    assert fit.beta == pytest.approx(0.3, abs=1e-6) and fit.beta_se == pytest.approx(0, abs=1e-6)
+    assert fit.determined and fit.disagreeing == [] and report.verdict == "transfers"
+    assert report.optimum(1024, 1200).tokens == 1200 * 4096 and report.warmup == "30 steps at every horizon"
+    assert fit.log2_lr(1024, 4096 * 300 * 16) == pytest.approx(-6.3 - 0.3 * 4)  # 16x tokens: 4 doublings
+
+
+def test_horizon_fit_recovers_beta_within_its_standard_error_under_noise(tmp_path):
+    """Noisy losses: the fitted β lands within 2.5 standard errors of the true one in most sweeps, and the
+    standard error reflects the noise (not zero, not huge)."""
+    hits, ses = 0, []
+    for seed in range(8):
+        sweep = synthetic_sweep(tmp_path / f"s{seed}", horizon_like(0.4), steps=[150, 300, 600],
+                                lrs="2^-10:2^-4:0.5", noise=0.01, seed=seed)
+        fit = build_report(load_plan(sweep)).horizon_fit
+        hits += abs(fit.beta - 0.4) <= 2.5 * fit.beta_se
+        ses.append(fit.beta_se)
+    assert hits >= 7 and 0.005 < sorted(ses)[4] < 0.2
+
+
+def test_two_horizons_get_a_standard_error_from_several_widths(tmp_path):
+    sweep = synthetic_sweep(tmp_path / "s", horizon_like(0.3), steps=[300, 1200], noise=0.005)
+    fit = build_report(load_plan(sweep)).horizon_fit
+    assert fit.dof == 8 - 4 - 1 and fit.beta_se is not None and fit.beta == pytest.approx(0.3, abs=0.15)
+
+
+def test_a_width_with_another_beta_is_a_warning(tmp_path):
+    def drifting_beta(width, tokens):  # β 0.3 at every width but 1024, where it is 0.9
+        return horizon_like(0.9 if width == 1024 else 0.3)(width, tokens)
+
+    sweep = synthetic_sweep(tmp_path / "s", drifting_beta, steps=[150, 300, 600, 1200], noise=0.002)
+    report = build_report(load_plan(sweep))
+    assert report.horizon_fit.disagreeing == [1024]
+    assert any("width 1024: β = 0.9" in w and "disagrees" in w for w in report.warnings)
+
+
+def test_shared_slope_is_least_squares_with_per_group_intercepts():
+    fit = shared_slope({1: [(0, 1.0), (1, 3.0), (2, 5.2)], 2: [(0, 10.0), (1, 12.1), (2, 14.0)]})
+    assert fit.slope == pytest.approx((2.1 + 2.0) / 2) and fit.dof == 3
+    assert fit.intercepts[2] - fit.intercepts[1] == pytest.approx(9.0 - 0.0, abs=0.1)
+    assert fit.group_slopes == pytest.approx({1: 2.1, 2: 2.0})
+    assert shared_slope({1: [(0, 1.0)]}) is None  # no group with two distinct x
+
+
+def test_report_cli_shows_the_horizon_fit_and_the_target_extrapolation(tmp_path, capsys):
+    sweep = synthetic_sweep(tmp_path / "s", horizon_like(0.3), steps=[150, 300, 600])
+    target = tmp_path / "long.yaml"
+    target.write_text(f"base: {ROOT / 'configs' / 'tiny.yaml'}\ntrain:\n  steps: 4800\n  global_batch_size: 16\n")
+    assert main(["report", str(sweep), "--target", str(target), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["horizon_fit"]["beta"] == pytest.approx(0.3, abs=1e-6)
+    assert data["target"]["ratio"] == pytest.approx(8) and data["target"]["log2_lr"] == pytest.approx(-6.3 - 0.3 * 4)
+    assert main(["report", str(sweep), "--target", str(target)]) == 0
+    text = capsys.readouterr().out
+    assert "horizon fit:" in text and "β = 0.300" in text and "8x the longest swept horizon" in text
+    assert (sweep / "loss_vs_lr.png").stat().st_size > 10_000

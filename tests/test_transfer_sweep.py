@@ -15,6 +15,7 @@ from pretrain.transfer.sweep import (
     create_sweep,
     load_plan,
     parse_lrs,
+    parse_steps,
     parse_widths,
     read_result,
     result_path,
@@ -44,7 +45,9 @@ def test_plan_lists_every_point_with_its_overrides(tmp_path):
     assert data["name"] == "my-sweep" and data["parametrization"] == "sp" and len(data["points"]) == 4
     point = data["points"][3]
     assert (point["index"], point["width"], point["lr"]) == (3, 256, 2**-6)
-    assert point["overrides"] == ["model.d_model=256", "optim.lr=0.015625",
+    assert point["name"] == "w256-s50-lr1.5625e-02" and point["steps"] == 50 and data["steps"] == [50]
+    assert data["tokens_per_step"] == 16 * 256 and data["warmup"] == "30 steps at every horizon"
+    assert point["overrides"] == ["model.d_model=256", "train.steps=50", "optim.lr=0.015625",
                                   f"train.out_dir={sweep.resolve()}/points/{point['name']}",
                                   "wandb.group=my-sweep", f"wandb.name={point['name']}"]
     # the snapshot holds the user's overrides; a point is the snapshot plus its own overrides
@@ -58,8 +61,22 @@ def test_plan_lists_every_point_with_its_overrides(tmp_path):
         create_sweep(TINY, [128, 512], [2**-8, 2**-6], sweep)
 
 
+def test_horizons_multiply_the_grid_and_keep_the_warmup_rule(tmp_path):
+    plan = create_sweep(TINY, [64, 128], [2**-8, 2**-6], tmp_path / "s", steps=[100, 400])
+    assert len(plan.points) == 8 and plan.steps == [100, 400] and plan.tokens(400) == 400 * 16 * 256
+    assert {(p.width, p.steps) for p in plan.points} == {(w, s) for w in (64, 128) for s in (100, 400)}
+    for point in plan.points:
+        cfg = load_config(plan.config, point.overrides)
+        assert cfg.train.steps == point.steps and cfg.optim.warmup(point.steps) == 30  # fixed steps: tiny.yaml
+    fraction = create_sweep(TINY, [64], [2**-8], tmp_path / "f", ["optim.warmup_fraction=0.1"], steps=[100, 400])
+    assert fraction.warmup == "0.1 of each horizon's steps"
+    assert [load_config(fraction.config, p.overrides).optim.warmup(p.steps) for p in fraction.points] == [10, 40]
+    with pytest.raises(ConfigError, match="--steps"):
+        parse_steps("100,long")
+
+
 def test_a_width_the_config_cannot_take_fails_at_plan_time(tmp_path):
-    with pytest.raises(ConfigError, match="sweep point width 100: model.head_dim: must divide"):
+    with pytest.raises(ConfigError, match="sweep point width 100, 300 steps: model.head_dim: must divide"):
         create_sweep(TINY, [128, 100], [0.01], tmp_path / "s")
     assert not (tmp_path / "s").exists()
 
@@ -115,6 +132,29 @@ def test_smoke_sweep_runs_records_divergence_restarts_and_reports(tmp_path, caps
     report = build_report(plan)
     assert [o.width for o in report.optima] == [32, 64]
     assert all(o.best_lr < 1 for o in report.optima)
+
+
+@pytest.mark.slow
+def test_smoke_sweep_over_two_horizons_reports_a_horizon_fit_and_applies_it(tmp_path, capsys):
+    """Real training on the embedded corpus: 2 widths x 2 horizons x 3 LRs, then report and apply-lr to a target
+    4x longer than the longest horizon. Only the plumbing is checked here; scripts/horizon_evidence.sh measures."""
+    cache, sweep = tmp_path / "cache", tmp_path / "sweep"
+    run = small_run(tmp_path / "unused", cache, "train.eval_every=1000", "model.base_width=32", "optim.warmup_steps=2",
+                    "train.global_batch_size=8")
+    overrides = [o for o in run if not o.startswith(("train.out_dir", "model.d_model"))]
+    assert main(["sweep", str(TINY), "--widths", "32,64", "--lrs", "2^-8:2^-4:2", "--steps", "4,8",
+                 "--out", str(sweep), *overrides]) == 0
+    assert "2 widths x 2 horizons x 3 LRs = 12 points" in capsys.readouterr().out
+    assert main(["report", str(sweep), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {(o["width"], o["steps"]) for o in report["optima"]} == {(w, s) for w in (32, 64) for s in (4, 8)}
+    assert report["tokens_per_step"] == 8 * 64 and "horizon_fit" in report
+    target = tmp_path / "target.yaml"
+    target.write_text(f"base: {sweep / 'config.yaml'}\nmodel:\n  d_model: 256\ntrain:\n  steps: 32\n")
+    code = main(["apply-lr", str(sweep), str(target), "--force"])
+    out = capsys.readouterr().out
+    assert code == 0 and "optim.lr=" in out and ("extrapolated" in out or "one horizon" in out)
+    assert "μ-transferred from sweep" in target.read_text()
 
 
 def test_sweep_point_rejects_a_bad_index(tmp_path, capsys):

@@ -48,11 +48,12 @@ def build_optimizer(model: torch.nn.Module, model_cfg: ModelConfig, cfg: OptimCo
 
 def lr_schedule(step: int, cfg: OptimConfig, total_steps: int) -> float:
     """The multiplier on every group's peak LR at `step` (0-based): linear warmup, then decay to the floor."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
+    warmup = cfg.warmup(total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
     if cfg.schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     if cfg.schedule == "cosine":
         decay = 0.5 * (1.0 + math.cos(math.pi * progress))
     else:

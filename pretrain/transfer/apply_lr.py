@@ -1,14 +1,24 @@
-"""`pretrain apply-lr`: carry a sweep's optimum LR over to a target config, where μ-transfer applies.
+"""`pretrain apply-lr`: carry a sweep's optimum LR over to a target config, where transfer applies.
 
-Transfer is only claimed for a target that is the swept proxy made wider (and trained longer, on a larger
-batch or other data), under a recipe the paper found to transfer. Anything else is refused with the reason;
-`--force` applies the LR anyway.
+μP carries the optimum across width; it says nothing about the training horizon or the batch, so those are
+decided per axis, from the target's token horizon (steps × global batch × seq_len):
+- the same horizon as a swept one (within 10%): the widest proxy's optimum there;
+- another horizon, with two or more swept: the widest proxy's optimum extrapolated along the sweep's horizon
+  fit (log2 lr* falls by β per doubling of tokens), refused past 100x the longest swept horizon or when β is
+  undetermined;
+- another horizon with one swept: refused, naming the sweep that would measure it;
+- another global batch (tokens per step) than the proxies': refused (nothing here measures how the optimum
+  moves with the batch: sweep the proxies at the target's batch).
+Beyond that, transfer is only claimed for a target that is the swept proxy made wider (and trained on other
+data or hardware), under a recipe the paper found to transfer. Anything else is refused with the reason;
+`--force` applies the LR anyway, and the config line written with it says how it was obtained.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -16,15 +26,25 @@ import yaml
 from ..config import Config, load_config
 from ..errors import ConfigError
 from ..model import mup
-from .report import SweepReport, WidthOptimum, build_report
+from .report import SweepReport, build_report, extrapolation
 from .sweep import Plan, load_plan
 
 # May differ between proxy and target: the width and what follows from it (MLP width and its rounding, KV
-# heads), run length (warmup counts steps), batch, data, and settings that leave the math alone (kernels,
-# precision, logging).
+# heads), and settings that leave the math alone (kernels, precision, logging). The run's length and batch
+# (train.*) are judged by their tokens, below; the warmup follows the run's length.
 FREE_KEYS = ("model.d_model", "model.d_ff", "model.ffn_multiple_of", "model.n_kv_heads", "model.use_kernels",
-             "optim.lr", "optim.warmup_steps")
+             "optim.lr", "optim.warmup_steps", "optim.warmup_fraction")
 FREE_SECTIONS = ("data", "train", "deepspeed", "wandb")
+SAME_HORIZON = 0.10  # a target within 10% of a swept horizon's tokens uses that horizon's optimum
+MAX_EXTRAPOLATION = 100.0  # farthest reach of the horizon fit past the longest swept horizon
+
+
+@dataclass
+class Transfer:
+    lr: float  # the LR the target should train at
+    case: str  # "same horizon", "extrapolated" or "one horizon" (the naive reuse, only with --force)
+    note: str  # how it was obtained, for the config line
+    problems: list[str]  # why it should not be used; empty when transfer applies
 
 
 def breaking_settings(cfg: Config) -> list[str]:
@@ -63,28 +83,83 @@ def transfer_problems(plan: Plan, report: SweepReport, target: Config) -> list[s
     return problems
 
 
-def transferred_optimum(report: SweepReport) -> WidthOptimum:
-    """The widest proxy's optimum: the closest to the target, and the least affected by finite width."""
+def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
+    """The LR for `target` from the sweep, the case that gave it, and every reason to refuse it."""
     if not report.optima:
         raise ConfigError(f"sweep {report.name} has no optimum yet; run its points first")
-    return report.optima[-1]
+    problems = breaking_settings(target)
+    proxy = load_config(plan.config)
+    problems += [f"differs from the proxy in {d}" for d in config_differences(proxy, target)]
+    if report.verdict != "transfers":
+        problems.append(f"the sweep's optimum {report.verdict}")
+    widest = max(o.width for o in report.optima)
+    problems += [f"width {o.width}: the optimum sits on the grid edge" for o in report.optima
+                 if o.on_edge and o.width == widest]
+    if target.train.global_batch_size is None:
+        problems.append("train.global_batch_size is not set, so the target's tokens per step depend on the GPU "
+                        "count; set it to compare the target's batch and horizon with the sweep's")
+    tokens_per_step = target.tokens_per_step()
+    if tokens_per_step != plan.tokens_per_step:
+        problems.append(f"the target trains on {tokens_per_step:,} tokens per step, the proxies on "
+                        f"{plan.tokens_per_step:,}: the optimum moves with the batch and nothing here measures how; "
+                        "sweep the proxies at the target's global batch × seq_len")
+    tokens = target.training_tokens()
+    swept = {steps: plan.tokens(steps) for steps in plan.steps}
+    nearest = min(swept, key=lambda steps: abs(math.log(tokens / swept[steps])))
+    at_nearest = report.optimum(widest, nearest)
+    if abs(tokens / swept[nearest] - 1) <= SAME_HORIZON and at_nearest is not None:
+        note = f"width {widest}, fitted 2^{math.log2(at_nearest.lr):.2f} at {swept[nearest]:.2g} tokens"
+        return Transfer(at_nearest.lr, "same horizon", note, problems)
+    if len(plan.steps) == 1 or report.horizon_fit is None:
+        problems.append(f"the target trains {tokens:.3g} tokens, the sweep measured the optimum at "
+                        f"{', '.join(f'{t:.3g}' for t in swept.values())} tokens only, and the optimum moves with "
+                        f"the horizon; sweep two or more horizons around it, e.g. `pretrain sweep {plan.config} "
+                        f"--widths {','.join(map(str, plan.widths))} --lrs ... --steps {_ladder(plan, tokens)}`")
+        lr = at_nearest.lr if at_nearest else report.optima[-1].lr
+        note = f"width {widest}, 2^{math.log2(lr):.2f} at {swept[nearest]:.2g} tokens, not corrected for the horizon"
+        return Transfer(lr, "one horizon", note, problems)
+    e = extrapolation(report, tokens)
+    fit = report.horizon_fit
+    if not fit.determined:
+        se = "no standard error" if fit.beta_se is None else f"standard error {fit.beta_se:.2f}"
+        problems.append(f"the horizon fit's β = {fit.beta:.2f} is undetermined ({se}, more than half of β)")
+    shortest = min(swept.values())
+    if e["ratio"] > MAX_EXTRAPOLATION:
+        problems.append(f"the target's {tokens:.3g} tokens are {e['ratio']:.3g}x the longest swept horizon "
+                        f"({e['longest_tokens']:.3g}): beyond {MAX_EXTRAPOLATION:g}x the fit is not trusted; sweep "
+                        "longer proxies")
+    elif shortest / tokens > MAX_EXTRAPOLATION:
+        problems.append(f"the target's {tokens:.3g} tokens are {shortest / tokens:.3g}x shorter than the shortest "
+                        f"swept horizon ({shortest:.3g}); sweep shorter proxies")
+    if target.optim.weight_decay > 0:
+        problems.append("optim.weight_decay > 0: the best decay changes with the horizon (AdamW averages over "
+                        "about 1/(lr·λ) steps) and no rule for it is fitted here; train the target without decay")
+    reach = "extrapolated" if e["ratio"] > 1 else "interpolated"
+    note = (f"width {e['width']}, fitted 2^{e['log2_lr_at_longest']:.2f} at {e['longest_tokens']:.2g} tokens, "
+            f"{reach} {e['ratio']:.3g}x to {tokens:.2g} tokens with β {fit.beta:.2f}: 2^{e['log2_lr']:.2f} "
+            f"({e['correction']:+.2f} log2)")
+    return Transfer(e["lr"], "extrapolated", note, problems)
 
 
-def apply_lr(sweep_dir: str | Path, target_path: str | Path, force: bool = False, write: bool = True) -> str:
-    """Check the target, then write the transferred LR into its optim.lr (with `write`); returns the
-    override `optim.lr=...`. Raises ConfigError listing the problems unless `force`."""
+def _ladder(plan: Plan, tokens: int) -> str:
+    """Three horizons doubling up to the swept one (or to the target's, if shorter)."""
+    top = min(max(plan.steps), max(1, round(tokens / plan.tokens_per_step)))
+    return ",".join(str(max(1, top // 4 * k)) for k in (1, 2, 4))
+
+
+def apply_lr(sweep_dir: str | Path, target_path: str | Path, force: bool = False, write: bool = True) -> Transfer:
+    """Decide the target's LR from the sweep, then write it into the target's optim.lr (with `write`).
+    Raises ConfigError listing the problems unless `force`."""
     plan = load_plan(sweep_dir)
-    report = build_report(plan)
-    optimum = transferred_optimum(report)
-    problems = transfer_problems(plan, report, load_config(target_path))
-    if problems and not force:
-        raise ConfigError(f"not applying the LR of sweep {plan.name} to {target_path}: " + "; ".join(problems)
-                          + ". Pass --force to apply it anyway.")
-    lr = float(f"{optimum.lr:.4g}")
+    result = transfer(plan, build_report(plan), load_config(target_path))
+    if result.problems and not force:
+        raise ConfigError(f"not applying the LR of sweep {plan.name} to {target_path}: "
+                          + "; ".join(result.problems) + ". Pass --force to apply it anyway.")
+    result.lr = float(f"{result.lr:.4g}")
     if write:
-        note = f"μ-transferred from sweep {plan.name} (width {optimum.width}, 2^{math.log2(optimum.lr):.2f})"
-        set_optim_lr(Path(target_path), lr, note)
-    return f"optim.lr={lr}"
+        forced = " (applied with --force)" if result.problems else ""
+        set_optim_lr(Path(target_path), result.lr, f"μ-transferred from {plan.name}: {result.note}{forced}")
+    return result
 
 
 def set_optim_lr(path: Path, lr: float, note: str) -> None:

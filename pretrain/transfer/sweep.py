@@ -1,4 +1,8 @@
-"""LR sweeps over widths: a plan of (width, LR) points, each one ordinary training run.
+"""LR sweeps over widths and training horizons: a plan of (width, steps, LR) points, each one ordinary run.
+
+The horizon axis (`--steps`) is optional: without it every point trains the config's train.steps. The warmup
+follows the config's rule at every horizon: a fixed number of steps (optim.warmup_steps) or a fixed fraction
+of the run (optim.warmup_fraction); the plan records which.
 
 `SWEEP_DIR/plan.json` lists the points; `SWEEP_DIR/config.yaml` is the resolved proxy config they all start
 from, so a sweep stays reproducible after the source config changes. A point runs as a subprocess
@@ -33,6 +37,7 @@ class Point:
     index: int
     name: str
     width: int
+    steps: int
     lr: float
     out_dir: str
     overrides: list[str]  # everything that distinguishes this run from the sweep's config.yaml
@@ -45,12 +50,19 @@ class Plan:
     config: str  # the resolved proxy config snapshot
     parametrization: str
     widths: list[int]
+    steps: list[int]  # the horizons
     lrs: list[float]
+    tokens_per_step: int  # global batch × seq_len, the same at every point
+    warmup: str  # the warmup rule, identical at every horizon
     points: list[Point]
 
     @property
     def path(self) -> Path:
         return Path(self.dir) / "plan.json"
+
+    def tokens(self, steps: int) -> int:
+        """The token horizon of a point that trains `steps` steps."""
+        return steps * self.tokens_per_step
 
 
 def parse_widths(text: str) -> list[int]:
@@ -83,31 +95,45 @@ def parse_lrs(text: str) -> list[float]:
     return sorted(set(lrs))
 
 
-def point_name(width: int, lr: float) -> str:
-    return f"w{width}-lr{lr:.4e}"
+def parse_steps(text: str) -> list[int]:
+    """`--steps 1250,2500,5000`: the horizons, in optimizer steps."""
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--steps: expected integers such as 1250,2500,5000, got {text!r}") from None
+    if not steps or min(steps) <= 0:
+        raise ConfigError(f"--steps: expected positive integers, got {text!r}")
+    return sorted(set(steps))
+
+
+def point_name(width: int, steps: int, lr: float) -> str:
+    return f"w{width}-s{steps}-lr{lr:.4e}"
 
 
 def create_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str | Path | None = None,
-                 overrides: list[str] = ()) -> Plan:
-    """Write the plan of the grid widths × LRs on top of CONFIG (plus overrides), or find the same plan
-    already there (a restart). Every point's config is validated here, so a bad width fails now rather
-    than in the middle of the sweep."""
+                 overrides: list[str] = (), steps: list[int] | None = None) -> Plan:
+    """Write the plan of the grid widths × horizons × LRs on top of CONFIG (plus overrides), or find the same
+    plan already there (a restart). `steps` None = the config's train.steps only. Every point's config is
+    validated here, so a bad width fails now rather than in the middle of the sweep."""
     cfg = load_config(config, overrides)
+    horizons = steps or [cfg.train.steps]
     sweep_dir = Path(out or f"runs/sweep-{Path(config).stem}-{cfg.model.parametrization}").resolve()
     snapshot = sweep_dir / "config.yaml"
     points = []
     for width in widths:
-        for lr in lrs:
-            name = point_name(width, lr)
-            out_dir = sweep_dir / "points" / name
-            point_overrides = [f"model.d_model={width}", f"optim.lr={lr!r}", f"train.out_dir={out_dir}",
-                               f"wandb.group={sweep_dir.name}", f"wandb.name={name}"]
-            try:
-                load_config(config, [*overrides, *point_overrides])
-            except ConfigError as err:
-                raise ConfigError(f"sweep point width {width}: {err}") from None
-            points.append(Point(len(points), name, width, lr, str(out_dir), point_overrides))
-    plan = Plan(sweep_dir.name, str(sweep_dir), str(snapshot), cfg.model.parametrization, widths, lrs, points)
+        for horizon in horizons:
+            for lr in lrs:
+                name = point_name(width, horizon, lr)
+                out_dir = sweep_dir / "points" / name
+                point_overrides = [f"model.d_model={width}", f"train.steps={horizon}", f"optim.lr={lr!r}",
+                                   f"train.out_dir={out_dir}", f"wandb.group={sweep_dir.name}", f"wandb.name={name}"]
+                try:
+                    load_config(config, [*overrides, *point_overrides])
+                except ConfigError as err:
+                    raise ConfigError(f"sweep point width {width}, {horizon} steps: {err}") from None
+                points.append(Point(len(points), name, width, horizon, lr, str(out_dir), point_overrides))
+    plan = Plan(sweep_dir.name, str(sweep_dir), str(snapshot), cfg.model.parametrization, widths, horizons, lrs,
+                cfg.tokens_per_step(), cfg.optim.warmup_rule(), points)
     if plan.path.exists():
         if load_plan(sweep_dir) != plan or snapshot.read_text() != cfg.to_yaml():
             raise ConfigError(f"{sweep_dir} already holds a different sweep; pass --out with a new directory "
@@ -154,7 +180,7 @@ def run_point(plan: Plan, index: int) -> dict:
         command = [sys.executable, "-m", "pretrain", "train", plan.config, *point.overrides]
         returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
     records = read_metrics(out_dir / "metrics.jsonl")
-    finished = bool(records) and records[-1]["step"] >= load_config(plan.config, point.overrides).train.steps
+    finished = bool(records) and records[-1]["step"] >= point.steps
     # exit 0 without all steps: stopped by a signal or a STOP file, so not a result yet
     status = ("ok" if returncode == ExitCode.OK and finished
               else "diverged" if returncode == ExitCode.DIVERGED else "failed")
@@ -179,7 +205,7 @@ def run_local(plan: Plan) -> list[dict]:
     bar = tqdm(todo, desc=f"sweep {plan.name}", unit="point", initial=len(plan.points) - len(todo),
                total=len(plan.points), dynamic_ncols=True)
     for point in bar:
-        bar.set_postfix_str(f"width {point.width}, lr {point.lr:.3g}")
+        bar.set_postfix_str(f"width {point.width}, {point.steps} steps, lr {point.lr:.3g}")
         result = run_point(plan, point.index)
         results.append(result)
         if result["status"] == "failed":
