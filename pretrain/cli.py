@@ -215,6 +215,20 @@ def _export_hf(args: argparse.Namespace) -> None:
     print(f"{args.out}: LlamaForCausalLM ({args.dtype}) from {checkpoint}")
 
 
+@command("gpu-check", "check and measure the GPU path in minutes: kernels vs references in bf16/fp16, kernel speed, "
+         "training steps; JSON and markdown tables in OUT_DIR", config=False,
+         options=((("out",), {"metavar": "OUT_DIR", "help": "where gpu_check.json and gpu_check.md go"}),
+                  (("--dry-run",), {"action": "store_true",
+                                    "help": "the same code paths on CPU at tiny shapes, kernels interpreted"})))
+def _gpu_check(args: argparse.Namespace) -> None:
+    from .benchmarks.gpu_check import run_gpu_check
+
+    report = run_gpu_check(Path(args.out), dry_run=args.dry_run)
+    failed = [name for name, part in report["parts"].items() if part["status"] != "ok"]
+    print(f"wrote {Path(args.out) / 'gpu_check.json'} and gpu_check.md; "
+          + (f"{len(failed)} part(s) not ok: {', '.join(failed)}" if failed else "every part ok"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pretrain", description="μP LLM pretraining")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

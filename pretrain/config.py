@@ -63,6 +63,8 @@ class ModelConfig:
     norm_eps: float = setting(1e-6, "RMSNorm epsilon", gt=0)
     rope_base: float = setting(10000.0, "RoPE base (half-split layout, full head dim)", gt=1)
     use_kernels: bool = setting(True, "route norm, SwiGLU and attention through `kernels` (Triton on GPU)")
+    loss_chunk: int = setting(512, "tokens per chunk of the readout and cross-entropy, so the micro batch's fp32 "
+                                   "logits never exist at once; 0 = the plain path through the full logits", ge=0)
 
     @property
     def n_heads(self) -> int:

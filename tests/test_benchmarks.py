@@ -1,5 +1,7 @@
 """The benchmarks run and check what they compare (their figures are not asserted: CI times nothing)."""
 
+import json
+
 import pytest
 
 
@@ -12,3 +14,33 @@ def test_prepare_data_benchmark_runs_and_agrees_with_the_recipe(tmp_path, monkey
     benchmark.main(["--config", "none.yaml", "--max-documents", "30", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "packed rows identical: yes" in out and "tiktoken" in out.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_writes_every_part_and_keeps_going_past_a_failure(tmp_path, monkeypatch, capsys):
+    """The whole command on CPU (kernels interpreted), with one part given too little time: that part is
+    recorded as timed out, every other part still runs, and the JSON and markdown hold all of them."""
+    from pretrain.benchmarks import gpu_check
+    from pretrain.cli import main
+
+    monkeypatch.setitem(gpu_check.PARTS, "bench-10b", 1)
+    assert main(["gpu-check", str(tmp_path), "--dry-run"]) == 0
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["environment"]["dry_run"] and report["environment"]["triton"]
+    parts = report["parts"]
+    assert list(parts) == list(gpu_check.PARTS)
+    assert parts["bench-10b"]["status"].startswith("timed out after 1 s")
+    assert all(p["status"] == "ok" for name, p in parts.items() if name != "bench-10b"), parts
+    kernel_rows = parts["kernels-bf16"]["rows"] + parts["kernels-fp16"]["rows"]
+    assert {r["dtype"] for r in kernel_rows} == {"bfloat16", "float16"} and all(r["ok"] for r in kernel_rows)
+    assert {r["op"] for r in kernel_rows} >= {"rms_norm", "swiglu", "attention", "attention (GQA, ragged)"}
+    impls = {(r["op"], r["impl"]) for r in parts["bench-1b"]["rows"] if r["error"] is None}
+    assert impls == {(op, impl) for op in ("attention",) for impl in ("triton", "sdpa-flash", "eager", "compile")} | {
+        (op, impl) for op in ("rms_norm", "swiglu") for impl in ("triton", "eager", "compile")}
+    (on,), (off,) = parts["train-kernels"]["rows"], parts["train-torch"]["rows"]
+    assert on["kernels"] and not off["kernels"] and on["tokens_per_s"] > 0 and off["peak_memory_gib"] > 0
+    table = (tmp_path / "gpu_check.md").read_text()
+    for heading in ("| part | status | seconds |", "| op | dtype | shape | max error |", "| op | model | shape | impl",
+                    "| model | kernels | precision | batch |"):
+        assert heading in table
+    assert "bench-10b | timed out" in table and "1 part(s) not ok: bench-10b" in capsys.readouterr().out

@@ -15,6 +15,7 @@ import kernels
 
 from ..config import ModelConfig
 from . import mup
+from .loss import chunked_cross_entropy, cross_entropy
 from .mup import Role
 
 
@@ -110,6 +111,22 @@ class Block(nn.Module):
         return x
 
 
+class Readout(nn.Linear):
+    """The unembedding d -> V, untied from the embedding. Given targets it returns the mean next-token loss
+    instead of the logits, `loss_chunk` tokens at a time (0: through the full logits, the plain path)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__(cfg.d_model, vocab_size, bias=False)
+        self.loss_chunk = cfg.loss_chunk
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        if targets is None:
+            return super().forward(x)  # (B, T, V)
+        if self.loss_chunk == 0:
+            return cross_entropy(super().forward(x), targets)
+        return chunked_cross_entropy(x, self.weight, targets, self.loss_chunk)
+
+
 class Transformer(nn.Module):
     ROLES = {"embed.weight": Role.EMBEDDING, "readout.weight": Role.READOUT}
 
@@ -121,15 +138,15 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, ops) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg, ops)
-        self.readout = nn.Linear(cfg.d_model, vocab_size, bias=False)  # untied from the embedding
+        self.readout = Readout(cfg, vocab_size)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) -> logits (B, T, vocab)."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (B, T) -> logits (B, T, vocab); with targets (B, T), the mean cross-entropy instead."""
         cos, sin = rope_angles(idx.shape[1], self.cfg.head_dim, self.cfg.rope_base, idx.device)
         x = self.embed(idx)  # (B, T, d)
         for block in self.blocks:
             x = block(x, cos, sin)
-        return self.readout(self.norm(x))
+        return self.readout(self.norm(x), targets)
 
     def param_roles(self) -> dict[str, Role]:
         """Every parameter's name mapped to its μP role, as declared by the modules' `ROLES`."""

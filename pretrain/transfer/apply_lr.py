@@ -33,7 +33,7 @@ from .sweep import Plan, load_plan
 # heads), and settings that leave the math alone (kernels, precision, logging). The run's length and batch
 # (train.*) are judged by their tokens, below; the warmup follows the run's length.
 FREE_KEYS = ("model.d_model", "model.d_ff", "model.ffn_multiple_of", "model.n_kv_heads", "model.use_kernels",
-             "optim.lr", "optim.warmup_steps", "optim.warmup_fraction")
+             "model.loss_chunk", "optim.lr", "optim.warmup_steps", "optim.warmup_fraction")
 FREE_SECTIONS = ("data", "train", "deepspeed", "wandb")
 SAME_HORIZON = 0.10  # a target within 10% of a swept horizon's tokens uses that horizon's optimum
 MAX_EXTRAPOLATION = 100.0  # farthest reach of the horizon fit past the longest swept horizon

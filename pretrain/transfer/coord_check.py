@@ -21,7 +21,7 @@ import torch
 from ..config import Config
 from ..data.sampler import StepSampler, train_micro_batches
 from ..data.shards import prepare_data
-from ..model.loss import lm_loss
+from ..model.loss import cross_entropy
 from ..model.transformer import Transformer, build_model
 from ..training.optim import build_optimizer, set_lr
 
@@ -47,7 +47,7 @@ def _train_and_record(cfg: Config, width: int, seed: int, steps: int, data) -> d
     sampler = StepSampler(len(data.train), cfg.train.micro_batch_size, seed)  # same batches for every width
     for step in range(steps):
         (batch,) = train_micro_batches(data, sampler, step, 0, 1, cfg.train.micro_batch_size)
-        loss = lm_loss(model, batch)
+        loss = cross_entropy(model(batch[:, :-1]), batch[:, 1:])  # through the logits, which the hooks record
         loss.backward()
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
