@@ -20,3 +20,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config problem, phrased as one line that names the key and what is allowed."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A path that is not a usable checkpoint (missing, incomplete, damaged or unsafe); the message names it."""

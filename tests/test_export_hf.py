@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pretrain import load_model
 from pretrain.cli import main
 from pretrain.training.checkpoint import latest_checkpoint, load_consolidated_state_dict
+from pretrain.training.engine import file_checksum
 
 pytestmark = pytest.mark.slow
 
@@ -187,14 +188,17 @@ def test_bad_inputs_give_one_clear_line(runs, tmp_path, capsys):
     assert "incomplete checkpoint" in error_line(capsys, "export-hf", str(partial), out)
     no_weights = shutil.copytree(ckpt, tmp_path / "no_weights")
     (no_weights / "ds" / "mp_rank_00_model_states.pt").unlink()
-    assert "cannot read the ZeRO-0 weights" in error_line(capsys, "export-hf", str(no_weights), out)
+    assert "mp_rank_00_model_states.pt: missing" in error_line(capsys, "export-hf", str(no_weights), out)
     lost_rank = shutil.copytree(runs["gqa_sp_zero3"], tmp_path / "lost_rank")
     (lost_rank / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
-    assert "cannot read the ZeRO-3 weights" in error_line(capsys, "export-hf", str(lost_rank), out)
+    assert "zero_pp_rank_1_mp_rank_00_optim_states.pt: missing" in error_line(capsys, "export-hf", str(lost_rank), out)
 
-    relu = shutil.copytree(ckpt, tmp_path / "relu")
+    relu = shutil.copytree(ckpt, tmp_path / "relu")  # as if trained with a ReLU MLP: its checksums agree
     config = relu / "config.yaml"
     config.write_text(config.read_text().replace("mlp: swiglu", "mlp: relu"))
+    checksums = json.loads((relu / "checksums.json").read_text())
+    checksums["config.yaml"] = file_checksum(config)
+    (relu / "checksums.json").write_text(json.dumps(checksums))
     assert "model.mlp=relu" in error_line(capsys, "export-hf", str(relu), out)
 
     export(ckpt, Path(out))

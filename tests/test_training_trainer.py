@@ -3,6 +3,7 @@ so the loop's bookkeeping is checked in seconds: steps, accumulation, LR, eval, 
 resume. The real engine is tested end to end in test_training_train.py and test_training_distributed.py."""
 
 import math
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from pretrain.config import config_from_dict
 from pretrain.model.transformer import build_model
 from pretrain.training.checkpoint import Checkpointer, list_checkpoints, read_trainer_state
+from pretrain.training.engine import file_checksum
 from pretrain.training.optim import build_optimizer
 from pretrain.training.trainer import Trainer, TrainingDiverged
 
@@ -24,11 +26,11 @@ class PlainEngine:
         self.backward_calls = self.step_calls = 0
         self.poison_loss_at: int | None = None  # backward call number whose loss is replaced by NaN
 
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        logits = self.module(inputs)
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = self.module(inputs, targets)
         if self.poison_loss_at is not None and self.backward_calls == self.poison_loss_at:
-            logits = logits * math.nan
-        return logits
+            loss = loss * math.nan
+        return loss
 
     def train(self) -> None:
         self.module.train()
@@ -47,12 +49,15 @@ class PlainEngine:
         self.step_calls += 1
         return norm
 
-    def save(self, checkpoint: Path) -> None:
+    def save(self, checkpoint: Path) -> dict[str, Future]:
         (checkpoint / "ds").mkdir()
         torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()},
                    checkpoint / "ds" / "states.pt")
+        checksum = Future()
+        checksum.set_result(file_checksum(checkpoint / "ds" / "states.pt"))
+        return {"ds/states.pt": checksum}
 
-    def load(self, checkpoint: Path, saved_world_size: int) -> None:
+    def load(self, checkpoint: Path, universal: bool) -> None:
         states = torch.load(checkpoint / "ds" / "states.pt", weights_only=True)
         self.module.load_state_dict(states["model"])
         self.optimizer.load_state_dict(states["optimizer"])

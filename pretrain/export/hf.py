@@ -19,10 +19,10 @@ import torch
 
 from ..config import Config, load_config
 from ..data.tokenizer import hf_tokenizer
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_output
 from ..model import mup
-from ..training.checkpoint import CheckpointError, load_consolidated_state_dict, resolve_checkpoint
+from ..training.checkpoint import load_consolidated_state_dict, resolve_checkpoint
 
 if TYPE_CHECKING:
     from transformers import LlamaConfig

@@ -1,39 +1,55 @@
-"""Atomic, self-describing training checkpoints, their retention, and where to resume from.
+"""Atomic, self-describing, verified training checkpoints, their retention, and where to resume from.
 
     OUT/checkpoints/step_00000100/
-        ds/            model + optimizer states (the engine's files, one set per rank, any ZeRO stage)
-        universal/     the same in DeepSpeed's universal format, written on the first resume at another
-                       world size (one file per parameter and state, readable by any world size)
-        rng/rank0.pt   torch/python RNG state of each rank
-        trainer.json   step, world size, global batch (with the step, the data position)
-        config.yaml    the resolved run config
+        ds/              model + optimizer states (the engine's files, one set per rank, any ZeRO stage)
+        universal/       the same in DeepSpeed's universal format, written on the first resume at another
+                         world size (readable by any world size), with its own checksums.json
+        rng/rank0.pt     torch/python RNG state of each rank
+        trainer.json     step, world size, global batch (with the step, the data position)
+        config.yaml      the resolved run config
         tokenizer.json
+        checksums.json   SHA-256 and size of every file above, recorded as it was written
 
 Everything is written under a staging name (`.tmp-step_...`) and renamed at the end, so a directory named
 `step_*` is always complete; a crash mid-save leaves only the staging directory, removed on the next start.
+Before a checkpoint is used (resume, consolidate, export, load_model) every file is checked against
+checksums.json: a truncated, replaced or bit-flipped file, a missing one, or a file the save did not write is
+reported by name. `train.resume=auto` skips a damaged newest checkpoint with a warning and resumes from the
+newest intact one; an explicitly named damaged checkpoint is an error. Files are loaded as data only (see
+`engine.weights_only_loads`).
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import random
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from ..config import load_config
-from ..errors import UserError
-from ..fileio import STAGING_PREFIX, publish, remove, staging_path
+from ..errors import CheckpointError
+from ..fileio import STAGING_PREFIX, publish, remove, staging_path, write_json
 from . import distributed as dist
-from .engine import STATE_DIR, Engine, consolidated_state_dict
+from .engine import (
+    CHECKSUMS,
+    STATE_DIR,
+    UNIVERSAL_DIR,
+    Engine,
+    consolidated_state_dict,
+    convert_to_universal,
+    file_checksum,
+    has_zero_partitions,
+    weights_only_loads,
+)
 
 _PREFIX = "step_"
-
-
-class CheckpointError(UserError, ValueError):
-    """A path that is not a usable checkpoint; the message names it."""
+RNG_DIR = "rng"
+# trainer.json: key -> (type, smallest allowed value)
+TRAINER_STATE = {"step": (int, 0), "world_size": (int, 1), "data_step": (int, 0), "global_batch": (int, 1),
+                 "lr_multiplier": (float, 0.0)}
 
 
 def step_dir_name(step: int) -> str:
@@ -60,41 +76,90 @@ def check_checkpoint(path: Path) -> Path:
         raise CheckpointError(f"{path}: no such checkpoint directory")
     if path.name.startswith(STAGING_PREFIX):
         raise CheckpointError(f"{path}: an incomplete checkpoint (its save never finished)")
-    for name in ("trainer.json", "config.yaml", STATE_DIR):
+    for name in ("trainer.json", "config.yaml", STATE_DIR, CHECKSUMS):
         if not (path / name).exists():
             raise CheckpointError(f"{path}: not a complete checkpoint ({name} is missing)")
     return path
 
 
+def verify_files(directory: Path, owned: tuple[str, ...] = ()) -> None:
+    """Every file that directory/checksums.json lists is there with its size and SHA-256, and the folders in
+    `owned` (all of `directory` if empty) hold no other file; raises CheckpointError naming the first bad file."""
+    manifest = directory / CHECKSUMS
+    try:
+        listed = json.loads(manifest.read_text())
+        expected = {name: (int(v["bytes"]), str(v["sha256"])) for name, v in listed.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise CheckpointError(f"{manifest}: unreadable checksums ({type(err).__name__}: {err})") from None
+    for name, (size, _) in expected.items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (the checkpoint's checksums list it)")
+        if path.stat().st_size != size:
+            raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, {size:,} when it was saved (truncated or "
+                                  "replaced)")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        digests = dict(zip(expected, pool.map(lambda name: file_checksum(directory / name)["sha256"], expected)))
+    for name, (_, digest) in expected.items():
+        if digests[name] != digest:
+            raise CheckpointError(f"{directory / name}: its contents changed since it was saved (checksum "
+                                  "mismatch: corrupted on disk, or edited)")
+    folders = [directory / f for f in owned] if owned else [directory]
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            if path.relative_to(directory).as_posix() not in expected and path.name != CHECKSUMS:
+                raise CheckpointError(f"{path}: not written by the checkpoint's save (not in its checksums)")
+
+
+def verify_checkpoint(path: Path) -> Path:
+    """`path` if it is a complete, intact checkpoint with a valid trainer.json; else CheckpointError."""
+    path = check_checkpoint(path)
+    verify_files(path, owned=(STATE_DIR, RNG_DIR))
+    read_trainer_state(path)
+    return path
+
+
 def resolve_checkpoint(path: Path) -> Path:
     """`path` itself if it is a checkpoint, else the newest complete one in a run dir, its `checkpoints/`,
-    or `checkpoints/latest`; raises CheckpointError naming what is wrong."""
+    or `checkpoints/latest`, verified; raises CheckpointError naming what is wrong."""
     path = Path(path)
     if not (path / "trainer.json").exists():
         base = path.parent if path.name == "latest" else path
         for root in (base, base / "checkpoints"):
             found = latest_checkpoint(root)
             if found is not None:
-                return found
-    return check_checkpoint(path)
+                return verify_checkpoint(found)
+    return verify_checkpoint(path)
 
 
 def load_consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The full fp32 model state dict of a checkpoint of any ZeRO stage and world size, on the CPU."""
-    path = check_checkpoint(path)
+    """The full fp32 model state dict of a verified checkpoint of any ZeRO stage and world size, on the CPU."""
+    path = verify_checkpoint(path)
     stage = load_config(path / "config.yaml").deepspeed.zero_stage
     try:
         state = consolidated_state_dict(path, stage)
-    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path / STATE_DIR}: cannot read the ZeRO-{stage} weights ({err})") from None
     return {name: tensor.float() for name, tensor in state.items()}
 
 
 def read_trainer_state(path: Path) -> dict:
+    """trainer.json, with every key the trainer needs present, of its type and range."""
+    file = path / "trainer.json"
     try:
-        return json.loads((path / "trainer.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path / 'trainer.json'}: unreadable ({err})") from None
+        state = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{file}: unreadable ({err})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(state).__name__}")
+    for key, (kind, low) in TRAINER_STATE.items():
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value < low:
+            raise CheckpointError(f"{file}: {key} must be {'a number' if kind is float else 'an integer'} >= {low}, "
+                                  f"got {value!r}")
+    return state
 
 
 class Checkpointer:
@@ -110,13 +175,25 @@ class Checkpointer:
         dist.barrier()
 
     def to_resume(self, resume: str) -> Path | None:
-        """The checkpoint `train.resume` names: "auto" = the newest complete one (None if there is none yet),
-        "never" = None, else that path."""
+        """The verified checkpoint `train.resume` names (every rank calls it; rank 0 reads the files):
+        "auto" = the newest intact one (None if there is none yet), "never" = None, else that path."""
         if resume == "never":
             return None
-        if resume == "auto":
-            return latest_checkpoint(self.root)
-        return check_checkpoint(Path(resume))
+        if resume != "auto":
+            return dist.on_main(lambda: verify_checkpoint(Path(resume)))
+        return dist.on_main(self._newest_intact)
+
+    def _newest_intact(self) -> Path | None:
+        found = list_checkpoints(self.root)
+        for path in reversed(found):
+            try:
+                return verify_checkpoint(path)
+            except CheckpointError as err:
+                print(f"warning: skipping a damaged checkpoint: {err}", flush=True)
+        if found:
+            raise CheckpointError(f"{self.root}: none of the {len(found)} checkpoints is intact (see the warnings); "
+                                  "pass train.resume=never to start over")
+        return None
 
     def save(self, engine: Engine, step: int, state: dict) -> Path:
         """Write a checkpoint of `step` (every rank calls it); `state` goes into trainer.json."""
@@ -124,15 +201,22 @@ class Checkpointer:
         staged = staging_path(final)
         if dist.is_main():
             remove(staged)
-            (staged / "rng").mkdir(parents=True)
+            (staged / RNG_DIR).mkdir(parents=True)
         dist.barrier()
-        engine.save(staged)
-        torch.save(_rng_state(), staged / "rng" / f"rank{dist.rank()}.pt")
-        dist.barrier()
+        written = engine.save(staged)
+        rng_file = staged / RNG_DIR / f"rank{dist.rank()}.pt"
+        torch.save(_rng_state(), rng_file)
+        checksums = {name: future.result() for name, future in written.items()}
+        checksums[rng_file.relative_to(staged).as_posix()] = file_checksum(rng_file)
+        every_rank = dist.gather(checksums)
         if dist.is_main():
             for name, source in self.files.items():
                 shutil.copy(source, staged / name)
-            (staged / "trainer.json").write_text(json.dumps({"step": step, **state}, indent=2))
+            write_json(staged / "trainer.json", {"step": step, **state})
+            for name in (*self.files, "trainer.json"):
+                checksums[name] = file_checksum(staged / name)
+            merged = {name: digest for ranks in [*every_rank, checksums] for name, digest in ranks.items()}
+            write_json(staged / CHECKSUMS, dict(sorted(merged.items())))
             publish(staged, final)  # replaces the same step saved again (a stop request right after a save)
             for old in list_checkpoints(self.root)[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -140,16 +224,19 @@ class Checkpointer:
         return final
 
     def load(self, engine: Engine, path: Path) -> dict:
-        """Restore model, optimizer and this rank's RNG; returns the trainer state (step, ...)."""
-        path = check_checkpoint(path)
+        """Restore model, optimizer and this rank's RNG from a verified checkpoint; returns the trainer state.
+        At another world size the checkpoint is read through DeepSpeed's universal format (converted once,
+        and its files verified too)."""
         state = read_trainer_state(path)
-        try:
-            engine.load(path, saved_world_size=state["world_size"])
-        except FileNotFoundError as err:
-            raise CheckpointError(f"{path}: {err}") from None
-        rng_file = path / "rng" / f"rank{dist.rank()}.pt"
+        universal = state["world_size"] != dist.world_size() and has_zero_partitions(path)
+        if universal:
+            convert_to_universal(path)
+            dist.on_main(lambda: verify_files(path / UNIVERSAL_DIR))
+        engine.load(path, universal)
+        rng_file = path / RNG_DIR / f"rank{dist.rank()}.pt"
         if rng_file.exists():  # absent when resuming at a larger world size: keep the fresh seed
-            _set_rng_state(torch.load(rng_file, weights_only=True))
+            with weights_only_loads():
+                _set_rng_state(torch.load(rng_file))
         return state
 
 

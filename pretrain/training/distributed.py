@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from ..errors import UserError
+
+T = TypeVar("T")
 
 
 def pick_device(preference: str) -> torch.device:
@@ -50,3 +54,30 @@ def barrier() -> None:
 def print0(*args, **kwargs) -> None:
     if is_main():
         print(*args, **kwargs, flush=True)
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """Run `fn` on rank 0 only and hand its result, or the user error it raised, to every rank (so that a
+    problem rank 0 finds, say in a file all ranks would read, stops every rank with the same message)."""
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn()
+        except UserError as err:
+            error = err
+    if world_size() > 1:
+        box = [(result, error)]
+        dist.broadcast_object_list(box, src=0)
+        result, error = box[0]
+    if error is not None:
+        raise error
+    return result
+
+
+def gather(obj: T) -> list[T]:
+    """`obj` from every rank, in rank order (a list of one outside a process group)."""
+    if world_size() == 1:
+        return [obj]
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered

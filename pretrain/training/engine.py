@@ -5,6 +5,13 @@ accumulating), `step` (the optimizer step at the accumulation boundary, returnin
 `load` (at the same or another world size). Around it: joining the process group, consolidating a checkpoint's
 weights from any ZeRO stage, and recomputing blocks in the backward (activation checkpointing).
 
+Checkpoint files are data, never code. DeepSpeed reads its own files with full pickle (`torch.load(...,
+weights_only=False)` in its checkpoint engine, zero_to_fp32 and the universal conversion), so every DeepSpeed
+call that reads files runs inside `weights_only_loads()`: there, any `torch.load` is a weights-only load that
+accepts tensors, plain containers and numbers, and the three DeepSpeed types its checkpoints hold; an object
+that could run code is refused with an error naming the file. Saving hashes every file as soon as it is
+written (SHA-256, in a thread, while the next file is written), for the checkpoint's checksums.
+
 The client AdamW keeps its μP param groups: DeepSpeed gets no optimizer or scheduler block, so it never
 rewrites a group's LR, and the engine is checked to step those very group dicts.
 """
@@ -14,19 +21,64 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import io
+import multiprocessing
 import os
+import pickle
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 import torch.utils.checkpoint
 
 from ..config import Config
-from ..fileio import atomic_output
+from ..errors import CheckpointError
+from ..fileio import atomic_output, write_json
 from . import distributed as dist
 
 STATE_DIR = "ds"  # a checkpoint's DeepSpeed files (one set per rank, any ZeRO stage)
 UNIVERSAL_DIR = "universal"  # the same, converted to DeepSpeed's universal format (any world size)
+CHECKSUMS = "checksums.json"  # {relative path: {"sha256": ..., "bytes": ...}} of every file beside it
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Inside the block, every `torch.load` (DeepSpeed's too) loads tensors and plain data only."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    full_load = torch.load
+
+    def load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        try:
+            with torch.serialization.safe_globals([LossScaler, ZeroStageEnum, fragment_address]):
+                return full_load(f, *args, **kwargs)
+        except pickle.UnpicklingError as err:
+            reason = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "global" in line),
+                          str(err).splitlines()[0])
+            raise CheckpointError(f"{f}: refused: it holds Python objects beyond tensors and plain data, which "
+                                  f"loading could run as code ({reason})") from None
+        except (EOFError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{f}: unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = full_load
+
+
+def file_checksum(path: Path) -> dict:
+    """SHA-256 and size of a file, read in 4 MiB blocks (hashlib releases the GIL: other threads run on)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 << 20):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
 
 
 def init_distributed(device: torch.device) -> None:
@@ -139,27 +191,35 @@ class Engine:
         grads = [p.grad for p in self.module.parameters() if p.grad is not None]
         return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
 
-    def save(self, checkpoint: Path) -> None:
-        """This rank's model and optimizer states into `checkpoint/ds` (every rank calls it)."""
-        self._engine.save_checkpoint(str(checkpoint), tag=STATE_DIR, save_latest=False)
+    def save(self, checkpoint: Path) -> dict[str, Future]:
+        """This rank's model and optimizer states into `checkpoint/ds` (every rank calls it). Returns the
+        checksums of the files this rank wrote, by path relative to `checkpoint`, as they are computed."""
+        writer = self._engine.checkpoint_engine
+        hashing = _HashingWriter(writer, checkpoint)
+        self._engine.checkpoint_engine = hashing
+        try:
+            self._engine.save_checkpoint(str(checkpoint), tag=STATE_DIR, save_latest=False)
+        finally:
+            self._engine.checkpoint_engine = writer
+        return hashing.checksums
 
-    def load(self, checkpoint: Path, saved_world_size: int) -> None:
-        """Restore model and optimizer states from `checkpoint` (every rank calls it).
+    def load(self, checkpoint: Path, universal: bool) -> None:
+        """Restore model and optimizer states from `checkpoint/ds`, or from `checkpoint/universal` (written by
+        `convert_to_universal`) to resume at another world size (every rank calls it).
 
-        ZeRO partitions the optimizer states (and under stage 3 the weights) by rank, so at another world size
-        the checkpoint is read through DeepSpeed's universal format instead (converted once, by rank 0).
         Either way the fp32 master weights and the Adam moments and step come back whole. The μP group settings
         always come from the config: DeepSpeed's universal load copies the first group's onto every group."""
-        universal = saved_world_size != dist.world_size() and has_zero_partitions(checkpoint)
-        tag = convert_to_universal(checkpoint) if universal else STATE_DIR
+        tag = UNIVERSAL_DIR if universal else STATE_DIR
         settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self._engine._config.load_universal_checkpoint = universal  # read only while loading
         try:
-            load_path, _ = self._engine.load_checkpoint(str(checkpoint), tag=tag, load_lr_scheduler_states=False)
+            with weights_only_loads():
+                load_path, _ = self._engine.load_checkpoint(str(checkpoint), tag=tag,
+                                                            load_lr_scheduler_states=False)
         finally:
             self._engine._config.load_universal_checkpoint = False
         if load_path is None:
-            raise FileNotFoundError(f"DeepSpeed could not load {checkpoint / tag}")
+            raise CheckpointError(f"{checkpoint / tag}: DeepSpeed found no checkpoint to load there")
         for group, saved in zip(self.optimizer.param_groups, settings, strict=True):
             group.update(saved)
         if universal:
@@ -167,6 +227,24 @@ class Engine:
 
     def destroy(self) -> None:
         self._engine.destroy()
+
+
+class _HashingWriter:
+    """DeepSpeed's checkpoint writer, hashing each file in a thread as soon as it is written."""
+
+    _threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="checksum")
+
+    def __init__(self, writer, root: Path):
+        self._writer, self._root = writer, root
+        self.checksums: dict[str, Future] = {}
+
+    def save(self, state_dict, path) -> None:
+        self._writer.save(state_dict, path)
+        relative = Path(path).relative_to(self._root).as_posix()
+        self.checksums[relative] = self._threads.submit(file_checksum, Path(path))
+
+    def __getattr__(self, name: str):
+        return getattr(self._writer, name)
 
 
 def _buckets(cfg: Config) -> dict:
@@ -199,16 +277,19 @@ def has_zero_partitions(checkpoint: Path) -> bool:
     return any((checkpoint / STATE_DIR).glob("*optim_states.pt"))
 
 
-def convert_to_universal(checkpoint: Path) -> str:
-    """Write `checkpoint/universal` once (rank 0, published whole) with DeepSpeed's ds_to_universal; returns its
-    tag. Every rank calls it."""
+def convert_to_universal(checkpoint: Path) -> None:
+    """Write `checkpoint/universal` once (rank 0, published whole, with its own checksums) with DeepSpeed's
+    ds_to_universal: ZeRO partitions the optimizer states (and under stage 3 the weights) by rank, so at another
+    world size they are read through this format. Every rank calls it."""
     target = checkpoint / UNIVERSAL_DIR
     if dist.is_main() and not target.exists():
         from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
 
         size = sum(f.stat().st_size for f in (checkpoint / STATE_DIR).iterdir())
-        # Worker processes pay a few seconds of imports each: only worth it for big checkpoints.
-        workers = min(8, os.cpu_count() or 1) if size > 2**30 else 1
+        # Worker processes pay a few seconds of imports each: only worth it for big checkpoints. They must be
+        # forked, so that they inherit the weights-only loads.
+        forked = multiprocessing.get_start_method() == "fork"
+        workers = min(8, os.cpu_count() or 1) if size > 2**30 and forked else 1
         dist.print0(f"converting {checkpoint / STATE_DIR} to a universal checkpoint (resuming at another world "
                     "size)")
         with atomic_output(target, directory=True) as staged:
@@ -216,10 +297,12 @@ def convert_to_universal(checkpoint: Path) -> str:
                                       keep_temp_folder=False, num_extract_workers=workers,
                                       num_merge_workers=max(1, workers // 4), strict=True,
                                       inject_missing_state=True)  # our saves carry no universal info
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                    weights_only_loads():
                 ds_to_universal(args)
+            files = sorted(p for p in staged.rglob("*") if p.is_file())
+            write_json(staged / CHECKSUMS, {p.relative_to(staged).as_posix(): file_checksum(p) for p in files})
     dist.barrier()
-    return UNIVERSAL_DIR
 
 
 def consolidated_state_dict(checkpoint: Path, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -227,10 +310,10 @@ def consolidated_state_dict(checkpoint: Path, zero_stage: int) -> dict[str, torc
 
     Stage 0 keeps the whole module in one file. Stages 1-3 spread the fp32 master weights over the ranks'
     optimizer files, which DeepSpeed's zero_to_fp32 gathers."""
-    if zero_stage == 0:
-        module_file = checkpoint / STATE_DIR / "mp_rank_00_model_states.pt"
-        return torch.load(module_file, map_location="cpu", weights_only=True)["module"]
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    with weights_only_loads():
+        if zero_stage == 0:
+            return torch.load(checkpoint / STATE_DIR / "mp_rank_00_model_states.pt", map_location="cpu")["module"]
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    with contextlib.redirect_stdout(io.StringIO()):  # it narrates each file it reads
-        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=STATE_DIR)
+        with contextlib.redirect_stdout(io.StringIO()):  # it narrates each file it reads
+            return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=STATE_DIR)
