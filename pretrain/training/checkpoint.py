@@ -96,8 +96,8 @@ def verify_files(directory: Path, owned: tuple[str, ...] = ()) -> None:
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (the checkpoint's checksums list it)")
         if path.stat().st_size != size:
-            raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, {size:,} when it was saved (truncated or "
-                                  "replaced)")
+            raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, but {size:,} bytes when it was saved "
+                                  "(truncated or replaced)")
     with ThreadPoolExecutor(max_workers=4) as pool:
         digests = dict(zip(expected, pool.map(lambda name: file_checksum(directory / name)["sha256"], expected)))
     for name, (_, digest) in expected.items():
