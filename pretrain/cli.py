@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from .config import Config, load_config
 from .errors import ExitCode, UserError
@@ -25,6 +27,29 @@ def command(name: str, help: str, *, config: bool = True, options: tuple = (), p
         return fn
 
     return register
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's complaints as one `error:` line and exit 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _positive(kind: type) -> Callable[[str], int | float]:
+    """An argparse type: a finite number of `kind` above 0."""
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} > 0, got "
+                                             f"{text!r}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -68,8 +93,10 @@ def _inspect(args: argparse.Namespace) -> None:
 
 
 @command("estimate", "parameters, FLOPs per token, and memory per GPU under ZeRO 0-3: what fits, on how many GPUs",
-         options=((("--gpus",), {"type": int, "default": 8, "help": "GPUs in the run (default %(default)s)"}),
-                  (("--gpu-mem",), {"type": float, "default": 80.0, "help": "GiB per GPU (default %(default)s)"})))
+         options=((("--gpus",), {"type": _positive(int), "default": 8,
+                                 "help": "GPUs in the run (default %(default)s)"}),
+                  (("--gpu-mem",), {"type": _positive(float), "default": 80.0,
+                                    "help": "GiB per GPU (default %(default)s)"})))
 def _estimate(args: argparse.Namespace) -> None:
     from .tools.estimate import format_estimate
 
@@ -105,8 +132,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 @command("coord-check", "train each width a few steps and plot activation sizes against width (μP: flat)",
          options=((("--widths",), {"default": "128,256,512,1024", "help": "comma list (%(default)s)"}),
                   _PARAMETRIZATION,
-                  (("--steps",), {"type": int, "default": 10, "help": "steps per width (%(default)s)"}),
-                  (("--seeds",), {"type": int, "default": 3, "help": "seeds per width (%(default)s)"}),
+                  (("--steps",), {"type": _positive(int), "default": 10, "help": "steps per width (%(default)s)"}),
+                  (("--seeds",), {"type": _positive(int), "default": 3, "help": "seeds per width (%(default)s)"}),
                   (("--out",), {"help": "output directory (default runs/coord-check-PARAMETRIZATION)"})))
 def _coord_check(args: argparse.Namespace) -> None:
     from .transfer.coord_check import coord_check, write_coord_check
@@ -128,7 +155,7 @@ def _coord_check(args: argparse.Namespace) -> None:
                   _PARAMETRIZATION,
                   (("--out",), {"help": "sweep directory (default runs/sweep-CONFIGNAME-PARAMETRIZATION)"}),
                   (("--slurm",), {"action": "store_true", "help": "write the plan and submit a job array"}),
-                  (("--max-concurrent",), {"type": int, "default": 8,
+                  (("--max-concurrent",), {"type": _positive(int), "default": 8,
                                            "help": "Slurm array tasks at once (default %(default)s)"})))
 def _sweep(args: argparse.Namespace) -> None:
     from .tools.slurm import submit_sweep
@@ -230,7 +257,7 @@ def _gpu_check(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pretrain", description="μP LLM pretraining")
+    parser = _Parser(prog="pretrain", description="μP LLM pretraining")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, fn in COMMANDS.items():
         p = sub.add_parser(name, help=fn.help, description=fn.help)
@@ -259,3 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED

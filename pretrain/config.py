@@ -164,6 +164,10 @@ class TrainConfig:
                                                     "memory")
     peak_flops: float | None = setting(None, "per-device peak FLOP/s for MFU; null = looked up from the GPU's "
                                              "name", gt=0)
+    divergence_factor: float = setting(3.0, "stop as diverged when the loss stays above this multiple of its "
+                                            "running median, and above the first step's, for divergence_steps "
+                                            "steps in a row; 0 = off", ge=0)
+    divergence_steps: int = setting(3, "steps in a row the loss must stay that high", ge=1)
 
     def accumulation(self, world_size: int) -> int:
         """Micro batches per optimizer step on each process."""
@@ -336,9 +340,12 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part} is not a section")
     try:
-        node[leaf] = parse_yaml(text, f"override {key}") if text.strip() else None
+        value = parse_yaml(text, f"override {key}") if text.strip() else None
     except ConfigError:
-        node[leaf] = text  # not YAML: a plain string, checked against the field's type like any other
+        value = text  # not YAML: a plain string, checked against the field's type like any other
+    if isinstance(value, (dict, list)) and not text.strip().startswith(("{", "[")):
+        value = text  # `data.source=hub:` is text, not the mapping {hub: null}
+    node[leaf] = value
 
 
 _POWER = re.compile(r"^\s*(-?[0-9.]+)\s*\^\s*(-?[0-9.]+)\s*$")
@@ -430,7 +437,8 @@ def _check_bounds(value: Any, bounds: dict[str, float], path: str) -> None:
         return
     for name, limit in bounds.items():
         if not _BOUNDS[name][1](float(value), float(limit)):
-            raise ConfigError(f"{path}: must be {_allowed_range(bounds)}, got {value}")
+            allowed = _allowed_range(bounds)
+            raise ConfigError(f"{path}: must {'lie in' if allowed[0] in '[(' else 'be'} {allowed}, got {value}")
 
 
 def _allowed_range(bounds: dict[str, float]) -> str:

@@ -10,6 +10,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # a crash (a bug, or a fault of the machine): Python's traceback says where
     USER_ERROR = 2  # a problem the user can fix, said in one `error:` line
     DIVERGED = 3  # training stopped because the loss blew up; the last good checkpoint is kept
+    INTERRUPTED = 130  # a second Ctrl-C (the shell's code for SIGINT)
 
 
 class UserError(Exception):

@@ -3,6 +3,8 @@ so the loop's bookkeeping is checked in seconds: steps, accumulation, LR, eval, 
 resume. The real engine is tested end to end in test_training_train.py and test_training_distributed.py."""
 
 import math
+import os
+import signal
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -25,9 +27,10 @@ class PlainEngine:
         self.module, self.optimizer, self.accumulation, self.clip = model, optimizer, accumulation, clip
         self.backward_calls = self.step_calls = 0
         self.poison_loss_at: int | None = None  # backward call number whose loss is replaced by NaN
+        self.inflate = lambda step: 1.0  # step (0-based) -> factor on the reported loss, to fake a blow-up
 
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        loss = self.module(inputs, targets)
+        loss = self.module(inputs, targets) * self.inflate(self.step_calls)
         if self.poison_loss_at is not None and self.backward_calls == self.poison_loss_at:
             loss = loss * math.nan
         return loss
@@ -143,3 +146,40 @@ def test_resume_continues_with_the_uninterrupted_losses(tmp_path, embedded):
     resumed.fit()
     losses = {step: m["loss"] for step, m in full_log.records}
     assert {step: m["loss"] for step, m in resumed_log.records} == {5: losses[5], 6: losses[6]}
+
+
+def test_a_loss_that_explodes_without_reaching_inf_is_a_divergence(tmp_path, embedded):
+    trainer, engine, logger = build(tmp_path, embedded, steps=30, checkpoint_every=2, keep_checkpoints=20)
+    engine.inflate = lambda step: 1e5 if step >= 20 else 1.0  # steps 21, 22, 23 report ~5e5
+    with pytest.raises(TrainingDiverged, match=r"at step 23 has stayed above 3x its running median.*for 3 steps"
+                                               r".*the last good checkpoint is .*step_00000020") as info:
+        trainer.fit()
+    assert info.value.exit_code == 3
+    assert list_checkpoints(tmp_path / "checkpoints")[-1].name == "step_00000020"  # none saved in the spike
+
+
+def test_a_short_spike_passes_and_the_check_can_be_turned_off(tmp_path, embedded):
+    trainer, engine, _ = build(tmp_path / "short", embedded, steps=20)
+    engine.inflate = lambda step: 1e5 if step in (12, 13) else 1.0  # two high steps: fewer than 3
+    assert trainer.fit().step == 20
+    trainer, engine, _ = build(tmp_path / "off", embedded, steps=20, divergence_factor=0)
+    engine.inflate = lambda step: 1e5 if step >= 12 else 1.0
+    assert trainer.fit().step == 20
+
+
+def test_ctrl_c_checkpoints_and_stops_and_a_second_one_aborts(tmp_path, embedded):
+    trainer, _, logger = build(tmp_path, embedded, checkpoint_every=100)
+    original = trainer.train_step
+
+    def interrupted_step():
+        if trainer.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original()
+
+    trainer.train_step = interrupted_step
+    result = trainer.fit()
+    assert result.stopped_early and result.step == 2 and len(logger.records) == 2
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step_00000002"]
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)  # the trainer's stop was already requested: this one aborts
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -159,6 +159,8 @@ def read_trainer_state(path: Path) -> dict:
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value < low:
             raise CheckpointError(f"{file}: {key} must be {'a number' if kind is float else 'an integer'} >= {low}, "
                                   f"got {value!r}")
+    if not isinstance(state.get("initial_loss"), (int, float, type(None))):
+        raise CheckpointError(f"{file}: initial_loss must be a number or null, got {state['initial_loss']!r}")
     return state
 
 

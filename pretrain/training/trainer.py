@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import signal
+import statistics
+import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,18 +47,58 @@ class TrainResult:
 
 
 class StopRequest:
-    """Set by SIGUSR1/SIGTERM (Slurm preemption) or a STOP file in the run dir; honoured at a step boundary."""
+    """Set by SIGUSR1/SIGTERM (Slurm preemption), Ctrl-C, or a STOP file in the run dir; honoured at the next
+    step boundary with a checkpoint. A second Ctrl-C aborts at once."""
 
     def __init__(self, stop_file: Path):
         self.stop_file, self.signalled = stop_file, False
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._handle)
+        signal.signal(signal.SIGINT, self._interrupt)
 
     def _handle(self, signum, frame) -> None:
         self.signalled = True
 
+    def _interrupt(self, signum, frame) -> None:
+        if self.signalled:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.signalled = True
+        print("\nCtrl-C: checkpointing after this step, then stopping (Ctrl-C again to abort without it)",
+              file=sys.stderr, flush=True)
+
     def __bool__(self) -> bool:
         return self.signalled or self.stop_file.exists()
+
+
+class LossSpikes:
+    """Divergence that has not reached inf: the loss above `factor` times its running median (over the last
+    WINDOW healthy steps) and above the first step's loss, for `steps` steps in a row. While such a run of
+    high losses lasts, periodic checkpoints wait, so the newest checkpoint stays a good one."""
+
+    WINDOW = 100
+    HISTORY = 10  # healthy steps seen before any judgement
+
+    def __init__(self, factor: float, steps: int, initial: float | None = None):
+        self.factor, self.steps, self.initial = factor, steps, initial
+        self.recent: deque[float] = deque(maxlen=self.WINDOW)
+        self.high = 0  # consecutive high steps so far
+
+    def update(self, loss: float) -> bool:
+        """Record a step's loss; True when the run has diverged."""
+        if self.initial is None:
+            self.initial = loss
+        judged = self.factor and len(self.recent) >= self.HISTORY
+        if judged and loss > self.factor * self.median and loss > self.initial:
+            self.high += 1
+            return self.high >= self.steps
+        self.high = 0
+        self.recent.append(loss)
+        return False
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.recent)
 
 
 class Trainer:
@@ -70,12 +113,14 @@ class Trainer:
         self.peak_flops = peak_flops(device, cfg.train.peak_flops)  # None on CPU unless configured: no MFU
         self.step = 0
         self.stop = StopRequest(Path(cfg.train.out_dir) / "STOP")
+        self.spikes = LossSpikes(cfg.train.divergence_factor, cfg.train.divergence_steps)
 
     def resume(self, path: Path) -> None:
         """Continue from the checkpoint at `path`: weights, optimizer, RNG and the step (so the data position
         and the LR schedule)."""
         state = self.checkpointer.load(self.engine, path)
         self.step = state["step"]
+        self.spikes.initial = state.get("initial_loss")
         dist.print0(f"resumed from {path} at step {self.step}")
         if state.get("global_batch", self.sampler.global_batch) != self.sampler.global_batch:
             dist.print0(f"warning: the global batch changed from {state['global_batch']} to "
@@ -91,6 +136,8 @@ class Trainer:
                 started = time.perf_counter()
                 loss, grad_norm, stop = self.train_step()
                 self.step += 1
+                if self.spikes.update(loss):
+                    raise TrainingDiverged(self._spike_message(loss))
                 seconds = time.perf_counter() - started
                 tokens_per_s = self.tokens_per_step / seconds
                 metrics = {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
@@ -105,7 +152,8 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.cfg.optim.lr * self._multiplier(self.step - 1):.2e}",
                                     tok_s=f"{metrics['tokens_per_s']:.0f}")
-                if stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                periodic = self.step % cfg.checkpoint_every == 0 and not self.spikes.high
+                if stop or periodic or self.step == cfg.steps:
                     self.save()
                 if stop:
                     dist.print0(f"stop requested: checkpointed at step {self.step}, exiting")
@@ -153,13 +201,22 @@ class Trainer:
         return self.checkpointer.save(self.engine, self.step, {"world_size": self.world,
                                                                "data_step": self.step,
                                                                "global_batch": self.sampler.global_batch,
-                                                               "lr_multiplier": self._multiplier(self.step)})
+                                                               "lr_multiplier": self._multiplier(self.step),
+                                                               "initial_loss": self.spikes.initial})
 
     def _multiplier(self, step: int) -> float:
         return lr_schedule(step, self.cfg.optim, self.cfg.train.steps)
 
     def _diverged_message(self, loss: float) -> str:
+        return self._stopped(f"loss is {loss} at step {self.step + 1}")
+
+    def _spike_message(self, loss: float) -> str:
+        return self._stopped(f"loss {loss:.4g} at step {self.step} has stayed above {self.spikes.factor:g}x its "
+                             f"running median ({self.spikes.median:.4g}) and above the first step's "
+                             f"({self.spikes.initial:.4g}) for {self.spikes.steps} steps")
+
+    def _stopped(self, what: str) -> str:
         last = latest_checkpoint(self.checkpointer.root)
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-        return (f"loss is {loss} at step {self.step + 1}: training diverged and stopped; {kept}. "
-                f"Lower optim.lr (now {self.cfg.optim.lr:g}) or raise optim.warmup_steps.")
+        return (f"{what}: training diverged and stopped; {kept}. Lower optim.lr (now {self.cfg.optim.lr:g}) or "
+                "raise optim.warmup_steps (train.divergence_factor=0 turns the loss-spike check off).")
