@@ -4,7 +4,9 @@ q is (batch, heads, seq, head_dim); k and v are (batch, kv_heads, seq, head_dim)
 Query head h reads kv head h // (heads // kv_heads), by index arithmetic: k and v are never expanded.
 """
 
+import itertools
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,7 @@ import triton
 import triton.language as tl
 
 from kernels._dispatch import kernels_interpreted, use_triton
+from kernels._launch import DTYPES, LaunchConfig
 
 _LOG2E = math.log2(math.e)
 
@@ -242,23 +245,62 @@ def _attn_bwd_dq_kernel(
              (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
-# (BLOCK_M query rows, BLOCK_N key rows, num_warps, num_stages) per pass and head_dim, picked by hand for
-# sm_90 (autotuning over several configs does not run under the interpreter): the largest tiles whose
-# compiled kernels keep every value in registers (no spills), checked with cuobjdump --dump-resource-usage.
-# Head dims below 64 use the 64 row.
+_HEAD_DIMS = (16, 32, 64, 128, 256)  # what the Triton path takes; below 64 the 64 row of a table is used
+# (BLOCK_M query rows, BLOCK_N key rows, num_warps, num_stages) per pass and head_dim, for each target and input
+# element size (2: bf16 and fp16; 4: fp32, whose dot operands take twice the registers and shared memory). Picked
+# by compiling candidates, as autotuning does not run under the interpreter: the first sm_90 choice wherever it
+# passes, else the largest tile, pipelined over the most stages (two at least), whose compiled kernels keep every
+# value in registers and fit the target's shared memory per block, whether the inputs are 16-byte aligned or not.
+# Entries that differ from the earlier sm_90-only table were picked for fit and are untimed.
+# tests/test_kernels_launch.py compiles every entry for sm_80 and sm_90 (no GPU needed) and fails on a spill or
+# on too much shared memory.
 _GPU_CONFIGS = {
-    "fwd": {64: (128, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 8, 2)},
-    "dkdv": {64: (32, 128, 8, 3), 128: (64, 64, 8, 3), 256: (32, 32, 8, 2)},
-    "dq": {64: (128, 64, 8, 3), 128: (64, 64, 4, 3), 256: (64, 32, 8, 2)},
+    # H100 and newer, 227 KiB of shared memory per block.
+    (90, 2): {"fwd": {64: (128, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 8, 2)},
+              "dkdv": {64: (32, 128, 8, 3), 128: (64, 64, 8, 3), 256: (32, 32, 8, 2)},
+              "dq": {64: (128, 64, 8, 3), 128: (64, 64, 8, 3), 256: (64, 32, 8, 2)}},
+    (90, 4): {"fwd": {64: (128, 64, 8, 3), 128: (64, 64, 8, 2), 256: (32, 64, 8, 2)},
+              "dkdv": {64: (32, 128, 8, 3), 128: (64, 32, 8, 3), 256: (32, 32, 8, 2)},
+              "dq": {64: (128, 64, 8, 3), 128: (64, 64, 8, 2), 256: (64, 16, 8, 2)}},
+    # A100, 163 KiB. Other GPUs before sm_90 get these too, unchecked: sm_86 and sm_89 give a block 99 KiB.
+    (80, 2): {"fwd": {64: (128, 64, 8, 3), 128: (64, 64, 8, 3), 256: (64, 32, 8, 2)},
+              "dkdv": {64: (64, 32, 8, 3), 128: (32, 64, 8, 3), 256: (32, 32, 8, 2)},
+              "dq": {64: (128, 64, 8, 3), 128: (64, 64, 8, 3), 256: (64, 32, 8, 2)}},
+    (80, 4): {"fwd": {64: (64, 128, 8, 2), 128: (64, 64, 8, 2), 256: (64, 16, 8, 2)},
+              "dkdv": {64: (16, 64, 8, 3), 128: (16, 64, 8, 3), 256: (16, 16, 8, 2)},
+              "dq": {64: (128, 32, 8, 3), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)}},
 }
 # Under the interpreter each program runs serially in NumPy; small tiles keep short test sequences ragged.
 _INTERPRETER_CONFIGS = {"fwd": (32, 16, 1, 1), "dkdv": (16, 32, 1, 1), "dq": (32, 16, 1, 1)}
 
 
-def _config(kernel: str, head_dim: int) -> tuple[int, int, int, int]:
+def _gpu_config(kernel: str, head_dim: int, arch: int, element_size: int) -> tuple[int, int, int, int]:
+    """The tile settings of pass `kernel` on a GPU of compute capability `arch` (e.g. 90), for inputs of
+    `element_size` bytes."""
+    return _GPU_CONFIGS[90 if arch >= 90 else 80, element_size][kernel][max(64, head_dim)]
+
+
+def _config(kernel: str, q: torch.Tensor) -> tuple[int, int, int, int]:
     if kernels_interpreted():
         return _INTERPRETER_CONFIGS[kernel]
-    return _GPU_CONFIGS[kernel][max(64, head_dim)]
+    major, minor = torch.cuda.get_device_capability(q.device)
+    return _gpu_config(kernel, q.shape[-1], 10 * major + minor, q.element_size())
+
+
+def launch_configs(arch: int) -> Iterator[LaunchConfig]:
+    """Every compile `flash_attention` can ask for on a GPU of compute capability `arch`: each pass at each head
+    dim it takes, causal or not, in each input dtype (the dot operands are the input dtype on a GPU)."""
+    passes = {"fwd": _attn_fwd_kernel, "dkdv": _attn_bwd_dkdv_kernel, "dq": _attn_bwd_dq_kernel}
+    for head_dim, causal, dtype in itertools.product(_HEAD_DIMS, (True, False), DTYPES):
+        element_size = tl.dtype(dtype).primitive_bitwidth // 8
+        for name, kernel in passes.items():
+            block_m, block_n, num_warps, num_stages = _gpu_config(name, head_dim, arch, element_size)
+            constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": block_m, "BLOCK_N": block_n, "CAUSAL": causal,
+                          "DOT_DTYPE": tl.dtype(dtype)}
+            yield LaunchConfig.make(kernel, constexprs, num_warps, num_stages, dtype, arch)
+        block_m, _, num_warps, _ = _gpu_config("dq", head_dim, arch, element_size)  # as in _attn_bwd
+        yield LaunchConfig.make(_attn_bwd_delta_kernel, {"HEAD_DIM": head_dim, "BLOCK_M": block_m}, num_warps,
+                                None, dtype, arch)
 
 
 def _dot_dtype(x: torch.Tensor) -> tl.dtype:
@@ -281,7 +323,7 @@ def _attn_fwd(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     batch, n_heads, seq_len, head_dim = q.shape
-    block_m, block_n, num_warps, num_stages = _config("fwd", head_dim)
+    block_m, block_n, num_warps, num_stages = _config("fwd", q)
     o = torch.empty((batch, n_heads, seq_len, head_dim), dtype=q.dtype, device=q.device)
     lse = torch.empty((batch, n_heads, seq_len), dtype=torch.float32, device=q.device)
     _attn_fwd_kernel[(triton.cdiv(seq_len, block_m), batch * n_heads)](
@@ -308,17 +350,17 @@ def _attn_bwd(
     common = {"HEAD_DIM": head_dim, "CAUSAL": causal, "DOT_DTYPE": _dot_dtype(q)}
     shape_args = (n_heads, n_kv_heads, seq_len, scale, scale * _LOG2E)
 
-    block_m, _, num_warps, _ = _config("dq", head_dim)  # the delta rows feed the dQ pass's query blocks
+    block_m, _, num_warps, _ = _config("dq", q)  # the delta rows feed the dQ pass's query blocks
     _attn_bwd_delta_kernel[(triton.cdiv(seq_len, block_m), batch * n_heads)](
         o, do, delta, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m, num_warps=num_warps,
     )
-    block_m, block_n, num_warps, num_stages = _config("dkdv", head_dim)
+    block_m, block_n, num_warps, num_stages = _config("dkdv", q)
     _attn_bwd_dkdv_kernel[(triton.cdiv(seq_len, block_n), batch * n_kv_heads)](
         q, k, v, do, lse, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *shape_args,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages, **common,
     )
-    block_m, block_n, num_warps, num_stages = _config("dq", head_dim)
+    block_m, block_n, num_warps, num_stages = _config("dq", q)
     _attn_bwd_dq_kernel[(triton.cdiv(seq_len, block_m), batch * n_heads)](
         q, k, v, do, lse, delta, dq,
         *_strides(q), *_strides(k), *_strides(v), *shape_args,
@@ -370,7 +412,7 @@ def flash_attention(
     if not use_triton(q):
         return flash_attention_reference(q, k, v, causal, scale)
     head_dim = q.shape[-1]
-    if head_dim not in (16, 32, 64, 128, 256):
+    if head_dim not in _HEAD_DIMS:
         raise ValueError(f"flash_attention: the Triton kernel needs head_dim a power of two in [16, 256], "
                          f"got {head_dim}")
     return _FlashAttentionFunction.apply(q, k, v, causal, scale)

@@ -1,10 +1,13 @@
 """RMSNorm over the last dimension: y = x / sqrt(mean(x^2) + eps) * w, the gain w optional."""
 
+from collections.abc import Iterator
+
 import torch
 import triton
 import triton.language as tl
 
 from kernels._dispatch import as_rows, use_triton
+from kernels._launch import DTYPES, LaunchConfig, powers_of_two
 
 
 def rms_norm_reference(
@@ -81,13 +84,34 @@ def _rms_norm_bwd_kernel(
         tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw, mask=mask)
 
 
+# A row lives in registers, one program per row; the backward pass holds four values per element (x, dy, w and
+# the dW partial). Rows stop at 8192 elements: at 16384 the backward spills registers at 16 and at 32 warps. Up
+# to 4096 elements a thread holds at most 16 of them; 8192 takes 32 warps (16 spill), 2048 takes 4 (8 made ptxas
+# spill 4 bytes on sm_80). tests/test_kernels_launch.py compiles every block for sm_80 and sm_90 and fails on a
+# spill.
+_MAX_BLOCK = 8192
+
+
 def _row_settings(n_cols: int) -> tuple[int, int]:
     """Block size (the whole row, padded to a power of two) and warps for a row of `n_cols` elements."""
     block = triton.next_power_of_2(n_cols)
-    if block > 65536:
-        raise ValueError(f"rms_norm: rows of {n_cols} elements exceed the 65536 a single program can hold")
-    num_warps = 32 if block >= 32768 else 16 if block >= 8192 else 8 if block >= 2048 else 4
+    if block > _MAX_BLOCK:
+        raise ValueError(f"rms_norm: rows of {n_cols} elements exceed the {_MAX_BLOCK} a single program holds "
+                         "in registers")
+    num_warps = 32 if block >= 8192 else 8 if block >= 4096 else 4
     return block, num_warps
+
+
+def launch_configs(arch: int) -> Iterator[LaunchConfig]:
+    """Every compile the launchers below can ask for (the same on every target `arch`): each block
+    `_row_settings` picks, forward and backward, with and without a weight, in each input dtype."""
+    for n_cols in powers_of_two(_MAX_BLOCK):
+        block, num_warps = _row_settings(n_cols)
+        for dtype in DTYPES:
+            for has_weight in (True, False):
+                for kernel in (_rms_norm_fwd_kernel, _rms_norm_bwd_kernel):
+                    constexprs = {"HAS_WEIGHT": has_weight, "BLOCK": block}
+                    yield LaunchConfig.make(kernel, constexprs, num_warps, None, dtype, arch)
 
 
 def _num_programs(n_rows: int, device: torch.device, has_weight: bool) -> int:

@@ -1,11 +1,14 @@
 """SwiGLU gating: y = silu(gate) * up, elementwise."""
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from kernels._dispatch import as_rows, use_triton
+from kernels._launch import DTYPES, LaunchConfig, powers_of_two
 
 
 def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -55,12 +58,25 @@ def _swiglu_bwd_kernel(
     tl.store(DU + row * stride_du + cols, du.to(DU.dtype.element_ty), mask=mask)
 
 
+_MAX_BLOCK = 2048
+
+
 def _launch_settings(n_rows: int, n_cols: int) -> tuple[tuple[int, int], int, int]:
     """Grid, block and warps: column blocks of up to 2048 elements (little masked tail at d_ff like 5632 or
     22016), about 8 elements per thread."""
-    block = min(2048, triton.next_power_of_2(n_cols))
+    block = min(_MAX_BLOCK, triton.next_power_of_2(n_cols))
     num_warps = max(1, min(8, block // 256))
     return (n_rows, triton.cdiv(n_cols, block)), block, num_warps
+
+
+def launch_configs(arch: int) -> Iterator[LaunchConfig]:
+    """Every compile the launchers below can ask for (the same on every target `arch`): each block
+    `_launch_settings` picks, forward and backward, in each input dtype."""
+    for n_cols in powers_of_two(_MAX_BLOCK):
+        _, block, num_warps = _launch_settings(1, n_cols)
+        for dtype in DTYPES:
+            for kernel in (_swiglu_fwd_kernel, _swiglu_bwd_kernel):
+                yield LaunchConfig.make(kernel, {"BLOCK": block}, num_warps, None, dtype, arch)
 
 
 def _swiglu_fwd(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
