@@ -72,15 +72,41 @@ def _submit(args: argparse.Namespace) -> None:
     print(f"submitted job {job.job_id}; log: {job.log}")
 
 
-@command("prepare-data", "tokenize, pack and cache the training data")
+@command("prepare-data", "tokenize, pack and cache the training data (locally, or as a Slurm job array)",
+         passthrough=True,
+         options=((("--workers",), {"type": _positive(int), "default": 1,
+                                    "help": "processes preparing slices on this machine (default %(default)s)"}),
+                  (("--slurm",), {"action": "store_true",
+                                  "help": "submit slurm/prepare.sbatch as a job array plus a finalize job"}),
+                  (("--tasks",), {"type": _positive(int),
+                                  "help": "array tasks (with --slurm: default one per slice, at most 100)"}),
+                  (("--task",), {"type": int, "help": argparse.SUPPRESS}),  # what each array task runs
+                  (("--finalize",), {"action": "store_true", "help": argparse.SUPPRESS})))
 def _prepare_data(args: argparse.Namespace) -> None:
-    from .data.shards import prepare_data
+    from .data.shards import finalize, open_prepared, plan_work, prepare_data, prepare_slices
 
-    data = prepare_data(_config(args).data)
-    meta = data.meta
-    print(f"{data.dir}: {meta['documents']:,} documents, {meta['train_tokens']:,} train tokens "
-          f"({len(data.train):,} rows), {meta['val_tokens']:,} val tokens ({len(data.val):,} rows); "
-          f"unigram entropy {meta['unigram_entropy']:.4f} nats")
+    cfg = _config(args)
+    if args.slurm:
+        from .tools.slurm import submit_prepare
+
+        work = plan_work(cfg.data)  # the tokenizer first, so that every task shares it
+        tasks = args.tasks or max(1, min(len(work.pieces()), 100))
+        print(submit_prepare(args.config, args.overrides, tasks, work, args.passthrough))
+        return
+    if args.passthrough:
+        raise UserError("prepare-data takes sbatch options after -- only with --slurm")
+    if args.task is not None:
+        if args.tasks is None or not 0 <= args.task < args.tasks:
+            raise UserError(f"--task {args.task} needs --tasks N with 0 <= task < N")
+        prepared = prepare_slices(plan_work(cfg.data), task=args.task, tasks=args.tasks)
+        print(f"task {args.task} of {args.tasks}: prepared {prepared} slice(s)")
+        return
+    if args.finalize:
+        work = plan_work(cfg.data)
+        finalize(work)
+        print(open_prepared(cfg.data, work.targets).describe())
+        return
+    print(prepare_data(cfg.data, workers=args.workers).describe())
 
 
 @command("inspect", "show every parameter's μP role, measured init std and LR multiplier",

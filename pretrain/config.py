@@ -91,6 +91,18 @@ class ModelConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One corpus of a mixture (`data.sources`)."""
+
+    source: str = setting("embedded", '"embedded", a local file/dir/glob (.txt/.jsonl/.parquet), or "hub:NAME"')
+    weight: float = setting(1.0, "share of each step's sequences drawn from it, relative to the others", gt=0)
+    text_field: str = setting("text", "column holding the text (jsonl, parquet, hub)")
+    hub_config: str | None = setting(None, "dataset config name for hub sources")
+    hub_split: str = setting("train", "split of a hub dataset")
+    name: str | None = setting(None, "its name in metrics (tokens/NAME); default from the source")
+
+
+@dataclass
 class DataConfig:
     """Where the documents come from and how they become token rows."""
 
@@ -98,17 +110,32 @@ class DataConfig:
     text_field: str = setting("text", "column holding the text (jsonl, parquet, hub)")
     hub_config: str | None = setting(None, "dataset config name for hub sources")
     hub_split: str = setting("train", "split of a hub dataset")
+    sources: list[SourceConfig] = setting(list, "a mixture instead of data.source: a list of {source, weight, "
+                                                "text_field, hub_config, hub_split, name}")
     tokenizer: str = setting("bpe", '"bpe" = train a byte-level BPE on the corpus; else a local tokenizer path')
+    tokenizer_sample: int = setting(2**30, "bytes of text (spread over the corpus) the BPE trains on", gt=0)
     vocab_size: int = setting(4096, "the BPE size, and the model's embedding rows", gt=0)
     seq_len: int = setting(256, "tokens per training sequence", gt=0)
     val_fraction: float = setting(0.01, "share of documents held out for eval", gt=0, lt=1)
-    max_documents: int | None = setting(None, "cap the corpus (quick experiments)", gt=0)
+    max_documents: int | None = setting(None, "cap each source at its first N documents (quick experiments)", gt=0)
+    max_tokens: int | None = setting(None, "cap each source's train split at N tokens (whole rows, in order)", gt=0)
+    skip_bad_records: bool = setting(False, "skip (and count) records whose text is not text, instead of an error")
     cache_dir: str = setting("data_cache", "prepared data is cached here, keyed by source, tokenizer and seq_len")
     num_workers: int = setting(0, "encoder threads; 0 = all usable cores", ge=0)
 
     def validate(self) -> None:
         _require(self.tokenizer != "bpe" or self.vocab_size >= 257, "data.vocab_size",
                  f"must be at least 257 to hold a byte-level BPE (256 bytes + EOS); got {self.vocab_size}")
+        single = {name: getattr(self, name) for name in ("source", "text_field", "hub_config", "hub_split")}
+        defaults = {name: getattr(DataConfig, name) for name in single}
+        _require(not self.sources or single == defaults, "data.sources",
+                 "set either data.source (with text_field, hub_config, hub_split) or data.sources, not both")
+
+    def source_specs(self) -> list[SourceConfig]:
+        """The sources to mix: data.sources, or data.source alone."""
+        if self.sources:
+            return self.sources
+        return [SourceConfig(self.source, 1.0, self.text_field, self.hub_config, self.hub_split)]
 
 
 @dataclass
@@ -495,7 +522,7 @@ def _allowed_values(hint: Any, bounds: dict[str, float]) -> str:
     if origin is Literal:
         text = ", ".join(f"`{a}`" for a in args)
     elif origin is list:
-        text = "list of text"
+        text = "list of mappings" if dataclasses.is_dataclass(args[0]) else "list of text"
     elif hint is bool:
         text = "`true`, `false`"
     elif hint in (int, float):

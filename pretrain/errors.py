@@ -25,3 +25,7 @@ class ConfigError(UserError, ValueError):
 
 class CheckpointError(UserError, ValueError):
     """A path that is not a usable checkpoint (missing, incomplete, damaged or unsafe); the message names it."""
+
+
+class DataError(UserError, ValueError):
+    """Input or prepared data that is missing, corrupt or malformed; the message names the file."""

@@ -10,6 +10,7 @@ so that every rank of a distributed save agrees on it and leftovers are easy to 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -68,3 +69,12 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def checksum(path: Path) -> dict:
+    """SHA-256 and size of a file, read in 4 MiB blocks (hashlib releases the GIL: other threads run on)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 << 20):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "bytes": Path(path).stat().st_size}

@@ -10,8 +10,9 @@ def test_prepare_data_benchmark_runs_and_agrees_with_the_recipe(tmp_path, monkey
     """The benchmark's own check: our rows equal those of the run_clm.py recipe (it exits otherwise)."""
     from pretrain.benchmarks import prepare_data as benchmark
 
-    monkeypatch.chdir(tmp_path)  # the default data config caches under ./data_cache
-    benchmark.main(["--config", "none.yaml", "--max-documents", "30", "--repeats", "1"])
+    monkeypatch.chdir(tmp_path)  # the config caches under ./data_cache
+    (tmp_path / "data.yaml").write_text("data:\n  val_fraction: 0.2\n")  # 30 documents: some held out
+    benchmark.main(["--config", "data.yaml", "--max-documents", "30", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "packed rows identical: yes" in out and "tiktoken" in out.splitlines()[-1]
 

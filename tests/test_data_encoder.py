@@ -3,7 +3,6 @@
 import json
 import unicodedata
 from dataclasses import replace
-from itertools import chain
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from pretrain.config import DataConfig
 from pretrain.data.encoder import GPT2_PATTERN, byte_level_alphabet, document_encoder, tiktoken_twin
 from pretrain.data.shards import prepare_data
-from pretrain.data.sources import TRAIN, load_corpus, split_documents
+from pretrain.data.sources import TRAIN, plan_sources, source_documents, split_of
 from pretrain.data.tokenizer import EOS_TOKEN, prepare_tokenizer
 
 SURROGATES = range(0xD800, 0xE000)  # not characters: no Python text holds them after decoding
@@ -28,7 +27,7 @@ def data_cfg(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bpe(data_cfg):
     """A byte-level BPE trained by `tokenizers` on part of the embedded corpus, as `data.tokenizer: bpe` does."""
-    return Tokenizer.from_file(str(prepare_tokenizer(data_cfg, progress=False)))
+    return Tokenizer.from_file(str(prepare_tokenizer(data_cfg, plan_sources(data_cfg), progress=False)))
 
 
 def _ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
@@ -51,7 +50,7 @@ def test_twin_matches_on_every_character(bpe):
 
 def test_twin_matches_on_documents_and_added_tokens(bpe, data_cfg):
     """Corpus documents, and text holding the EOS token itself (both encoders make it the EOS id)."""
-    texts = [t for batch in load_corpus(data_cfg).batches(64) for t in batch if t]
+    texts = [t for t in source_documents(plan_sources(data_cfg)[0]) if t]
     texts += [f"x = 1{EOS_TOKEN}def f():\n    return 'it''s'  \n\n", f"{EOS_TOKEN}{EOS_TOKEN} <|endoftext| |>",
               "naïve café — 東京 🙂 ٣٤ 𝔘𝔫𝔦 \r\n\u00a0\u2028end", ""]
     encoder = document_encoder(bpe, threads=2)
@@ -120,7 +119,7 @@ def test_prepare_data_records_its_encoder(data_cfg, bpe, tmp_path):
     """The trained BPE is packed by tiktoken; a tokenizer that adds a BOS by template is packed by its own
     encoder, BOS kept, with rows equal to its own encoding."""
     data = prepare_data(data_cfg, progress=False)
-    assert data.meta["encoder"] == "tiktoken"
+    assert data.sources[0].manifest["encoder"] == "tiktoken"
 
     with_bos = Tokenizer.from_str(bpe.to_str())
     bos = with_bos.token_to_id(EOS_TOKEN)
@@ -129,12 +128,11 @@ def test_prepare_data_records_its_encoder(data_cfg, bpe, tmp_path):
     with_bos.save(str(tmp_path / "tokenizer.json"))
     local = prepare_data(replace(data_cfg, tokenizer=str(tmp_path / "tokenizer.json"), cache_dir=str(tmp_path)),
                          progress=False)
-    assert local.meta["encoder"] == "tokenizers"
-    corpus = load_corpus(data_cfg)
-    codes = split_documents(corpus, data_cfg.val_fraction)
-    first = next(t for t, code in zip(chain.from_iterable(corpus.batches(64)), codes) if code == TRAIN)
+    assert local.sources[0].manifest["encoder"] == "tokenizers"
+    texts = source_documents(plan_sources(data_cfg)[0])
+    first = next(t for t in texts if split_of(t, data_cfg.val_fraction) == TRAIN)
     expected = with_bos.encode(first).ids + [bos]
-    assert expected[0] == bos and local.train.ravel()[:len(expected)].tolist() == expected
+    assert expected[0] == bos and local.sources[0].train.to_numpy().ravel()[:len(expected)].tolist() == expected
 
 
 def test_tokenizer_limits_do_not_truncate_documents(data_cfg, bpe, tmp_path):
@@ -143,10 +141,11 @@ def test_tokenizer_limits_do_not_truncate_documents(data_cfg, bpe, tmp_path):
     truncating.enable_truncation(8)
     truncating.save(str(tmp_path / "tokenizer.json"))
     local = replace(data_cfg, tokenizer=str(tmp_path / "tokenizer.json"), cache_dir=str(tmp_path))
-    assert np.array_equal(prepare_data(local, progress=False).train, prepare_data(data_cfg, progress=False).train)
+    assert np.array_equal(prepare_data(local, progress=False).sources[0].train.to_numpy(),
+                          prepare_data(data_cfg, progress=False).sources[0].train.to_numpy())
 
 
 def test_rows_do_not_depend_on_threads(data_cfg, tmp_path):
-    one = prepare_data(replace(data_cfg, num_workers=1, cache_dir=str(tmp_path)), progress=False)
-    assert one.meta["encoder"] == "tiktoken"
-    assert np.array_equal(one.train, prepare_data(data_cfg, progress=False).train)
+    one = prepare_data(replace(data_cfg, num_workers=1, cache_dir=str(tmp_path)), progress=False).sources[0]
+    assert one.manifest["encoder"] == "tiktoken"
+    assert np.array_equal(one.train.to_numpy(), prepare_data(data_cfg, progress=False).sources[0].train.to_numpy())

@@ -1,5 +1,7 @@
-"""Prepared data: deterministic packing, the shared cache, corrupt shards, local tokenizers."""
+"""Prepared data: deterministic packing into bounded shards with a manifest, the same rows whatever the number
+of workers, resumable preparation, caps, the in-band budget, and one-line errors for damaged prepared data."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,15 +15,24 @@ import pytest
 from conftest import SMALL
 
 from pretrain.config import DataConfig
-from pretrain.data.shards import DataError, load_prepared, prepare_data
-from pretrain.data.sources import load_corpus
+from pretrain.data import shards
+from pretrain.data.shards import finalize, open_prepared, plan_work, prepare_data, prepare_slices, slice_dir
+from pretrain.data.sources import plan_sources, source_documents
 from pretrain.data.tokenizer import hf_tokenizer
-from pretrain.errors import ConfigError
+from pretrain.errors import ConfigError, DataError
 
 
-def _documents(cfg: DataConfig) -> list[str]:
-    corpus = load_corpus(cfg)
-    return [text for batch in corpus.batches(100) for text in batch]
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def text_corpus(tmp_path_factory) -> Path:
+    """2500 small text files: three slices of 1024 files."""
+    folder = tmp_path_factory.mktemp("corpus")
+    for i in range(2500):
+        (folder / f"{i:05d}.txt").write_text(f"document {i}: " + " ".join(f"w{(i * j) % 193}" for j in range(40)))
+    return folder
 
 
 def test_prepare_is_deterministic(embedded, tmp_path):
@@ -29,43 +40,45 @@ def test_prepare_is_deterministic(embedded, tmp_path):
     cfg, first = embedded
     fields = asdict(replace(cfg, cache_dir=str(tmp_path)))
     code = ("from pretrain.config import DataConfig; from pretrain.data.shards import prepare_data; "
-            f"print(prepare_data(DataConfig(**{fields!r}), progress=False).dir)")
+            f"print(prepare_data(DataConfig(**{fields!r}), progress=False).dirs[0])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     second = Path(run.stdout.strip())
-    assert second.parent == tmp_path and second.name == first.dir.name
-    for name in ("train.bin", "val.bin", "tokenizer.json", "meta.json"):
-        assert (first.dir / name).read_bytes() == (second / name).read_bytes(), name
+    assert second.parent == tmp_path and second.name == first.dirs[0].name
+    assert files_of(second) == files_of(first.dirs[0])
 
 
 def test_cache_is_reused(embedded):
     cfg, data = embedded
-    stamps = {p.name: p.stat().st_mtime_ns for p in data.dir.iterdir()}
+    stamps = {p.name: p.stat().st_mtime_ns for p in data.dirs[0].rglob("*")}
     start = time.perf_counter()
     again = prepare_data(cfg, progress=False)
-    assert time.perf_counter() - start < 1.0
-    assert again.dir == data.dir and {p.name: p.stat().st_mtime_ns for p in data.dir.iterdir()} == stamps
-    assert np.array_equal(load_prepared(cfg).train, data.train)
+    assert time.perf_counter() - start < 2.0
+    assert again.dirs == data.dirs and {p.name: p.stat().st_mtime_ns for p in data.dirs[0].rglob("*")} == stamps
 
 
-def test_load_prepared_needs_a_cache(tmp_path):
-    with pytest.raises(DataError, match="prepare-data"):
-        load_prepared(DataConfig(cache_dir=str(tmp_path), **SMALL))
+def test_opening_data_that_was_never_prepared_names_it(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path / 'nothing' / 'manifest.json'}: unreadable"):
+        open_prepared(DataConfig(cache_dir=str(tmp_path), **SMALL), [tmp_path / "nothing"])
 
 
 def test_rows_are_documents_packed_with_eos(embedded):
     """Each split is its documents' tokens, each followed by EOS, end to end in corpus order, cut into rows;
     no document is in both splits."""
     cfg, data = embedded
-    meta, row = data.meta, cfg.seq_len + 1
-    assert data.train.shape == (meta["train_rows"], row) and data.val.shape == (meta["val_rows"], row)
-    assert data.train.dtype == np.uint16 and meta["train_tokens"] == data.train.size
-    assert 0 < meta["unigram_entropy"] < np.log(cfg.vocab_size)
+    (source,) = data.sources
+    meta, row = source.manifest, cfg.seq_len + 1
+    train, val = source.train.to_numpy(), source.val.to_numpy()
+    assert train.shape == (meta["train_rows"], row) and val.shape == (meta["val_rows"], row)
+    assert train.dtype == np.uint16 and meta["train_tokens"] == train.size
+    assert 0 < meta["unigram_entropy"] < np.log(cfg.vocab_size) and data.unigram_entropy == pytest.approx(
+        meta["unigram_entropy"])
+    assert [sh["file"] for sh in meta["shards"]] == ["train-00000.bin", "val-00000.bin"]
 
     tokenizer = hf_tokenizer(data.tokenizer_path)  # also: transformers can load it
     assert tokenizer.eos_token_id == data.eos_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    docs = [doc for doc in _documents(cfg) if doc.strip()]
+    docs = [doc for doc in source_documents(plan_sources(cfg)[0]) if doc.strip()]
     assert meta["documents"] == meta["train_documents"] + meta["val_documents"] == len(docs)
-    streams = {"train": data.train.ravel().tolist(), "val": data.val.ravel().tolist()}
+    streams = {"train": train.ravel().tolist(), "val": val.ravel().tolist()}
     assert max(max(s) for s in streams.values()) < cfg.vocab_size
     pos, where = dict.fromkeys(streams, 0), {}
     for doc in docs:
@@ -81,6 +94,54 @@ def test_rows_are_documents_packed_with_eos(embedded):
     assert all(len(names) == 1 for names in where.values())  # disjoint by document
 
 
+def test_rows_do_not_depend_on_workers_or_tasks_and_a_rerun_completes(text_corpus, tmp_path, monkeypatch):
+    """Three slices, prepared by one process, by two processes, and as three tasks of which one died: the same
+    bytes in every shard and the same manifest."""
+    monkeypatch.setattr(shards, "SHARD_TOKENS", 2000)  # a slice fills several shard files
+    base = DataConfig(source=str(text_corpus), vocab_size=300, seq_len=16, val_fraction=0.1)
+    one = prepare_data(replace(base, cache_dir=str(tmp_path / "one")), progress=False)
+    two = prepare_data(replace(base, cache_dir=str(tmp_path / "two")), progress=False, workers=2)
+
+    tasks = replace(base, cache_dir=str(tmp_path / "tasks"))
+    work = plan_work(tasks, progress=False)
+    assert len(work.pieces()) == 3
+    for task in (0, 2):  # task 1 was killed before it finished its slice
+        prepare_slices(work, task=task, tasks=3, progress=False)
+    with pytest.raises(DataError, match=r"1 of 3 slices .* are not prepared \(slices 1\)"):
+        finalize(work)
+    staging = slice_dir(work.targets[0], 1).with_name(".tmp-00001")
+    staging.mkdir()  # what the killed task left behind
+    (staging / "train-00001.bin").write_bytes(b"half")
+    assert prepare_slices(work, task=0, tasks=1, progress=False) == 1  # the rerun does only slice 1
+    finalize(work)
+    three = open_prepared(tasks, work.targets)
+
+    reference = files_of(one.dirs[0])
+    assert sum(name.startswith("shards/train-00000") for name in reference) > 1  # bounded shards
+    assert files_of(two.dirs[0]) == reference and files_of(three.dirs[0]) == reference
+    assert len(one.sources[0].manifest["slices"]) == 3 and not shards.work_dir(one.dirs[0]).exists()
+
+
+def test_bounded_shards_hold_the_rows_of_one_file(text_corpus, tmp_path, monkeypatch):
+    cfg = DataConfig(source=str(text_corpus), vocab_size=300, seq_len=16, val_fraction=0.1)
+    whole = prepare_data(replace(cfg, cache_dir=str(tmp_path / "whole")), progress=False).sources[0]
+    monkeypatch.setattr(shards, "SHARD_TOKENS", 17 * 50)  # 50 rows per shard file
+    split = prepare_data(replace(cfg, cache_dir=str(tmp_path / "split")), progress=False).sources[0]
+    assert len(split.train.shards) > 3 * 2 and max(len(s) for s in split.train.shards) == 50
+    assert np.array_equal(split.train.to_numpy(), whole.train.to_numpy())
+    rows = np.array([0, 49, 50, 51, len(split.train) - 1])
+    assert np.array_equal(split.train.take(rows), whole.train.to_numpy()[rows].astype(np.int64))
+
+
+def test_caps_on_documents_and_tokens(text_corpus, tmp_path):
+    cfg = DataConfig(source=str(text_corpus), vocab_size=300, seq_len=16, val_fraction=0.1,
+                     cache_dir=str(tmp_path))
+    capped = prepare_data(replace(cfg, max_documents=1100), progress=False).sources[0]
+    assert capped.manifest["documents"] == 1100  # all of slice 0, 76 documents of slice 1, none of slice 2
+    tokens = prepare_data(replace(cfg, max_tokens=17 * 100 + 5), progress=False).sources[0]
+    assert len(tokens.train) == 100 and tokens.manifest["train_tokens"] == 1700
+
+
 def test_concurrent_prepares_build_once(tmp_path):
     cfg = DataConfig(cache_dir=str(tmp_path), **{**SMALL, "max_documents": 15})
     results = []
@@ -93,9 +154,9 @@ def test_concurrent_prepares_build_once(tmp_path):
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 3 and len({r.dir for r in results}) == 1
+    assert len(results) == 3 and len({r.dirs[0] for r in results}) == 1
     built = [p.name for p in tmp_path.iterdir() if p.is_dir()]
-    assert len(built) == 2 and results[0].dir.name in built  # the shards and the tokenizer, no temporaries
+    assert len(built) == 2 and results[0].dirs[0].name in built  # the data and the tokenizer, no temporaries
 
 
 def test_failed_build_leaves_no_cache(tmp_path):
@@ -105,20 +166,78 @@ def test_failed_build_leaves_no_cache(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("tokenizer-")] == []
 
 
-def test_corrupt_shard_names_the_file(embedded, tmp_path):
+def test_training_never_prepares_a_large_or_hub_source_itself(text_corpus, tmp_path, monkeypatch):
+    cfg = DataConfig(source=str(text_corpus), vocab_size=300, seq_len=16, cache_dir=str(tmp_path))
+    monkeypatch.setattr(shards, "IN_BAND_TOKENS", 1000)
+    with pytest.raises(ConfigError, match=r"about 1.*more than the 1e\+03 that training prepares itself: run "
+                                          r"`pretrain prepare-data CONFIG --workers N`"):
+        prepare_data(cfg, progress=False, in_band=True)
+    assert not any(tmp_path.iterdir())  # not even the tokenizer was trained
+    prepare_data(cfg, progress=False)  # prepared beforehand: training just opens it
+    prepare_data(cfg, progress=False, in_band=True)
+    hub = replace(cfg, source="hub:some-org/some-dataset")
+    with pytest.raises(ConfigError, match="must be prepared before training: run `pretrain prepare-data CONFIG`"):
+        prepare_data(hub, progress=False, in_band=True)
+
+
+def copy_prepared(embedded, tmp_path) -> tuple[DataConfig, Path]:
     cfg, data = embedded
     copy = replace(cfg, cache_dir=str(tmp_path / "cache"))
     shutil.copytree(cfg.cache_dir, copy.cache_dir)
-    shard = Path(copy.cache_dir) / data.dir.name / "train.bin"
+    return copy, Path(copy.cache_dir) / data.dirs[0].name
+
+
+def test_a_missing_or_truncated_shard_is_named(embedded, tmp_path):
+    cfg, target = copy_prepared(embedded, tmp_path)
+    shard = target / "shards" / "train-00000.bin"
     with open(shard, "r+b") as f:
         f.truncate(shard.stat().st_size - 10)
-    with pytest.raises(DataError, match=str(shard)):
-        load_prepared(copy)
+    with pytest.raises(DataError, match=f"{shard}: .* bytes, expected"):
+        open_prepared(cfg, [target])
+    shard.unlink()
+    with pytest.raises(DataError, match=f"{shard}: missing"):
+        open_prepared(cfg, [target])
+
+
+@pytest.mark.parametrize("change, found", [
+    (lambda m: m.pop("shards"), "shards must be list, got None"),
+    (lambda m: m.update(seq_len="long"), "seq_len must be int"),
+    (lambda m: m.update(format=0), "format 0, expected"),
+    (lambda m: m["shards"][0].pop("rows"), "malformed shard list"),
+])
+def test_a_bad_manifest_is_named(embedded, tmp_path, change, found):
+    cfg, target = copy_prepared(embedded, tmp_path)
+    manifest = json.loads((target / "manifest.json").read_text())
+    change(manifest)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=f"{target / 'manifest.json'}: {found}"):
+        open_prepared(cfg, [target])
+
+
+def test_a_damaged_tokenizer_in_the_cache_is_found_when_opening(embedded, tmp_path):
+    cfg, target = copy_prepared(embedded, tmp_path)
+    (target / "tokenizer.json").write_text("{not json")
+    with pytest.raises(DataError, match=f"{target / 'tokenizer.json'}: not a usable tokenizer"):
+        open_prepared(cfg, [target])
+
+
+def test_token_ids_past_the_vocabulary_name_the_shard_and_row(embedded, tmp_path):
+    """A shard overwritten at the same size passes the size check; the batches read from it are checked."""
+    cfg, target = copy_prepared(embedded, tmp_path)
+    shard = target / "shards" / "train-00000.bin"
+    tokens = np.fromfile(shard, np.uint16)
+    tokens[(cfg.seq_len + 1) * 7 + 3] = 60000
+    tokens.tofile(shard)
+    rows = open_prepared(cfg, [target]).sources[0].train
+    assert rows.take(np.array([0, 6, 8])).shape == (3, cfg.seq_len + 1)
+    with pytest.raises(DataError, match=f"{shard}: row 7 holds token id 60000, past the vocabulary of 512"):
+        rows.take(np.array([0, 7]))
 
 
 def test_local_tokenizer_must_fit_vocab(embedded, tmp_path):
     cfg, data = embedded
     local = replace(cfg, tokenizer=str(data.tokenizer_path.parent), cache_dir=str(tmp_path))  # a directory
-    assert np.array_equal(prepare_data(local, progress=False).train, data.train)
+    assert np.array_equal(prepare_data(local, progress=False).sources[0].train.to_numpy(),
+                          data.sources[0].train.to_numpy())
     with pytest.raises(ConfigError, match="set data.vocab_size to at least 512"):
         prepare_data(replace(local, tokenizer=str(data.tokenizer_path), vocab_size=300))

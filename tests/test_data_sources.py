@@ -1,51 +1,110 @@
-"""Corpus sources: the embedded corpus, local files, and one-line errors for bad sources."""
+"""Corpus sources: the embedded corpus, local files read as streams in fixed slices, a hub dataset's files
+(resolved and read through the hub adapter: here a local folder laid out like a hub repository, since the
+tests have no network), bad records, and one-line errors for bad sources."""
 
 import json
 import sysconfig
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL
 
-from pretrain.config import DataConfig
+from pretrain.config import DataConfig, SourceConfig
+from pretrain.data import sources
 from pretrain.data.shards import prepare_data
-from pretrain.data.sources import resolve_source
-from pretrain.errors import ConfigError
+from pretrain.data.sources import plan_sources, resolve_source, source_documents
+from pretrain.errors import ConfigError, DataError
+
+DOCS = [f"document {i}: " + " ".join(f"word{i * j % 97}" for j in range(120)) for i in range(40)]
 
 
 def test_embedded_corpus_is_the_stdlib_without_tests():
     root = Path(sysconfig.get_paths()["stdlib"])
-    relative = [f.relative_to(root).as_posix() for f in resolve_source(DataConfig()).files]
+    source = resolve_source(SourceConfig())
+    relative = [Path(p).relative_to(root).as_posix() for piece in source.slices for p in piece.paths]
     assert relative == sorted(relative) and len(relative) > 500
     assert not any(part in {"site-packages", "test", "tests", "idle_test"}
                    for r in relative for part in r.split("/")[:-1])
     assert any(r == "json/decoder.py" for r in relative)
 
 
-@pytest.mark.parametrize("kind", ["txt", "jsonl", "parquet"])
-def test_local_sources(tmp_path, kind):
-    import datasets
-
-    docs = [f"document {i}: " + " ".join(f"word{i * j % 97}" for j in range(120)) for i in range(12)]
-    folder = tmp_path / "corpus"
-    folder.mkdir()
+def write_corpus(folder: Path, kind: str, docs: list[str]) -> str:
+    """The documents as text files, JSON lines or parquet; returns the data.source naming them."""
+    folder.mkdir(parents=True)
     if kind == "txt":  # one document per file, newlines and all
         for i, doc in enumerate(docs):
-            (folder / f"{i:02d}.txt").write_text(doc.replace(" word1", "\nword1"))
-        source = str(folder)
-    elif kind == "jsonl":
-        lines = [json.dumps({"body": doc, "id": i}) + "\n" for i, doc in enumerate(docs)]
-        (folder / "a.jsonl").write_text("".join(lines))
-        source = str(folder / "*.jsonl")
-    else:
-        datasets.Dataset.from_dict({"body": docs}).to_parquet(str(folder / "a.parquet"))
-        source = str(folder / "a.parquet")
-    cfg = DataConfig(source=source, text_field="body", cache_dir=str(tmp_path / "cache"), vocab_size=300,
-                     seq_len=16, val_fraction=0.2)
-    data = prepare_data(cfg, progress=False)
-    assert data.meta["documents"] == len(docs) and len(data.train) > 0 and len(data.val) > 0
-    assert source in data.meta["source"]
-    assert int((data.train == data.eos_id).sum()) >= data.meta["train_documents"] - 1
+            (folder / f"{i:02d}.txt").write_text(doc)
+        return str(folder)
+    if kind == "jsonl":
+        (folder / "a.jsonl").write_text("".join(json.dumps({"body": d, "id": i}) + "\n" for i, d in enumerate(docs)))
+        return str(folder / "*.jsonl")
+    pq.write_table(pa.table({"body": docs}), folder / "a.parquet", row_group_size=7)
+    return str(folder / "a.parquet")
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl", "parquet"])
+def test_every_kind_of_local_source_gives_the_same_rows(tmp_path, kind):
+    """Text files, JSON lines and a parquet file of several row groups, each read as a stream, give the same
+    documents and (packed in one slice) the same rows."""
+    cfg = DataConfig(text_field="body", cache_dir=str(tmp_path / "cache"), vocab_size=300, seq_len=16,
+                     val_fraction=0.2, tokenizer_sample=10**6)
+    reference = prepare_data(replace(cfg, source=write_corpus(tmp_path / "ref", "jsonl", DOCS)), progress=False)
+    source = write_corpus(tmp_path / kind, kind, DOCS)
+    cfg = replace(cfg, source=source)
+    assert list(source_documents(plan_sources(cfg)[0])) == DOCS
+    data = prepare_data(replace(cfg, tokenizer=str(reference.tokenizer_path)), progress=False).sources[0]
+    assert data.manifest["documents"] == len(DOCS) and source in data.manifest["source"]
+    for split in ("train", "val"):
+        assert np.array_equal(getattr(data, split).to_numpy(), getattr(reference.sources[0], split).to_numpy())
+
+
+def test_large_inputs_are_cut_into_fixed_slices(tmp_path, monkeypatch):
+    """JSON lines by byte ranges (a line belongs to the slice its first byte is in), parquet by row groups:
+    every document once, in order, whatever the cut."""
+    monkeypatch.setattr(sources, "JSON_SLICE_BYTES", 1000)
+    monkeypatch.setattr(sources, "PARQUET_SLICE_BYTES", 3000)
+    for kind in ("jsonl", "parquet"):
+        spec = SourceConfig(source=write_corpus(tmp_path / kind, kind, DOCS), text_field="body")
+        plan = plan_sources(DataConfig(sources=[spec]))[0]
+        assert len(plan.source.slices) > 3, kind
+        assert list(source_documents(plan)) == DOCS, kind
+
+
+def hub_repo(folder: Path) -> Path:
+    """A folder laid out like a hub dataset repository: data/<split>-NNNNN-of-NNNNN.parquet."""
+    (folder / "data").mkdir(parents=True)
+    for i, part in enumerate((DOCS[:25], DOCS[25:])):
+        pq.write_table(pa.table({"text": part}), folder / "data" / f"train-{i:05d}-of-00002.parquet")
+    pq.write_table(pa.table({"text": ["held out"]}), folder / "data" / "validation-00000-of-00001.parquet")
+    return folder
+
+
+def test_a_hub_dataset_is_read_file_by_file(tmp_path):
+    plan = plan_sources(DataConfig(source=f"hub:{hub_repo(tmp_path / 'repo')}"))[0]
+    assert [Path(p.paths[0]).name for p in plan.source.slices] == ["train-00000-of-00002.parquet",
+                                                                    "train-00001-of-00002.parquet"]
+    assert plan.source.kind == "hub" and list(source_documents(plan)) == DOCS
+    with pytest.raises(ConfigError, match="has no data files for split 'test'; splits: train, validation"):
+        prepare_data(DataConfig(source=f"hub:{tmp_path / 'repo'}", hub_split="test", cache_dir=str(tmp_path)),
+                     progress=False)
+
+
+def test_a_record_whose_text_is_not_text_is_named_or_skipped(tmp_path):
+    (tmp_path / "c").mkdir()
+    lines = [json.dumps({"text": d}) for d in DOCS[:5]] + ['{"text": 42}', json.dumps({"text": ["a", "b"]}),
+                                                           "not json", *(json.dumps({"text": d}) for d in DOCS[5:])]
+    (tmp_path / "c" / "a.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = DataConfig(source=str(tmp_path / "c"), cache_dir=str(tmp_path / "cache"), **SMALL)
+    with pytest.raises(DataError, match=rf"{tmp_path / 'c' / 'a.jsonl'}: line 6: its 'text' is a int, not text "
+                                        r"\(set data.skip_bad_records=true to skip such records\)"):
+        prepare_data(cfg, progress=False)
+    data = prepare_data(replace(cfg, skip_bad_records=True), progress=False).sources[0]
+    assert data.manifest["skipped_records"] == 3 and data.manifest["documents"] == len(DOCS)
+    assert "line 6" in data.manifest["first_skipped"]
 
 
 @pytest.mark.parametrize("changes, setting", [
@@ -53,18 +112,24 @@ def test_local_sources(tmp_path, kind):
     ({"source": "no/such/*.csv"}, "data.source"),
     ({"source": "__FILE__"}, "data.source"),  # an existing file of an unsupported type
     ({"source": "hub:no-such-org/no-such-dataset"}, "data.source"),
+    ({"source": "hub:"}, "data.source"),
     ({"source": "__EMPTY__"}, "data.source"),
+    ({"source": "__EMPTY_JSONL__"}, "data.source"),
     ({"source": "__JSONL__", "text_field": "missing"}, "data.text_field"),
+    ({"source": "__PARQUET__", "text_field": "missing"}, "data.text_field"),
     ({"tokenizer": "no/such/tokenizer"}, "data.tokenizer"),
     ({"vocab_size": 256}, "data.vocab_size"),
+    ({"sources": [SourceConfig(name="a"), SourceConfig(name="a")]}, "data.sources"),
 ])
 def test_config_errors_are_one_line(tmp_path, changes, setting):
     (tmp_path / "x.csv").write_text("a,b\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.txt").write_text("  \n")
     (tmp_path / "e.jsonl").write_text('{"text": "hello"}\n')
-    special = {"__FILE__": tmp_path / "x.csv", "__EMPTY__": tmp_path / "empty",
-               "__JSONL__": tmp_path / "e.jsonl"}
+    (tmp_path / "none.jsonl").write_text("")
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "p.parquet")
+    special = {"__FILE__": tmp_path / "x.csv", "__EMPTY__": tmp_path / "empty", "__JSONL__": tmp_path / "e.jsonl",
+               "__EMPTY_JSONL__": tmp_path / "none.jsonl", "__PARQUET__": tmp_path / "p.parquet"}
     if changes.get("source") in special:
         changes = {**changes, "source": str(special[changes["source"]])}
     cfg = DataConfig(cache_dir=str(tmp_path / "cache"), **{**SMALL, **changes})

@@ -17,8 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pretrain import load_model
 from pretrain.cli import main
+from pretrain.fileio import checksum
 from pretrain.training.checkpoint import latest_checkpoint, load_consolidated_state_dict
-from pretrain.training.engine import file_checksum
 
 pytestmark = pytest.mark.slow
 
@@ -197,7 +197,7 @@ def test_bad_inputs_give_one_clear_line(runs, tmp_path, capsys):
     config = relu / "config.yaml"
     config.write_text(config.read_text().replace("mlp: swiglu", "mlp: relu"))
     checksums = json.loads((relu / "checksums.json").read_text())
-    checksums["config.yaml"] = file_checksum(config)
+    checksums["config.yaml"] = checksum(config)
     (relu / "checksums.json").write_text(json.dumps(checksums))
     assert "model.mlp=relu" in error_line(capsys, "export-hf", str(relu), out)
 

@@ -19,8 +19,9 @@ RANKS = {
     "pretrain.training": 3,
     "pretrain.transfer": 4, "pretrain.export": 4,
     "pretrain.tools": 5,
-    "pretrain.benchmarks": 6, "pretrain.cli": 6, "pretrain": 6,
-    "pretrain.__main__": 7,
+    "pretrain.benchmarks": 6, "pretrain": 6,
+    "pretrain.cli": 7,
+    "pretrain.__main__": 8,
 }
 SUBPACKAGES = ("data", "model", "training", "transfer", "export", "tools")
 

@@ -17,8 +17,9 @@ from conftest import ROOT, losses, pretrain, small_run
 from pretrain import load_model
 from pretrain.cli import main
 from pretrain.errors import CheckpointError
+from pretrain.fileio import checksum
 from pretrain.training.checkpoint import step_dir_name
-from pretrain.training.engine import CHECKSUMS, UNIVERSAL_DIR, file_checksum
+from pretrain.training.engine import CHECKSUMS, UNIVERSAL_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +66,7 @@ def copy_run(run: Path, to: Path) -> Path:
 def rehash(checkpoint: Path, name: str) -> None:
     """Record `name`'s current checksum, as an attacker who also rewrites checksums.json would."""
     manifest = json.loads((checkpoint / CHECKSUMS).read_text())
-    manifest[name] = file_checksum(checkpoint / name)
+    manifest[name] = checksum(checkpoint / name)
     (checkpoint / CHECKSUMS).write_text(json.dumps(manifest))
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from pretrain.config import config_from_dict
+from pretrain.fileio import checksum
 from pretrain.model.transformer import build_model
 from pretrain.training.checkpoint import Checkpointer, list_checkpoints, read_trainer_state
-from pretrain.training.engine import file_checksum
 from pretrain.training.optim import build_optimizer
 from pretrain.training.trainer import Trainer, TrainingDiverged
 
@@ -56,9 +56,9 @@ class PlainEngine:
         (checkpoint / "ds").mkdir()
         torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()},
                    checkpoint / "ds" / "states.pt")
-        checksum = Future()
-        checksum.set_result(file_checksum(checkpoint / "ds" / "states.pt"))
-        return {"ds/states.pt": checksum}
+        written = Future()
+        written.set_result(checksum(checkpoint / "ds" / "states.pt"))
+        return {"ds/states.pt": written}
 
     def load(self, checkpoint: Path, universal: bool) -> None:
         states = torch.load(checkpoint / "ds" / "states.pt", weights_only=True)

@@ -38,7 +38,7 @@ from tokenizers import Tokenizer
 from ..config import DataConfig, load_config
 from ..data.encoder import tiktoken_twin, usable_cores
 from ..data.shards import prepare_data
-from ..data.sources import SPLITS, load_corpus, split_documents
+from ..data.sources import SPLITS, plan_sources, source_documents, split_of
 from ..data.tokenizer import hf_tokenizer, prepare_tokenizer
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ Run = tuple[float, float, dict[str, np.ndarray]]  # wall seconds, CPU seconds, t
 def run_ours(cfg: DataConfig) -> Run:
     with tempfile.TemporaryDirectory() as cache:
         wall, cpu, data = measure(lambda: prepare_data(replace(cfg, cache_dir=cache), progress=False))
-        return wall, cpu, {name: np.array(getattr(data, name)) for name in SPLITS}
+        return wall, cpu, {name: getattr(data.sources[0], name).to_numpy() for name in SPLITS}
 
 
 def run_recipe(cfg: DataConfig, documents: dict[str, list[str]]) -> Run:
@@ -114,9 +114,8 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
 
 def split_texts(cfg: DataConfig) -> dict[str, list[str]]:
     """Our train and val documents, in corpus order: the recipe's input."""
-    corpus = load_corpus(cfg)
-    codes = split_documents(corpus, cfg.val_fraction)
-    texts = [text for batch in corpus.batches(1024) for text in batch]
+    texts = list(source_documents(plan_sources(cfg)[0]))
+    codes = [split_of(text, cfg.val_fraction) for text in texts]
     return {name: [t for t, c in zip(texts, codes) if c == code] for name, code in SPLITS.items()}
 
 
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config).data if os.path.exists(args.config) else DataConfig()
     if args.max_documents is not None:
         cfg = replace(cfg, max_documents=args.max_documents)
-    cfg = replace(cfg, tokenizer=str(prepare_tokenizer(cfg)))
+    cfg = replace(cfg, tokenizer=str(prepare_tokenizer(cfg, plan_sources(cfg))))
     documents = split_texts(cfg)
 
     times: dict[str, list[tuple[float, float]]] = {"ours": [], "recipe": []}  # (wall, cpu) per run
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     docs = sum(map(len, documents.values()))
     tokens = sum(rows.size for rows in ours.values())
     best = {side: min(runs) for side, runs in times.items()}
-    print(f"corpus: {load_corpus(cfg).description}, {docs:,} documents")
+    print(f"corpus: {plan_sources(cfg)[0].source.description}, {docs:,} documents")
     print(f"tokenizer: {cfg.tokenizer}; seq_len {cfg.seq_len}; {usable_cores()} CPU cores; "
           f"best of {args.repeats} runs each")
     for side, runs in times.items():

@@ -1,11 +1,13 @@
 """Data: documents in, packed token rows out, and the batches each step trains on.
 
-- `sources`: what `data.source` names (the embedded corpus, local files, the Hugging Face hub), as documents.
+- `sources`: what `data.source` (or `data.sources`) names, cut into fixed slices, as documents.
+- `hub`: the Hugging Face hub adapter: a dataset's data files, read as streams.
 - `encoder`: documents to token ids (tiktoken where it is an exact twin of the tokenizer).
 - `tokenizer`: the tokenizer.json: trained (byte-level BPE) or brought along, and its end-of-document token.
-- `shards`: the prepared data (split, packed shards, metadata).
+- `shards`: the prepared data: slices packed into bounded shards, a manifest; prepared by any number of
+  workers or Slurm array tasks, opened with every shard checked.
 - `cache`: where prepared data lives: directories keyed by what shaped them, each built once, published whole.
-- `sampler`: which rows each step and rank read, as a pure function of (seed, step).
+- `sampler`: which rows of which source each step and rank read, as a pure function of (seed, step).
 
 May import: `pretrain.config`, `pretrain.errors`, `pretrain.fileio`. Never the model, training or anything above.
 """

@@ -1,206 +1,330 @@
-"""Prepared data: documents split, encoded and packed into memory-mapped shards, cached across runs.
+"""Prepared data: each source's documents split, encoded and packed into token shards, listed in a manifest.
 
-`prepare_data(cfg)` turns the documents of `data.source` into two shards:
-1. Split: each document goes to val when a hash of its text falls below `data.val_fraction`, so the split
-   does not depend on document order and duplicated documents never straddle it. Empty documents are dropped.
-2. Tokenizer: trained or brought along (see `tokenizer`).
-3. Packing: documents are encoded in batches on all cores (by tiktoken where it gives the tokenizer's exact ids,
-   see `encoder`), each followed by EOS (a tokenizer's own template, such as a BOS, is kept), concatenated,
-   and cut into rows of seq_len + 1 tokens (inputs row[:-1], targets row[1:]); the tail that does not fill a
-   row is dropped.
-4. Shards: raw uint16 (uint32 past 2^16 ids) train.bin and val.bin next to meta.json, which holds the row
-   counts that loading checks file sizes against, token counts, and the unigram entropy of the train tokens.
+    DATA_CACHE/<kind>-seq<L>-<key>/      one prepared source (key: its input, the tokenizer, seq_len, split, caps)
+        manifest.json    the shards (split, rows, bytes, sha256), token and document counts, unigram entropy
+        tokenizer.json   the tokenizer the ids belong to
+        unigram.npy      train token counts, for the entropy of a mixture
+        shards/train-00000.bin, val-00000.bin, train-00000-001.bin, ...
+
+Preparation works slice by slice (see `sources`): a slice's documents are split by hash, encoded (by tiktoken
+where it is an exact twin of the tokenizer, see `encoder`), each followed by EOS (a tokenizer's own template,
+such as a BOS, is kept), concatenated per split and cut into rows of seq_len + 1 tokens (inputs row[:-1],
+targets row[1:]); the tail that does not fill a row is dropped. Rows go to raw uint16 (uint32 past 2^16 ids)
+shard files of at most SHARD_TOKENS tokens. Each slice is published whole into a work directory
+(`.work-<name>/slices/00000/`), so that any number of processes or Slurm array tasks can prepare slices in any
+order and a rerun skips finished ones; `finalize` checks that every slice is there, writes the manifest and
+publishes the directory. The rows depend only on the input and the settings, never on the number of workers.
+
+`pretrain train` prepares small sources itself (the embedded corpus, small local files: at most
+IN_BAND_TOKENS tokens, seconds of work); a larger or hub source must be prepared first, with
+`pretrain prepare-data` (`--workers N`, or `--slurm`), so that no rank of a training job ever waits hours at a
+collective while one rank tokenizes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from ..config import DataConfig
-from ..errors import ConfigError, UserError
-from .cache import FORMAT_VERSION, build_once
+from ..errors import ConfigError, DataError
+from ..fileio import atomic_output, checksum, remove, write_json
+from .cache import FORMAT_VERSION
 from .encoder import DocumentEncoder, document_encoder, usable_cores
 from .sources import (
-    DOCS_PER_BATCH,
     SKIP,
     SPLITS,
     TRAIN,
     VAL,
-    Corpus,
+    BadRecords,
+    SourcePlan,
+    documents,
     fingerprint,
-    load_corpus,
-    resolve_source,
-    split_documents,
+    plan_sources,
+    source_name,
+    split_of,
 )
-from .tokenizer import check_fits, id_count, load_tokenizer, prepare_tokenizer, tokenizer_identity
+from .tokenizer import check_fits, eos_token, id_count, load_tokenizer, prepare_tokenizer, tokenizer_path
+
+SHARD_TOKENS = 2**28  # a shard file holds at most this many tokens (512 MiB as uint16)
+IN_BAND_TOKENS = 50_000_000  # the most `pretrain train` prepares itself
+BYTES_PER_TOKEN = 3  # for the in-band estimate: BPE tokens of text and code run 3-5 bytes; 3 errs on the safe side
+DOCS_PER_BATCH = 128  # documents per encode call
+MANIFEST = "manifest.json"
 
 
-class DataError(UserError, ValueError):
-    """Prepared data that is missing, corrupt or truncated; the message names the file."""
+@dataclass
+class Rows:
+    """The rows of one split of a prepared source across its shard files, addressed by one row index."""
+
+    files: list[Path]
+    shards: list[np.ndarray]  # memmaps, (rows, seq_len + 1)
+    vocab_size: int  # ids must lie below it
+
+    def __post_init__(self):
+        self.starts = np.cumsum([0, *(len(s) for s in self.shards)])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def to_numpy(self) -> np.ndarray:
+        """Every row, in order (for inspection and tests: it reads the whole split)."""
+        return np.concatenate([np.asarray(shard) for shard in self.shards])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows by index, as int64 (len(rows), seq_len + 1); a token id past the vocabulary is an error naming
+        the shard and its row (a shard overwritten by something else)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shard = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((len(rows), self.shards[0].shape[1]), np.int64)
+        for s in np.unique(shard):
+            mask = shard == s
+            out[mask] = self.shards[s][rows[mask] - self.starts[s]]
+        if out.size and out.max() >= self.vocab_size:
+            i = int(np.argmax(out.max(axis=1) >= self.vocab_size))
+            s = int(shard[i])
+            raise DataError(f"{self.files[s]}: row {int(rows[i] - self.starts[s])} holds token id {int(out[i].max())}, "
+                            f"past the vocabulary of {self.vocab_size}; the prepared data is corrupt: delete "
+                            f"{self.files[s].parents[1]} and prepare it again")
+        return out
+
+
+@dataclass
+class PreparedSource:
+    name: str
+    weight: float
+    dir: Path
+    manifest: dict
+    train: Rows
+    val: Rows
+    unigram: np.ndarray  # train token counts
 
 
 @dataclass
 class PreparedData:
-    dir: Path
-    tokenizer_path: Path  # the tokenizer.json stored with the shards
+    sources: list[PreparedSource]
+    tokenizer_path: Path
     eos_id: int
-    train: np.ndarray  # memmap, (n_train_rows, seq_len + 1)
-    val: np.ndarray  # memmap, (n_val_rows, seq_len + 1)
-    meta: dict  # see _write_shards for the keys
+
+    @property
+    def dirs(self) -> list[Path]:
+        return [s.dir for s in self.sources]
+
+    @property
+    def unigram_entropy(self) -> float:
+        """Nats: the loss of the best model that ignores context, on the mixture of the sources' train tokens."""
+        size = max(len(s.unigram) for s in self.sources)
+        mixed = sum(s.weight * np.pad(s.unigram, (0, size - len(s.unigram))) / s.unigram.sum() for s in self.sources)
+        p = mixed[mixed > 0] / mixed.sum()
+        return float(-(p * np.log(p)).sum())
+
+    def describe(self) -> str:
+        lines = []
+        for s in self.sources:
+            m = s.manifest
+            lines.append(f"{s.dir}: {m['documents']:,} documents, {m['train_tokens']:,} train tokens "
+                         f"({len(s.train):,} rows in {m['train_shards']} shards), {m['val_tokens']:,} val tokens "
+                         f"({len(s.val):,} rows)" + (f"; weight {s.weight:g}" if len(self.sources) > 1 else ""))
+        return "\n".join(lines + [f"unigram entropy {self.unigram_entropy:.4f} nats"])
 
 
-def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
-    """The shards for `cfg`, built on first use and reused from `data.cache_dir` after that."""
+@dataclass(frozen=True)
+class Work:
+    """What preparing the data of a config takes: the sources, the tokenizer, and where each source goes."""
+
+    cfg: DataConfig
+    plans: tuple[SourcePlan, ...]
+    tokenizer: Path
+    targets: tuple[Path, ...]
+
+    def pieces(self) -> list[tuple[int, int]]:
+        """(source, slice) of every slice to prepare, in a fixed order."""
+        return [(s, piece.index) for s, plan in enumerate(self.plans) for piece in plan.source.slices
+                if not self.targets[s].is_dir()]
+
+
+def plan_work(cfg: DataConfig, progress: bool = True, in_band: bool = False) -> Work:
+    """Resolve the sources and prepare the tokenizer (which every slice needs). `in_band` (inside `pretrain
+    train`): refuse to train a tokenizer on, or prepare, a source too large for that."""
     cfg.validate()
-    if cfg.num_workers > 0:
-        # The Rust encoder sizes its thread pool from this variable when the process first encodes.
-        os.environ.setdefault("RAYON_NUM_THREADS", str(cfg.num_workers))
-    target = _data_dir(cfg)
-    build_once(target, lambda staged: _write_shards(cfg, prepare_tokenizer(cfg, progress), staged, progress))
-    return _open(target, cfg)
+    plans = plan_sources(cfg)
+    if in_band and not tokenizer_path(cfg, plans).is_file():
+        for plan in plans:
+            check_in_band(plan, cfg)
+    tokenizer = prepare_tokenizer(cfg, plans, progress)
+    targets = tuple(data_dir(cfg, plan, tokenizer) for plan in plans)
+    if in_band:
+        for plan, target in zip(plans, targets):
+            if not target.is_dir():
+                check_in_band(plan, cfg)
+    return Work(cfg, tuple(plans), tokenizer, targets)
 
 
-def load_prepared(cfg: DataConfig) -> PreparedData:
-    """The shards `prepare_data(cfg)` built; for processes that must not build (other ranks)."""
-    target = _data_dir(cfg)
-    if not target.is_dir():
-        raise DataError(f"{target}: no prepared data for this data config; run `pretrain prepare-data` first")
-    return _open(target, cfg)
+def prepare_data(cfg: DataConfig, progress: bool = True, in_band: bool = False, workers: int = 1) -> PreparedData:
+    """The prepared data of `cfg`, built where missing (by `workers` processes) and reused after that."""
+    work = plan_work(cfg, progress, in_band)
+    if work.pieces():
+        lock = Path(cfg.cache_dir) / f".{work.targets[0].name}.lock"
+        with open(lock, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # one builder at a time on this machine; others find its result
+            prepare_slices(work, workers=workers, progress=progress)
+            finalize(work)
+    return open_prepared(cfg, work.targets)
 
 
-# --- the cache ----------------------------------------------------------------------------------------------
-
-def _data_dir(cfg: DataConfig) -> Path:
-    """Where the shards for `cfg` live: named by a digest of everything that shapes them."""
-    source = resolve_source(cfg)
-    key = fingerprint([FORMAT_VERSION, source.identity, tokenizer_identity(cfg), cfg.seq_len, cfg.val_fraction,
-                       cfg.max_documents])
-    return Path(cfg.cache_dir) / f"{source.kind}-seq{cfg.seq_len}-{key}"
-
-
-def _open(target: Path, cfg: DataConfig) -> PreparedData:
-    meta_path = target / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{meta_path}: unreadable ({err}); delete {target} to rebuild it") from None
-    if meta.get("format") != FORMAT_VERSION:
-        raise DataError(f"{meta_path}: format {meta.get('format')}, expected {FORMAT_VERSION}; "
-                        f"delete {target} to rebuild it")
-    check_fits(meta["vocab_size"], cfg, target / "tokenizer.json")
-    shards = {name: _memmap(target / f"{name}.bin", np.dtype(meta["dtype"]), meta[f"{name}_rows"],
-                            meta["seq_len"] + 1) for name in SPLITS}
-    return PreparedData(target, target / "tokenizer.json", meta["eos_id"], shards["train"], shards["val"],
-                        meta)
+def check_in_band(plan: SourcePlan, cfg: DataConfig) -> None:
+    """Refuse to prepare, inside a training job, a source that would take more than seconds."""
+    source = plan.source
+    if source.kind == "hub":
+        raise ConfigError(f"{source.setting}: {source.description} must be prepared before training: run "
+                          "`pretrain prepare-data CONFIG` (or with --slurm on a cluster), then train")
+    tokens = source.input_bytes / BYTES_PER_TOKEN
+    if cfg.max_tokens is not None:
+        tokens = min(tokens, cfg.max_tokens)
+    if tokens > IN_BAND_TOKENS:
+        raise ConfigError(f"{source.setting}: {source.description} is about {tokens:.2g} tokens, more than the "
+                          f"{IN_BAND_TOKENS:.2g} that training prepares itself: run `pretrain prepare-data CONFIG "
+                          "--workers N` (or --slurm on a cluster) first")
 
 
-def _memmap(path: Path, dtype: np.dtype, rows: int, row: int) -> np.ndarray:
-    expected = rows * row * dtype.itemsize
-    size = path.stat().st_size if path.is_file() else None
-    if size != expected:
-        found = "missing" if size is None else f"{size:,} bytes"
-        raise DataError(f"{path}: {found}, expected {expected:,} bytes ({rows:,} rows of {row} {dtype.name}) "
-                        f"per meta.json; the cache is corrupt: delete {path.parent} to rebuild it")
-    return np.memmap(path, dtype=dtype, mode="r", shape=(rows, row))
+def data_dir(cfg: DataConfig, plan: SourcePlan, tokenizer: Path) -> Path:
+    """Where the prepared data of one source lives: named by a digest of everything that shapes it."""
+    key = fingerprint([FORMAT_VERSION, plan.source.identity, checksum(tokenizer)["sha256"], cfg.seq_len,
+                       cfg.val_fraction, cfg.max_documents, cfg.max_tokens])
+    return Path(cfg.cache_dir) / f"{plan.source.kind}-seq{cfg.seq_len}-{key}"
 
 
-# --- packing ------------------------------------------------------------------------------------------------
+def work_dir(target: Path) -> Path:
+    return target.with_name(f".work-{target.name}")
 
-def _write_shards(cfg: DataConfig, tokenizer_path: Path, out: Path, progress: bool) -> None:
-    corpus = load_corpus(cfg)
-    codes = split_documents(corpus, cfg.val_fraction)
-    tokenizer, eos = load_tokenizer(tokenizer_path, cfg)
-    encoder = document_encoder(tokenizer, cfg.num_workers or usable_cores())
-    shutil.copyfile(tokenizer_path, out / "tokenizer.json")
+
+def slice_dir(target: Path, index: int) -> Path:
+    return work_dir(target) / "slices" / f"{index:05d}"
+
+
+# --- preparing slices ----------------------------------------------------------------------------------------
+
+def prepare_slices(work: Work, task: int = 0, tasks: int = 1, workers: int = 1, progress: bool = True) -> int:
+    """Prepare this task's share of the unfinished slices (every `tasks`-th, from `task`), with `workers`
+    processes; returns how many were prepared."""
+    todo = [(s, i) for n, (s, i) in enumerate(work.pieces()) if n % tasks == task
+            and not slice_dir(work.targets[s], i).is_dir()]
+    bar = tqdm(total=len(todo), unit="slice", desc="prepare", disable=not progress or len(todo) < 2)
+    if workers > 1 and len(todo) > 1:
+        threads = max(1, usable_cores() // workers)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(_prepare_slice_quietly, [(work, s, i, threads) for s, i in todo]):
+                bar.update(1)
+    else:
+        for s, i in todo:
+            prepare_slice(work, s, i, work.cfg.num_workers or usable_cores(), progress)
+            bar.update(1)
+    bar.close()
+    return len(todo)
+
+
+def _prepare_slice_quietly(args: tuple) -> None:
+    work, source, index, threads = args
+    prepare_slice(work, source, index, threads, progress=False)
+
+
+def prepare_slice(work: Work, source: int, index: int, threads: int, progress: bool = True) -> None:
+    """Encode and pack one slice into its work directory, published whole (a crash leaves nothing there)."""
+    plan, target, cfg = work.plans[source], work.targets[source], work.cfg
+    piece, limit = plan.source.slices[index], plan.limits[index]
+    tokenizer, eos = load_tokenizer(work.tokenizer, cfg)
+    encoder = document_encoder(tokenizer, threads)
     n_ids = id_count(tokenizer)
-    dtype = np.dtype(np.uint16 if cfg.vocab_size <= 2**16 else np.uint32)
-    row = cfg.seq_len + 1
-    counts = np.zeros(n_ids, np.int64)  # train token frequencies, for the unigram entropy
-    written = dict.fromkeys(SPLITS, 0)
-    with ExitStack() as stack:
-        files = {name: stack.enter_context(open(out / f"{name}.bin", "wb")) for name in SPLITS}
-        bar = stack.enter_context(tqdm(total=int((codes != SKIP).sum()), unit="doc", desc=f"tokenize ({encoder.name})",
-                                       disable=not progress))
-        for batch_codes, docs in _encode(encoder, corpus, codes):
-            for name, code in SPLITS.items():
-                tokens = _join([ids for ids, c in zip(docs, batch_codes) if c == code], eos, dtype)
-                tokens.tofile(files[name])
-                written[name] += tokens.size
-                if code == TRAIN:
-                    counts += np.bincount(tokens, minlength=n_ids)
-            bar.update(len(batch_codes))
-            bar.set_postfix(tokens=f"{sum(written.values()):,}")
-        rows = {name: n // row for name, n in written.items()}
-        for name, f in files.items():  # drop the tail that does not fill a row
-            size = rows[name] * row * dtype.itemsize
-            if name == "train":
-                f.flush()
-                counts -= np.bincount(np.fromfile(out / "train.bin", dtype, offset=size), minlength=n_ids)
-            f.truncate(size)
-            os.fsync(f.fileno())  # the rename that publishes the shards must not overtake their bytes
-    for name, setting in (("train", "data.max_documents"), ("val", "data.val_fraction")):
-        if rows[name] == 0:
-            raise ConfigError(f"{setting}: the {name} split has {written[name]} tokens, less than one row of "
-                              f"seq_len + 1 = {row}; use more documents or a shorter data.seq_len")
-    p = counts[counts > 0] / counts.sum()
-    meta = {
-        "format": FORMAT_VERSION,
-        "source": corpus.description,
-        "tokenizer": cfg.tokenizer,
-        "encoder": encoder.name,  # see encoder.py: both give the same ids
-        "vocab_size": n_ids,
-        "eos_id": eos,
-        "seq_len": cfg.seq_len,
-        "dtype": dtype.name,
-        "documents": int((codes != SKIP).sum()),
-        "train_documents": int((codes == TRAIN).sum()),
-        "val_documents": int((codes == VAL).sum()),
-        "train_rows": rows["train"],
-        "val_rows": rows["val"],
-        "train_tokens": rows["train"] * row,  # as stored: whole rows of seq_len + 1
-        "val_tokens": rows["val"] * row,
-        "unigram_entropy": float(-(p * np.log(p)).sum()),  # nats; a unigram model's loss on the train tokens
-        "val_fraction": cfg.val_fraction,
-        "max_documents": cfg.max_documents,
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    dtype = np.dtype(np.uint16 if n_ids <= 2**16 else np.uint32)
+    bad = BadRecords() if cfg.skip_bad_records else None
+    counts = {TRAIN: 0, VAL: 0}
+    with atomic_output(slice_dir(target, index), directory=True) as staged:
+        writers = {code: _RowWriter(staged, f"{name}-{index:05d}", cfg.seq_len + 1, dtype, n_ids)
+                   for name, code in SPLITS.items()}
+        texts = documents(plan.source, piece, limit, bad)
+        desc = f"{plan.source.name} slice {index + 1}/{len(plan.source.slices)} ({encoder.name})"
+        with tqdm(unit="doc", desc=desc, disable=not progress, leave=False) as bar:
+            for codes, ids in _encoded(encoder, texts, cfg.val_fraction):
+                for code, writer in writers.items():
+                    chosen = [d for d, c in zip(ids, codes) if c == code]
+                    counts[code] += len(chosen)
+                    if chosen:
+                        writer.write(_join(chosen, eos, dtype))
+                bar.update(len(codes))
+        shards = [shard for writer in writers.values() for shard in writer.close()]
+        write_json(staged / "stats.json", {
+            "slice": index, "input": piece.label, "encoder": encoder.name, "dtype": dtype.name, "vocab_size": n_ids,
+            "eos_id": eos, "train_documents": counts[TRAIN], "val_documents": counts[VAL],
+            "skipped_records": bad.count if bad else 0, "first_skipped": bad.first if bad else None,
+            "shards": shards})
+        np.save(staged / "unigram.npy", writers[TRAIN].unigram)
 
 
-def _encode(encoder: DocumentEncoder, corpus: Corpus, codes: np.ndarray) -> Iterator[tuple[np.ndarray, list]]:
-    """(split codes, token ids) of the non-empty documents, batch by batch, in corpus order.
+class _RowWriter:
+    """Cuts a stream of tokens into rows and writes them to shard files of at most SHARD_TOKENS tokens; the
+    tail that does not fill a row is dropped at the end."""
+
+    def __init__(self, folder: Path, stem: str, row: int, dtype: np.dtype, n_ids: int):
+        self.folder, self.stem, self.row, self.dtype = folder, stem, row, dtype
+        self.rows_per_file = max(1, SHARD_TOKENS // row)
+        self.pending = np.empty(0, dtype)
+        self.files: list[tuple[str, int]] = []  # (file name, rows)
+        self.unigram = np.zeros(n_ids, np.int64)  # of the tokens written, for the unigram entropy
+
+    def write(self, tokens: np.ndarray) -> None:
+        self.pending = np.concatenate([self.pending, tokens])
+        whole = len(self.pending) // self.row * self.row
+        rows, self.pending = self.pending[:whole].reshape(-1, self.row), self.pending[whole:]
+        self.unigram += np.bincount(rows.ravel(), minlength=len(self.unigram))[:len(self.unigram)]
+        while len(rows):
+            if not self.files or self.files[-1][1] == self.rows_per_file:
+                part = len(self.files)
+                self.files.append((f"{self.stem}.bin" if part == 0 else f"{self.stem}-{part:03d}.bin", 0))
+            name, written = self.files[-1]
+            take = rows[:self.rows_per_file - written]
+            with open(self.folder / name, "ab") as f:
+                take.tofile(f)
+            self.files[-1] = (name, written + len(take))
+            rows = rows[len(take):]
+
+    def close(self) -> list[dict]:
+        split = self.stem.split("-")[0]
+        return [{"file": name, "split": split, "rows": rows, **checksum(self.folder / name)}
+                for name, rows in self.files]
+
+
+def _encoded(encoder: DocumentEncoder, texts: Iterator[str], val_fraction: float) -> Iterator[tuple[list, list]]:
+    """(split codes, token ids) of the non-empty documents, batch by batch, in order.
 
     Several batches are encoded at once: both encoders release the GIL, so while this thread packs one batch
     the encoder's threads work on the next ones, and one batch's stragglers overlap the others' bulk.
     """
-    def batches() -> Iterator[tuple[np.ndarray, list[str]]]:
-        start = 0
-        for texts in corpus.batches(DOCS_PER_BATCH):
-            batch_codes = codes[start:start + len(texts)]
-            start += len(texts)
-            keep = np.flatnonzero(batch_codes != SKIP)
-            yield batch_codes[keep], [texts[i] for i in keep]
+    def batches() -> Iterator[tuple[list[int], list[str]]]:
+        while batch := list(islice(texts, DOCS_PER_BATCH)):
+            kept = [(code, text) for text in batch if (code := split_of(text, val_fraction)) != SKIP]
+            yield [c for c, _ in kept], [t for _, t in kept]
 
     with ThreadPoolExecutor(max_workers=encoder.calls_in_flight) as pool:
         pending: deque = deque()
-        for batch_codes, texts in batches():
-            pending.append((batch_codes, pool.submit(encoder.encode_batch, texts)))
+        for codes, batch in batches():
+            pending.append((codes, pool.submit(encoder.encode_batch, batch)))
             if len(pending) == encoder.calls_in_flight:
-                batch_codes, ids = pending.popleft()
-                yield batch_codes, ids.result()
-        for batch_codes, ids in pending:
-            yield batch_codes, ids.result()
+                codes, ids = pending.popleft()
+                yield codes, ids.result()
+        for codes, ids in pending:
+            yield codes, ids.result()
 
 
 def _join(docs: list[list[int]], eos: int, dtype: np.dtype) -> np.ndarray:
@@ -208,3 +332,156 @@ def _join(docs: list[list[int]], eos: int, dtype: np.dtype) -> np.ndarray:
     lengths = np.fromiter(map(len, docs), np.int64, len(docs))
     flat = np.fromiter(chain.from_iterable(docs), dtype, int(lengths.sum()))
     return np.insert(flat, np.cumsum(lengths), eos)
+
+
+# --- finalizing ----------------------------------------------------------------------------------------------
+
+def finalize(work: Work) -> None:
+    """Publish every source whose slices are all prepared: shards, manifest, tokenizer. A slice missing is an
+    error naming it (its task failed or has not run: rerun it, then finalize again)."""
+    for s, (plan, target) in enumerate(zip(work.plans, work.targets)):
+        if target.is_dir():
+            continue
+        missing = [p.index for p in plan.source.slices if not slice_dir(target, p.index).is_dir()]
+        if missing:
+            listed = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            raise DataError(f"{work_dir(target)}: {len(missing)} of {len(plan.source.slices)} slices of "
+                            f"{plan.source.description} are not prepared (slices {listed}); run `pretrain "
+                            "prepare-data` again (it prepares only what is missing)")
+        try:
+            _publish_source(work, s)
+        except ConfigError:
+            remove(work_dir(target))  # these settings cannot make usable data: their slices are of no use
+            raise
+        remove(work_dir(target))
+
+
+def _publish_source(work: Work, s: int) -> None:
+    plan, target, cfg = work.plans[s], work.targets[s], work.cfg
+    source, row = plan.source, cfg.seq_len + 1
+    stats = [json.loads((slice_dir(target, p.index) / "stats.json").read_text()) for p in source.slices]
+    unigram = sum(np.load(slice_dir(target, p.index) / "unigram.npy") for p in source.slices)
+    documents = {split: sum(st[f"{split}_documents"] for st in stats) for split in SPLITS}
+    if not documents["train"] and not documents["val"]:
+        raise ConfigError(f"{source.setting}: {source.description} has no non-empty document")
+    budget = None if cfg.max_tokens is None else cfg.max_tokens // row  # train rows kept, in slice order
+    with atomic_output(target, directory=True) as staged:
+        (staged / "shards").mkdir()
+        shards = []
+        for st in stats:
+            for shard in st["shards"]:
+                rows = shard["rows"]
+                if shard["split"] == "train" and budget is not None:
+                    rows = min(rows, budget)
+                    budget -= rows
+                if rows:
+                    _link(slice_dir(target, st["slice"]) / shard["file"], staged / "shards" / shard["file"])
+                    shards.append({**shard, "rows": rows})
+        rows = {split: sum(sh["rows"] for sh in shards if sh["split"] == split) for split in SPLITS}
+        for split, setting in (("train", "data.max_documents"), ("val", "data.val_fraction")):
+            if rows[split] == 0:
+                raise ConfigError(f"{setting}: the {split} split of {source.description} has no complete row of "
+                                  f"seq_len + 1 = {row} tokens; use more documents or a shorter data.seq_len")
+        shutil.copyfile(work.tokenizer, staged / "tokenizer.json")
+        np.save(staged / "unigram.npy", unigram)
+        p = unigram[unigram > 0] / unigram.sum()
+        skipped = sum(st["skipped_records"] for st in stats)
+        write_json(staged / MANIFEST, {
+            "format": FORMAT_VERSION, "source": source.description, "identity": source.identity,
+            "tokenizer": cfg.tokenizer, "tokenizer_sha256": checksum(work.tokenizer)["sha256"],
+            "encoder": stats[0]["encoder"], "vocab_size": stats[0]["vocab_size"], "eos_id": stats[0]["eos_id"],
+            "seq_len": cfg.seq_len, "dtype": stats[0]["dtype"],
+            "documents": documents["train"] + documents["val"], "train_documents": documents["train"],
+            "val_documents": documents["val"], "skipped_records": skipped,
+            "first_skipped": next((st["first_skipped"] for st in stats if st["first_skipped"]), None),
+            "train_rows": rows["train"], "val_rows": rows["val"], "train_tokens": rows["train"] * row,
+            "val_tokens": rows["val"] * row,
+            "train_shards": sum(sh["split"] == "train" for sh in shards),
+            "unigram_entropy": float(-(p * np.log(p)).sum()),  # nats, of the train tokens as prepared
+            "val_fraction": cfg.val_fraction, "max_documents": cfg.max_documents, "max_tokens": cfg.max_tokens,
+            "slices": [{"slice": st["slice"], "input": st["input"], "train_documents": st["train_documents"],
+                        "val_documents": st["val_documents"]} for st in stats],
+            "shards": shards})
+
+
+def _link(source: Path, target: Path) -> None:
+    """`target` as a hard link of `source` (the same bytes, no copy), or a copy across file systems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+# --- opening -----------------------------------------------------------------------------------------------
+
+# manifest.json: key -> the type its value must have
+MANIFEST_KEYS = {"format": int, "vocab_size": int, "eos_id": int, "seq_len": int, "dtype": str, "documents": int,
+                 "train_tokens": int, "val_tokens": int, "train_shards": int, "unigram_entropy": float, "shards": list}
+
+
+def open_prepared(cfg: DataConfig, dirs: list[Path] | tuple[Path, ...]) -> PreparedData:
+    """The prepared sources in `dirs` (what `prepare_data` built for `cfg`, in the order of its sources), every
+    shard checked against its manifest."""
+    specs = cfg.source_specs()
+    sources = [_open_source(cfg, d, spec.weight, source_name(spec)) for d, spec in zip(dirs, specs, strict=True)]
+    eos = {s.manifest["eos_id"] for s in sources}
+    if len(eos) > 1:
+        raise DataError(f"the prepared sources disagree on the end-of-document id ({sorted(eos)}); prepare them "
+                        "with one tokenizer")
+    return PreparedData(sources, sources[0].dir / "tokenizer.json", eos.pop())
+
+
+def _open_source(cfg: DataConfig, target: Path, weight: float, name: str) -> PreparedSource:
+    path = target / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable ({err}); delete {target} to prepare it again") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: expected a JSON object; delete {target} to prepare it again")
+    for key, kind in MANIFEST_KEYS.items():
+        value = manifest.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+            raise DataError(f"{path}: {key} must be {kind.__name__}, got {value!r}; delete {target} to prepare it "
+                            "again")
+    if manifest["format"] != FORMAT_VERSION:
+        raise DataError(f"{path}: format {manifest['format']}, expected {FORMAT_VERSION}; delete {target} to "
+                        "prepare it again")
+    _check_tokenizer(target / "tokenizer.json", manifest)
+    check_fits(manifest["vocab_size"], cfg, target / "tokenizer.json")
+    try:
+        dtype = np.dtype(manifest["dtype"])
+        shards = {split: [(sh["file"], int(sh["rows"])) for sh in manifest["shards"] if sh["split"] == split]
+                  for split in SPLITS}
+    except (TypeError, KeyError, ValueError) as err:
+        raise DataError(f"{path}: malformed shard list ({type(err).__name__}: {err}); delete {target} to prepare "
+                        "it again") from None
+    rows = {split: Rows([target / "shards" / f for f, _ in files],
+                        [_memmap(target / "shards" / f, dtype, n, manifest["seq_len"] + 1) for f, n in files],
+                        manifest["vocab_size"]) for split, files in shards.items()}
+    unigram = np.load(target / "unigram.npy") if (target / "unigram.npy").is_file() else np.ones(1)
+    return PreparedSource(name, weight, target, manifest, rows["train"], rows["val"], unigram)
+
+
+def _check_tokenizer(path: Path, manifest: dict) -> None:
+    """The tokenizer stored with the shards loads, and its ids are the ones the shards were written with."""
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001 -- the Rust side raises a bare Exception for a malformed file
+        raise DataError(f"{path}: not a usable tokenizer ({str(err).splitlines()[0] if str(err) else err}); "
+                        f"delete {path.parent} to prepare the data again") from None
+    if id_count(tokenizer) != manifest["vocab_size"] or tokenizer.token_to_id(eos_token(tokenizer)) != \
+            manifest["eos_id"]:
+        raise DataError(f"{path}: not the tokenizer the shards were written with (other ids); delete "
+                        f"{path.parent} to prepare the data again")
+
+
+def _memmap(path: Path, dtype: np.dtype, rows: int, row: int) -> np.ndarray:
+    """A shard as (rows, row) tokens; a file of another size (a missing or truncated shard) is an error."""
+    expected = rows * row * dtype.itemsize
+    size = path.stat().st_size if path.is_file() else None
+    if size is None or size < expected:
+        found = "missing" if size is None else f"{size:,} bytes"
+        raise DataError(f"{path}: {found}, expected {expected:,} bytes ({rows:,} rows of {row} {dtype.name}) per "
+                        f"the manifest; the data is corrupt: delete {path.parents[1]} to prepare it again")
+    return np.memmap(path, dtype=dtype, mode="r", shape=(rows, row))

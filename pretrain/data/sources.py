@@ -1,110 +1,211 @@
-"""Text sources: where documents come from, before any tokenization.
+"""Text sources: where documents come from, cut into fixed slices of the input.
 
-`data.source` is one of
+A source (`data.source`, or each entry of `data.sources`) is one of
 - `embedded`: the Python standard library's own sources of the running interpreter (all `*.py` under
   `sysconfig.get_paths()["stdlib"]`, without `site-packages` and the test suites), one document per file,
   sorted by relative path. It ships with every Python, so a laptop or CI machine needs no download.
 - a local `.txt`, `.jsonl`/`.json` or `.parquet` file, a directory of them, or a glob. Text files are one
   document per file (a line of prose or code is too short to be a document); JSON lines and parquet files
-  hold one document per record, its text in the column `data.text_field`.
-- `hub:NAME`: a Hugging Face hub dataset (`data.hub_config`, `data.hub_split`, `data.text_field`).
+  hold one document per record, its text in the column `text_field`.
+- `hub:NAME`: a Hugging Face hub dataset (`hub_config`, `hub_split`, `text_field`), read file by file as a
+  stream (see `hub`), never downloaded whole.
 
-Every source becomes a `datasets.Dataset` with one row per document, in a deterministic order. Each document
-goes to the train or the held-out validation split by a hash of its text (`split_documents`).
+Preparation works slice by slice. A slice is a fixed piece of the input, so what it yields does not depend on
+how many workers prepare the source: TEXT_FILES_PER_SLICE text files; a JSON_SLICE_BYTES byte range of a
+JSON-lines file (a line belongs to the slice its first byte lies in); consecutive parquet row groups up to
+PARQUET_SLICE_BYTES; one data file of a hub dataset. Each document goes to the train or the held-out
+validation split by a hash of its text (`split_of`), so the split does not depend on order or slicing either.
 """
 
 from __future__ import annotations
 
 import functools
 import glob
+import gzip
 import hashlib
 import json
 import os
-import socket
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import IO
 
-import datasets
-import numpy as np
-
-from ..config import DataConfig
-from ..errors import ConfigError
+from ..config import DataConfig, SourceConfig
+from ..errors import ConfigError, DataError
+from . import hub
 
 EMBEDDED_SKIP_DIRS = frozenset({"site-packages", "test", "tests", "idle_test"})
-# file suffix -> the datasets builder that reads it
-LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+READERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 HUB_PREFIX = "hub:"
-DOCS_PER_BATCH = 128  # documents read (and encoded) at a time
+TEXT_FILES_PER_SLICE = 1024
+JSON_SLICE_BYTES = 256 << 20
+PARQUET_SLICE_BYTES = 256 << 20  # uncompressed, as the row groups' metadata counts it
 TRAIN, VAL, SKIP = 0, 1, 2  # a document's split; SKIP = empty
 SPLITS = {"train": TRAIN, "val": VAL}
-LOAD_ERRORS = (OSError, ValueError, datasets.exceptions.DatasetsError)  # what datasets raises for bad input
 
 
 @dataclass(frozen=True)
+class Slice:
+    index: int
+    reader: str  # "text", "json" or "parquet"
+    paths: tuple[str, ...]  # text: its files; json, parquet: one file (a local path or an hf:// path)
+    start: int = 0  # json: the first byte; parquet: the first row group
+    stop: int = -1  # json: the byte after the range; parquet: the row group after it; -1: to the end
+    bytes: int = 0  # input size (uncompressed for parquet), for budgets; 0 where unknown (hub)
+
+    @property
+    def label(self) -> str:
+        if self.reader == "text":
+            return f"{self.paths[0]} (+{len(self.paths) - 1} files)" if len(self.paths) > 1 else self.paths[0]
+        if self.stop < 0 and self.start == 0:
+            return self.paths[0]
+        unit = "bytes" if self.reader == "json" else "row groups"
+        return f"{self.paths[0]} ({unit} {self.start}-{self.stop})"
+
+
 class Source:
-    """A resolved `data.source`: cheap to compute (no file is read), so caches can be keyed on it."""
-    kind: str  # "embedded", "hub", or a datasets builder name ("text", "json", "parquet")
-    files: tuple[Path, ...]  # the files to read, in order (none for hub)
-    identity: str  # changes whenever the documents may have changed
-    description: str  # for people: stored in the data's metadata and printed
+    """A resolved source. Cheap to make (nothing is read); its slices are listed when first asked for, so a
+    prepared hub source is found again without the network."""
+
+    def __init__(self, name: str, kind: str, description: str, identity: str, text_field: str, setting: str,
+                 list_slices: Callable[[], list[Slice]]):
+        self.name = name  # short, for metrics (tokens/NAME)
+        self.kind = kind  # "embedded", "text", "json", "parquet" or "hub"
+        self.description = description  # for people: stored in the manifest and printed
+        self.identity = identity  # changes whenever the documents may have changed
+        self.text_field, self.setting = text_field, setting  # setting: the config key that names it
+        self._list_slices = list_slices
+
+    @functools.cached_property
+    def slices(self) -> tuple[Slice, ...]:
+        return tuple(self._list_slices())
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(s.bytes for s in self.slices)
+
+    def __getstate__(self) -> dict:  # for worker processes: the slices travel, not the lister
+        return {**self.__dict__, "slices": self.slices, "_list_slices": None}
+
+
+class SourcePlan:
+    """A source as the data config uses it: its weight in the mixture and, with data.max_documents, how many
+    documents of each slice count (the first N of the source, in slice order)."""
+
+    def __init__(self, source: Source, weight: float, max_documents: int | None):
+        self.source, self.weight, self.max_documents = source, weight, max_documents
+
+    @functools.cached_property
+    def limits(self) -> tuple[int | None, ...]:
+        """Documents to take from each slice (None: all)."""
+        if self.max_documents is None:
+            return (None,) * len(self.source.slices)
+        limits, left = [], self.max_documents
+        for piece in self.source.slices:
+            limits.append(min(left, count_documents(self.source, piece)) if left else 0)
+            left -= limits[-1]
+        return tuple(limits)
+
+    @property
+    def identity(self) -> list:
+        return [self.source.identity, self.weight, self.max_documents]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "limits": self.limits}
 
 
 @dataclass
-class Corpus:
-    dataset: datasets.Dataset  # one row per document
-    text_field: str
-    description: str
+class BadRecords:
+    """Records whose text is not text, skipped under data.skip_bad_records; the first one, for the message."""
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def batches(self, size: int) -> Iterator[list[str]]:
-        """Documents in order, `size` at a time; a missing text reads as an empty document."""
-        for batch in self.dataset.select_columns([self.text_field]).iter(batch_size=size):
-            yield [text or "" for text in batch[self.text_field]]
+    count: int = 0
+    first: str | None = None
 
 
-def resolve_source(cfg: DataConfig) -> Source:
-    if cfg.source == "embedded":
+def resolve_source(spec: SourceConfig, setting: str = "data.source") -> Source:
+    """The source `spec` names, with its slices (local files are listed and measured; nothing is read)."""
+    if spec.source == "embedded":
         return _embedded_source()
-    if cfg.source.startswith(HUB_PREFIX):
-        name = cfg.source.removeprefix(HUB_PREFIX)
-        if not name:
-            raise ConfigError("data.source: 'hub:' needs a dataset name, e.g. hub:roneneldan/TinyStories")
-        spec = [name, cfg.hub_config, cfg.hub_split, cfg.text_field]
-        description = f"hub:{name} (config {cfg.hub_config}, split {cfg.hub_split})"
-        return Source("hub", (), fingerprint(spec), description)
-    files = _local_files(cfg.source)
-    kind = LOADERS[files[0].suffix]
+    if spec.source.startswith(HUB_PREFIX):
+        return _hub_source(spec, setting)
+    files = _local_files(spec.source, setting)
+    reader = READERS[files[0].suffix]
     stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    identity = fingerprint([kind, cfg.text_field if kind != "text" else None, stats])
-    return Source(kind, files, identity, f"{cfg.source} ({len(files)} {kind} file{'s' * (len(files) > 1)})")
+    identity = fingerprint([reader, spec.text_field if reader != "text" else None, stats])
+    description = f"{spec.source} ({len(files)} {reader} file{'s' * (len(files) > 1)})"
+    return Source(source_name(spec), reader, description, identity, spec.text_field, setting,
+                  lambda: list(_local_slices(reader, files)))
 
 
-def load_corpus(cfg: DataConfig) -> Corpus:
-    """The documents of `data.source`, the first `data.max_documents` of them if set."""
-    source = resolve_source(cfg)
-    if source.kind == "embedded":
-        files = source.files[:cfg.max_documents]
-        texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
-        return Corpus(datasets.Dataset.from_dict({"text": texts}), "text", source.description)
-    if source.kind == "hub":
-        dataset = _load_hub(cfg)
-    else:
-        dataset = _load_files(source, cfg.source)
-    field = "text" if source.kind == "text" else cfg.text_field
-    if field not in dataset.column_names:
-        raise ConfigError(f"data.text_field: no column {field!r} in {source.description}; "
-                          f"columns: {', '.join(dataset.column_names)}")
-    if cfg.max_documents is not None:
-        dataset = dataset.select(range(min(cfg.max_documents, len(dataset))))
-    return Corpus(dataset, field, source.description)
+def plan_sources(cfg: DataConfig) -> list[SourcePlan]:
+    """Every source of the config, resolved, with its weight and document cap."""
+    specs = cfg.source_specs()
+    names = [source_name(spec) for spec in specs]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ConfigError(f"data.sources: two sources are named {twice!r}; give each a distinct name")
+    settings = [f"data.sources[{i}].source" if cfg.sources else "data.source" for i in range(len(specs))]
+    return [SourcePlan(resolve_source(spec, setting), spec.weight, cfg.max_documents)
+            for spec, setting in zip(specs, settings)]
 
+
+def source_name(spec: SourceConfig) -> str:
+    """A source's name in metrics: its `name`, else `embedded`, the hub dataset's name, or the path's stem."""
+    if spec.name:
+        return spec.name
+    if spec.source.startswith(HUB_PREFIX):
+        return spec.source.removeprefix(HUB_PREFIX).rstrip("/").split("/")[-1] or "hub"
+    return Path(spec.source.split("*")[0].rstrip("/")).stem or spec.source
+
+
+def documents(source: Source, piece: Slice, limit: int | None = None,
+              bad: BadRecords | None = None) -> Iterator[str]:
+    """The documents of one slice, in order: at most `limit`. A record whose text is not text (a number, a
+    list, ...) is an error naming its file and line or row, unless `bad` is given: then it is counted and
+    skipped. A missing or null text is an empty document."""
+    reader = {"text": _text_documents, "json": _json_documents, "parquet": _parquet_documents}[piece.reader]
+    for count, text in enumerate(reader(source, piece, bad)):
+        if limit is not None and count >= limit:
+            return
+        yield text
+
+
+def source_documents(plan: SourcePlan, bad: BadRecords | None = None) -> Iterator[str]:
+    """Every document of a planned source, in slice order, within its limits."""
+    for piece, limit in zip(plan.source.slices, plan.limits):
+        yield from documents(plan.source, piece, limit, bad)
+
+
+def split_of(text: str, val_fraction: float) -> int:
+    """TRAIN or VAL by a hash of the text (below `val_fraction`: VAL); SKIP for an empty document."""
+    if not text or text.isspace():
+        return SKIP
+    digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest()
+    return VAL if int.from_bytes(digest, "big") / 2**64 < val_fraction else TRAIN
+
+
+def count_documents(source: Source, piece: Slice) -> int:
+    """How many documents a slice holds (text: its files; parquet: its metadata; JSON lines: read through)."""
+    if piece.reader == "text":
+        return len(piece.paths)
+    if piece.reader == "parquet":
+        import pyarrow.parquet as pq
+
+        with hub.open_file(piece.paths[0]) as f:
+            meta = pq.ParquetFile(f).metadata
+            stop = meta.num_row_groups if piece.stop < 0 else piece.stop
+            return sum(meta.row_group(i).num_rows for i in range(piece.start, stop))
+    return sum(1 for _ in _json_lines(piece))
+
+
+def fingerprint(obj: object) -> str:
+    """A short, stable digest of a JSON-able value: how caches name what they hold."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- resolving ------------------------------------------------------------------------------------------------
 
 @functools.cache  # the interpreter's own files do not change while it runs
 def _embedded_source() -> Source:
@@ -114,98 +215,171 @@ def _embedded_source() -> Source:
         subfolders[:] = [d for d in subfolders if d not in EMBEDDED_SKIP_DIRS]  # never descend into them
         relative += [(Path(folder) / n).relative_to(root).as_posix() for n in names if n.endswith(".py")]
     relative.sort()
-    files = tuple(root / r for r in relative)
+    files = [root / r for r in relative]
     version = ".".join(map(str, sys.version_info[:3]))
     identity = fingerprint(["embedded", version, [(r, f.stat().st_size) for r, f in zip(relative, files)]])
-    return Source("embedded", files, identity, f"embedded: Python {version} standard library sources "
-                                               f"({len(files)} files under {root})")
+    description = f"embedded: Python {version} standard library sources ({len(files)} files under {root})"
+    return Source("embedded", "embedded", description, identity, "text", "data.source",
+                  lambda: list(_local_slices("text", files)))
 
 
-def _local_files(pattern: str) -> list[Path]:
+def _local_files(pattern: str, setting: str) -> list[Path]:
     """The supported files named by a path, a directory (searched recursively) or a glob, sorted."""
     path = Path(pattern).expanduser()
-    allowed = "/".join(LOADERS)
+    allowed = "/".join(READERS)
     if path.is_file():
-        if path.suffix not in LOADERS:
-            raise ConfigError(f"data.source: unsupported file type {path.suffix or '(none)'!r} for "
-                              f"'{pattern}'; use {allowed} files, a directory of them, or 'embedded'")
+        if path.suffix not in READERS:
+            raise ConfigError(f"{setting}: unsupported file type {path.suffix or '(none)'!r} for '{pattern}'; "
+                              f"use {allowed} files, a directory of them, or 'embedded'")
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in LOADERS)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in READERS)
     elif glob.has_magic(pattern):
         files = sorted(p for p in map(Path, glob.glob(os.path.expanduser(pattern), recursive=True))
-                       if p.is_file() and p.suffix in LOADERS)
+                       if p.is_file() and p.suffix in READERS)
     else:
-        raise ConfigError(f"data.source: '{pattern}' does not exist (expected 'embedded', 'hub:NAME', "
-                          f"or a {allowed} file, directory or glob)")
+        raise ConfigError(f"{setting}: '{pattern}' does not exist (expected 'embedded', 'hub:NAME', or a "
+                          f"{allowed} file, directory or glob)")
     if not files:
-        raise ConfigError(f"data.source: no {allowed} files match '{pattern}'")
-    kinds = sorted({LOADERS[f.suffix] for f in files})
-    if len(kinds) > 1:
-        raise ConfigError(f"data.source: '{pattern}' mixes {' and '.join(kinds)} files; point it at one kind")
+        raise ConfigError(f"{setting}: no {allowed} files match '{pattern}'")
+    readers = sorted({READERS[f.suffix] for f in files})
+    if len(readers) > 1:
+        raise ConfigError(f"{setting}: '{pattern}' mixes {' and '.join(readers)} files; point it at one kind")
     return files
 
 
-def _load_files(source: Source, pattern: str) -> datasets.Dataset:
-    options = {"sample_by": "document", "encoding_errors": "replace"} if source.kind == "text" else {}
+def _local_slices(reader: str, files: list[Path]) -> Iterator[Slice]:
+    index = 0
+    if reader == "text":
+        for i in range(0, len(files), TEXT_FILES_PER_SLICE):
+            group = files[i:i + TEXT_FILES_PER_SLICE]
+            yield Slice(index, "text", tuple(map(str, group)), bytes=sum(f.stat().st_size for f in group))
+            index += 1
+        return
+    for path in files:
+        for start, stop, size in _ranges(reader, path):
+            yield Slice(index, reader, (str(path),), start, stop, size)
+            index += 1
+
+
+def _ranges(reader: str, path: Path) -> Iterator[tuple[int, int, int]]:
+    """(start, stop, bytes) of a file's slices: byte ranges of JSON lines, groups of parquet row groups."""
+    if reader == "json":
+        size = path.stat().st_size
+        for start in range(0, max(size, 1), JSON_SLICE_BYTES):
+            stop = min(start + JSON_SLICE_BYTES, size)
+            yield start, stop, stop - start
+        return
+    import pyarrow.parquet as pq
+
     try:
-        return datasets.load_dataset(source.kind, data_files=[str(f) for f in source.files], split="train",
-                                     **options)
-    except LOAD_ERRORS as err:
-        raise ConfigError(f"data.source: cannot read '{pattern}' as {source.kind} ({_reason(err)})") from None
+        meta = pq.ParquetFile(path).metadata
+    except Exception as err:  # noqa: BLE001 -- pyarrow raises ArrowInvalid, OSError, ... for a bad file
+        raise DataError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
+    start, size = 0, 0
+    for group in range(meta.num_row_groups):
+        size += meta.row_group(group).total_byte_size
+        if size >= PARQUET_SLICE_BYTES or group == meta.num_row_groups - 1:
+            yield start, group + 1, size
+            start, size = group + 1, 0
 
 
-def _load_hub(cfg: DataConfig) -> datasets.Dataset:
-    name = cfg.source.removeprefix(HUB_PREFIX)
-    if not datasets.config.HF_HUB_OFFLINE:
-        _check_hub_reachable(cfg.source)
-    try:
-        return datasets.load_dataset(name, cfg.hub_config, split=cfg.hub_split)
-    except LOAD_ERRORS as err:  # unknown name, config or split, gated access, no offline copy, ...
-        raise ConfigError(f"data.source: cannot load {cfg.source} (data.hub_config={cfg.hub_config}, "
-                          f"data.hub_split={cfg.hub_split}): {_reason(err)}") from None
+def _hub_source(spec: SourceConfig, setting: str) -> Source:
+    name = spec.source.removeprefix(HUB_PREFIX)
+    if not name:
+        raise ConfigError(f"{setting}: 'hub:' needs a dataset name, e.g. hub:roneneldan/TinyStories")
+
+    def list_slices() -> list[Slice]:
+        slices = []
+        for index, path in enumerate(hub.data_files(name, spec.hub_config, spec.hub_split, setting)):
+            suffixes = set(Path(path).suffixes)
+            reader = "parquet" if ".parquet" in suffixes else "json" if {".json", ".jsonl"} & suffixes else None
+            if reader is None:
+                raise ConfigError(f"{setting}: hub:{name} has a data file that is neither parquet nor JSON lines: "
+                                  f"{path}")
+            slices.append(Slice(index, reader, (path,)))
+        return slices
+
+    identity = fingerprint(["hub", name, spec.hub_config, spec.hub_split, spec.text_field])
+    description = f"hub:{name} (config {spec.hub_config}, split {spec.hub_split})"
+    return Source(source_name(spec), "hub", description, identity, spec.text_field, setting, list_slices)
 
 
-def _check_hub_reachable(source: str) -> None:
-    """Fail in seconds, not after datasets' minute of retries, when the hub cannot be reached."""
-    from huggingface_hub import constants
+# --- reading --------------------------------------------------------------------------------------------------
 
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=5).close()
-    except OSError as err:
-        raise ConfigError(f"data.source: {source} needs the network, but {url.hostname} is unreachable "
-                          f"({err}); use a local path, or HF_HUB_OFFLINE=1 for a cached copy") from None
+def _text_documents(source: Source, piece: Slice, bad: BadRecords | None) -> Iterator[str]:
+    for path in piece.paths:
+        yield Path(path).read_text(encoding="utf-8", errors="replace")
 
 
-def _reason(err: BaseException) -> str:
-    """The root cause in one line: datasets wraps a parser's error in a generic one."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+def _json_documents(source: Source, piece: Slice, bad: BadRecords | None) -> Iterator[str]:
+    for offset, line in _json_lines(piece):
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            problem = f"not valid JSON ({err})"
+        else:
+            if not isinstance(record, dict):
+                problem = f"a JSON {type(record).__name__}, not an object"
+            elif source.text_field not in record:
+                raise ConfigError(f"data.text_field: no field {source.text_field!r} in {piece.paths[0]} line "
+                                  f"{_line_number(piece.paths[0], offset)}; its fields: {', '.join(record)}")
+            elif record[source.text_field] is None:
+                yield ""  # no text: an empty document
+                continue
+            elif isinstance(record[source.text_field], str):
+                yield record[source.text_field]
+                continue
+            else:
+                problem = f"its {source.text_field!r} is a {type(record[source.text_field]).__name__}, not text"
+        _bad_record(source, f"{piece.paths[0]}: line {_line_number(piece.paths[0], offset)}: {problem}", bad)
 
 
-def fingerprint(obj: object) -> str:
-    """A short, stable digest of a JSON-able value: how caches name what they hold."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+def _json_lines(piece: Slice) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) of the non-blank lines whose first byte lies in the slice's range."""
+    with hub.open_file(piece.paths[0]) as raw:
+        stream: IO[bytes] = gzip.open(raw) if piece.paths[0].endswith(".gz") else raw
+        if piece.start > 0:
+            stream.seek(piece.start - 1)
+            stream.readline()  # the rest of the line that began before this slice
+        offset = stream.tell()
+        while piece.stop < 0 or offset < piece.stop:
+            line = stream.readline()
+            if not line:
+                return
+            if line.strip():
+                yield offset, line
+            offset += len(line)
 
 
-def split_documents(corpus: Corpus, val_fraction: float) -> np.ndarray:
-    """TRAIN, VAL or SKIP per document, from a hash of its text; at least one train and one val document."""
-    position = np.full(len(corpus), np.nan)  # the hash as a number in [0, 1); NaN for empty documents
-    texts = chain.from_iterable(corpus.batches(DOCS_PER_BATCH))
-    for i, text in enumerate(texts):
-        if text and not text.isspace():
-            digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest()
-            position[i] = int.from_bytes(digest, "big") / 2**64
-    used = ~np.isnan(position)
-    if used.sum() < 2:
-        raise ConfigError(f"data.source: {corpus.description} has {used.sum()} non-empty document(s); "
-                          "at least 2 are needed (one for training, one for validation)")
-    codes = np.where(position < val_fraction, VAL, TRAIN).astype(np.int8)
-    codes[~used] = SKIP
-    if not (codes == VAL).any():  # a small corpus: hold out the document nearest the threshold
-        codes[np.nanargmin(position)] = VAL
-    if not (codes == TRAIN).any():
-        codes[np.nanargmax(position)] = TRAIN
-    return codes
+def _line_number(path: str, offset: int) -> int:
+    """1-based line number of the line at byte `offset` (counted only when a message needs it)."""
+    with hub.open_file(path) as f:
+        return f.read(offset).count(b"\n") + 1 if offset else 1
+
+
+def _parquet_documents(source: Source, piece: Slice, bad: BadRecords | None) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with hub.open_file(piece.paths[0]) as f:
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+        if source.text_field not in names:
+            raise ConfigError(f"data.text_field: no column {source.text_field!r} in {piece.paths[0]}; columns: "
+                              f"{', '.join(names)}")
+        column = parquet.schema_arrow.field(source.text_field).type
+        if not (pa.types.is_string(column) or pa.types.is_large_string(column)):
+            _bad_record(source, f"{piece.paths[0]}: column {source.text_field!r} holds {column}, not text", None)
+        stop = parquet.metadata.num_row_groups if piece.stop < 0 else piece.stop
+        for batch in parquet.iter_batches(batch_size=1024, row_groups=range(piece.start, stop),
+                                          columns=[source.text_field]):
+            for text in batch.column(0).to_pylist():
+                yield text or ""
+
+
+def _bad_record(source: Source, where: str, bad: BadRecords | None) -> None:
+    if bad is None:
+        raise DataError(f"{where} (set data.skip_bad_records=true to skip such records)")
+    bad.count += 1
+    bad.first = bad.first or where

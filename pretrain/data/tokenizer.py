@@ -1,14 +1,15 @@
-"""The tokenizer: a byte-level BPE trained on the corpus (cached), or a tokenizer.json brought along.
+"""The tokenizer: a byte-level BPE trained on a sample of the corpus (cached), or a tokenizer.json brought along.
 
-`data.tokenizer: bpe` trains a byte-level BPE on the train documents with `<|endoftext|>` as its only special
-token, cached apart from the shards (a new seq_len reuses it). A local tokenizer.json (or a directory holding
-one) must fit `data.vocab_size` and have an end-of-document token.
+`data.tokenizer: bpe` trains a byte-level BPE with `<|endoftext|>` as its only special token on a deterministic
+sample of the train documents: `data.tokenizer_sample` bytes, shared among the sources by weight and, within a
+source, evenly among its slices (each slice gives its first documents), so the sample spans the corpus without
+reading all of it. It is cached apart from the prepared data (a new seq_len reuses it). A local tokenizer.json
+(or a directory holding one) must fit `data.vocab_size` and have an end-of-document token.
 """
 
 from __future__ import annotations
 
-import hashlib
-from itertools import chain
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from ..config import DataConfig
 from ..errors import ConfigError
 from .cache import FORMAT_VERSION, build_once
-from .sources import DOCS_PER_BATCH, TRAIN, fingerprint, load_corpus, resolve_source, split_documents
+from .sources import TRAIN, BadRecords, SourcePlan, documents, fingerprint, split_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -26,23 +27,21 @@ EOS_TOKEN = "<|endoftext|>"
 EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")  # recognised in a tokenizer brought along
 
 
-def prepare_tokenizer(cfg: DataConfig, progress: bool = True) -> Path:
-    """The tokenizer.json for `data.tokenizer`: a local file, or a BPE trained on the corpus (and cached)."""
+def tokenizer_path(cfg: DataConfig, plans: list[SourcePlan]) -> Path:
+    """Where the tokenizer.json of `cfg` is: a local file, or the cached BPE (which may not exist yet)."""
     if cfg.tokenizer != "bpe":
         return local_tokenizer(cfg.tokenizer)
-    source = resolve_source(cfg)
-    key = fingerprint([FORMAT_VERSION, source.identity, cfg.vocab_size, cfg.max_documents, cfg.val_fraction])
-    target = Path(cfg.cache_dir) / f"tokenizer-bpe{cfg.vocab_size}-{key}"
-    build_once(target, lambda staged: _train_bpe(cfg, staged / "tokenizer.json", progress))
-    return target / "tokenizer.json"
+    key = fingerprint([FORMAT_VERSION, [p.identity for p in plans], cfg.vocab_size, cfg.tokenizer_sample,
+                       cfg.val_fraction])
+    return Path(cfg.cache_dir) / f"tokenizer-bpe{cfg.vocab_size}-{key}" / "tokenizer.json"
 
 
-def tokenizer_identity(cfg: DataConfig) -> object:
-    """What the tokenizer of `cfg` depends on, for cache keys: a trained BPE is a pure function of the source,
-    vocab_size, max_documents and val_fraction; a local one is its file's bytes."""
+def prepare_tokenizer(cfg: DataConfig, plans: list[SourcePlan], progress: bool = True) -> Path:
+    """The tokenizer.json for `data.tokenizer`: a local file, or a BPE trained on a sample (and cached)."""
+    path = tokenizer_path(cfg, plans)
     if cfg.tokenizer == "bpe":
-        return ["bpe", cfg.vocab_size]
-    return hashlib.sha256(local_tokenizer(cfg.tokenizer).read_bytes()).hexdigest()
+        build_once(path.parent, lambda staged: _train_bpe(cfg, plans, staged / path.name, progress))
+    return path
 
 
 def hf_tokenizer(path: Path) -> PreTrainedTokenizerFast:
@@ -53,18 +52,30 @@ def hf_tokenizer(path: Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=eos)
 
 
-def _train_bpe(cfg: DataConfig, out: Path, progress: bool) -> None:
-    corpus = load_corpus(cfg)
-    codes = split_documents(corpus, cfg.val_fraction)
+def sample_texts(cfg: DataConfig, plans: list[SourcePlan]) -> Iterator[str]:
+    """The BPE's training sample (see the module docstring): train documents only, in a fixed order."""
+    total_weight = sum(p.weight for p in plans)
+    bad = BadRecords() if cfg.skip_bad_records else None
+    for plan in plans:
+        per_slice = cfg.tokenizer_sample * plan.weight / total_weight / len(plan.source.slices)
+        for piece, limit in zip(plan.source.slices, plan.limits):
+            taken = 0
+            for text in documents(plan.source, piece, limit, bad):
+                if taken >= per_slice:
+                    break
+                if split_of(text, cfg.val_fraction) == TRAIN:
+                    taken += len(text.encode("utf-8", "replace"))
+                    yield text
+
+
+def _train_bpe(cfg: DataConfig, plans: list[SourcePlan], out: Path, progress: bool) -> None:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()  # all 256 bytes: any text encodes, nothing is unknown
     trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=[EOS_TOKEN],
                                   initial_alphabet=alphabet, show_progress=progress)
-    texts = chain.from_iterable(corpus.batches(DOCS_PER_BATCH))
-    train_texts = (text for text, code in zip(texts, codes) if code == TRAIN)
-    tokenizer.train_from_iterator(train_texts, trainer, length=int((codes == TRAIN).sum()))
+    tokenizer.train_from_iterator(sample_texts(cfg, plans), trainer)
     tokenizer.save(str(out))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import load_config
+from ..data.shards import Work
 from ..errors import ExitCode, UserError
 from ..training.checkpoint import latest_checkpoint, read_trainer_state
 from ..transfer.sweep import Plan
@@ -23,6 +24,7 @@ from ..transfer.sweep import Plan
 SCRIPTS = Path(__file__).resolve().parents[2] / "slurm"
 TRAIN_SCRIPT = SCRIPTS / "train.sbatch"
 SWEEP_SCRIPT = SCRIPTS / "sweep.sbatch"
+PREPARE_SCRIPT = SCRIPTS / "prepare.sbatch"
 LOG_PATTERN = "slurm-%j.log"  # sbatch fills in the job id; train.sbatch appends to the same file
 
 
@@ -60,6 +62,22 @@ def sweep_command(plan: Plan, max_concurrent: int) -> list[str]:
 def submit_sweep(plan: Plan, max_concurrent: int) -> str:
     """Submit the sweep as a job array; returns sbatch's answer (the job id)."""
     return _sbatch(sweep_command(plan, max_concurrent))
+
+
+def submit_prepare(config: str, overrides: list[str], tasks: int, work: Work, sbatch_args: list[str]) -> str:
+    """Data preparation as a job array of `tasks` tasks (task I prepares every `tasks`-th unfinished slice from
+    I) and a job that finalizes once the array is over, whatever its outcome (it names any slice missing).
+    Logs go to DATA_CACHE/logs/. Returns what was submitted, in words."""
+    logs = Path(work.cfg.cache_dir).resolve() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    arguments = [str(PREPARE_SCRIPT), config, *overrides]
+    array = _sbatch(["sbatch", "--parsable", f"--array=0-{tasks - 1}", f"--output={logs}/prepare-%A_%a.log",
+                     *sbatch_args, *arguments, "--tasks", str(tasks)]).split(";")[0]
+    final = _sbatch(["sbatch", "--parsable", f"--dependency=afterany:{array}", f"--output={logs}/prepare-%j.log",
+                     *sbatch_args, *arguments, "--finalize"]).split(";")[0]
+    return (f"submitted job array {array} ({tasks} tasks over {len(work.pieces())} slices) and finalize job {final}; "
+            f"logs in {logs}; a failed task reruns alone with sbatch --array=I {PREPARE_SCRIPT} {config} "
+            f"{' '.join(overrides)} --tasks {tasks}".rstrip())
 
 
 def _sbatch(command: list[str]) -> str:

@@ -31,7 +31,7 @@ import torch
 
 from ..config import load_config
 from ..errors import CheckpointError
-from ..fileio import STAGING_PREFIX, publish, remove, staging_path, write_json
+from ..fileio import STAGING_PREFIX, checksum, publish, remove, staging_path, write_json
 from . import distributed as dist
 from .engine import (
     CHECKSUMS,
@@ -40,7 +40,6 @@ from .engine import (
     Engine,
     consolidated_state_dict,
     convert_to_universal,
-    file_checksum,
     has_zero_partitions,
     weights_only_loads,
 )
@@ -99,7 +98,7 @@ def verify_files(directory: Path, owned: tuple[str, ...] = ()) -> None:
             raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, but {size:,} bytes when it was saved "
                                   "(truncated or replaced)")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        digests = dict(zip(expected, pool.map(lambda name: file_checksum(directory / name)["sha256"], expected)))
+        digests = dict(zip(expected, pool.map(lambda name: checksum(directory / name)["sha256"], expected)))
     for name, (_, digest) in expected.items():
         if digests[name] != digest:
             raise CheckpointError(f"{directory / name}: its contents changed since it was saved (checksum "
@@ -209,14 +208,14 @@ class Checkpointer:
         rng_file = staged / RNG_DIR / f"rank{dist.rank()}.pt"
         torch.save(_rng_state(), rng_file)
         checksums = {name: future.result() for name, future in written.items()}
-        checksums[rng_file.relative_to(staged).as_posix()] = file_checksum(rng_file)
+        checksums[rng_file.relative_to(staged).as_posix()] = checksum(rng_file)
         every_rank = dist.gather(checksums)
         if dist.is_main():
             for name, source in self.files.items():
                 shutil.copy(source, staged / name)
             write_json(staged / "trainer.json", {"step": step, **state})
             for name in (*self.files, "trainer.json"):
-                checksums[name] = file_checksum(staged / name)
+                checksums[name] = checksum(staged / name)
             merged = {name: digest for ranks in [*every_rank, checksums] for name, digest in ranks.items()}
             write_json(staged / CHECKSUMS, dict(sorted(merged.items())))
             publish(staged, final)  # replaces the same step saved again (a stop request right after a save)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import io
 import multiprocessing
 import os
@@ -35,7 +34,7 @@ import torch.utils.checkpoint
 
 from ..config import Config
 from ..errors import CheckpointError
-from ..fileio import atomic_output, write_json
+from ..fileio import atomic_output, checksum, write_json
 from . import distributed as dist
 
 STATE_DIR = "ds"  # a checkpoint's DeepSpeed files (one set per rank, any ZeRO stage)
@@ -72,13 +71,6 @@ def weights_only_loads() -> Iterator[None]:
         torch.load = full_load
 
 
-def file_checksum(path: Path) -> dict:
-    """SHA-256 and size of a file, read in 4 MiB blocks (hashlib releases the GIL: other threads run on)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(4 << 20):
-            digest.update(block)
-    return {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
 
 
 def init_distributed(device: torch.device) -> None:
@@ -241,7 +233,7 @@ class _HashingWriter:
     def save(self, state_dict, path) -> None:
         self._writer.save(state_dict, path)
         relative = Path(path).relative_to(self._root).as_posix()
-        self.checksums[relative] = self._threads.submit(file_checksum, Path(path))
+        self.checksums[relative] = self._threads.submit(checksum, Path(path))
 
     def __getattr__(self, name: str):
         return getattr(self._writer, name)
@@ -301,7 +293,7 @@ def convert_to_universal(checkpoint: Path) -> None:
                     weights_only_loads():
                 ds_to_universal(args)
             files = sorted(p for p in staged.rglob("*") if p.is_file())
-            write_json(staged / CHECKSUMS, {p.relative_to(staged).as_posix(): file_checksum(p) for p in files})
+            write_json(staged / CHECKSUMS, {p.relative_to(staged).as_posix(): checksum(p) for p in files})
     dist.barrier()
 
 

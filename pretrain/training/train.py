@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
-from ..data.shards import load_prepared, prepare_data
+from ..data.shards import open_prepared, prepare_data
 from ..fileio import write_text
 from ..model import mup
 from ..model.transformer import build_model
@@ -26,10 +26,10 @@ def train(cfg: Config) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", cfg.to_yaml())
         (out / "STOP").unlink(missing_ok=True)
-        data = prepare_data(cfg.data)
-    dist.barrier()
-    if not dist.is_main():
-        data = load_prepared(cfg.data)
+    # Rank 0 prepares a small source itself (seconds; a large one must be prepared beforehand) and tells the
+    # others where the data is.
+    dirs = dist.on_main(lambda: prepare_data(cfg.data, in_band=True).dirs)
+    data = open_prepared(cfg.data, dirs)
 
     model = build_model(cfg.model, cfg.vocab_size, seed=cfg.train.seed, device=device)
     engine = build_engine(cfg, model, build_optimizer(model, cfg.model, cfg.optim), dist.world_size(), device)
@@ -52,5 +52,5 @@ def train(cfg: Config) -> TrainResult:
         logger.close()
     if result.eval_loss is not None:
         dist.print0(f"eval loss {result.eval_loss:.4f} nats; unigram entropy of the corpus "
-                    f"{data.meta['unigram_entropy']:.4f} nats")
+                    f"{data.unigram_entropy:.4f} nats")
     return result

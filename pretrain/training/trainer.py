@@ -107,7 +107,8 @@ class Trainer:
         self.cfg, self.engine, self.optimizer, self.data = cfg, engine, engine.optimizer, data
         self.checkpointer, self.logger, self.device = checkpointer, logger, device
         self.world = dist.world_size()
-        self.sampler = StepSampler(len(data.train), cfg.train.global_batch(self.world), cfg.train.seed)
+        self.sampler = StepSampler([len(s.train) for s in data.sources], [s.weight for s in data.sources],
+                                   cfg.train.global_batch(self.world), cfg.train.seed)
         self.tokens_per_step = cfg.train.global_batch(self.world) * cfg.data.seq_len
         self.flops_per_token = flops_per_token(cfg)
         self.peak_flops = peak_flops(device, cfg.train.peak_flops)  # None on CPU unless configured: no MFU
@@ -142,7 +143,8 @@ class Trainer:
                 tokens_per_s = self.tokens_per_step / seconds
                 metrics = {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
                            "mem_gb": peak_memory_gib(self.device),
-                           **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}}
+                           **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups},
+                           **self._tokens_per_source()}
                 if self.peak_flops:
                     metrics["mfu"] = mfu(self.flops_per_token, tokens_per_s, self.world, self.peak_flops)
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
@@ -203,6 +205,13 @@ class Trainer:
                                                                "global_batch": self.sampler.global_batch,
                                                                "lr_multiplier": self._multiplier(self.step),
                                                                "initial_loss": self.spikes.initial})
+
+    def _tokens_per_source(self) -> dict[str, int]:
+        """Training tokens each source has given so far (with several sources)."""
+        if len(self.data.sources) == 1:
+            return {}
+        seq_len = self.cfg.data.seq_len
+        return {f"tokens/{s.name}": n * seq_len for s, n in zip(self.data.sources, self.sampler.seen(self.step))}
 
     def _multiplier(self, step: int) -> float:
         return lr_schedule(step, self.cfg.optim, self.cfg.train.steps)

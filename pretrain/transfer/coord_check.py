@@ -44,7 +44,8 @@ def _train_and_record(cfg: Config, width: int, seed: int, steps: int, data) -> d
     for name, module in watched_modules(model).items():
         module.register_forward_hook(lambda mod, inputs, out, name=name:
                                      record[name].append(out.abs().mean().item()))
-    sampler = StepSampler(len(data.train), cfg.train.micro_batch_size, seed)  # same batches for every width
+    sampler = StepSampler([len(s.train) for s in data.sources], [s.weight for s in data.sources],
+                          cfg.train.micro_batch_size, seed)  # the same batches for every width
     for step in range(steps):
         (batch,) = train_micro_batches(data, sampler, step, 0, 1, cfg.train.micro_batch_size)
         loss = cross_entropy(model(batch[:, :-1]), batch[:, 1:])  # through the logits, which the hooks record
