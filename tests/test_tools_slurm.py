@@ -227,3 +227,29 @@ def test_scripts_are_shellcheck_clean():
     assert {p.name for p in scripts} >= {"train.sbatch", "sweep.sbatch", "local-cluster.sh", "test.sh", "run"}
     proc = subprocess.run(["shellcheck", "--shell=bash", *scripts], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_data_prepared_by_a_job_array_has_the_rows_of_one_process(cluster, tmp_path):
+    """Three array tasks and a finalize job on the two-node cluster write the same bytes as one local process."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(2500):  # three slices of text files
+        (corpus / f"{i:05d}.txt").write_text(f"document {i}: " + " ".join(f"w{(i * j) % 193}" for j in range(40)))
+    data = [f"data.source={corpus}", "data.vocab_size=300", "data.seq_len=16", "data.val_fraction=0.1"]
+    proc = pretrain(cluster, "prepare-data", "configs/tiny.yaml", *data, f"data.cache_dir={tmp_path / 'array'}",
+                    "--slurm", "--tasks", "3", "--", "--cpus-per-task=1")
+    match = re.search(r"submitted job array (\d+) \(3 tasks over 3 slices\) and finalize job (\d+); logs in (\S+);",
+                      proc.stdout)
+    assert match, proc.stdout
+    array, final, logs = match[1], match[2], Path(match[3])
+    tasks = wait_until_ended(cluster, array, logs / f"prepare-{array}_0.log")
+    assert sorted(int(t["ArrayTaskId"]) for t in tasks) == [0, 1, 2]
+    wait_until_ended(cluster, final, logs / f"prepare-{final}.log")
+    pretrain(cluster, "prepare-data", "configs/tiny.yaml", *data, f"data.cache_dir={tmp_path / 'local'}")
+
+    def prepared(cache: Path) -> dict[str, bytes]:
+        (folder,) = [p for p in cache.iterdir() if p.is_dir() and p.name.startswith("text-")]
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    by_array, by_one = prepared(tmp_path / "array"), prepared(tmp_path / "local")
+    assert sum(name.startswith("shards/") for name in by_array) == 6 and by_array == by_one

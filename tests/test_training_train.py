@@ -120,3 +120,19 @@ def test_the_chunked_loss_trains_like_the_plain_path_step_for_step(tmp_path, cac
     noise = max(abs(runs["reordered"][s] - v) / v for s, v in runs["plain"].items())
     for step, want in runs["plain"].items():
         assert abs(runs["chunked"][step] - want) / want <= 8 * max(noise, 1.2e-7), (step, noise)
+
+
+def test_a_mixture_trains_on_each_source_by_weight_and_logs_its_tokens(tmp_path, cache):
+    prose = tmp_path / "prose.jsonl"
+    prose.write_text("".join(json.dumps({"text": f"story {i}: " + " ".join(f"word{(i * j) % 89}" for j in range(300))})
+                             + "\n" for i in range(300)))
+    sources = f"data.sources=[{{source: embedded, weight: 3, name: code}}, {{source: {prose}, weight: 1, name: prose}}]"
+    out = tmp_path / "run"
+    overrides = [o for o in small_run(out, cache, "train.steps=10", "train.global_batch_size=16")
+                 if not o.startswith("data.max_documents")]
+    pretrain("train", "configs/tiny.yaml", *overrides, "data.max_documents=100", sources)
+    records = read_metrics(out / "metrics.jsonl")
+    last = records[-1]
+    assert last["tokens/code"] == 10 * 12 * 64 and last["tokens/prose"] == 10 * 4 * 64  # 3:1 of 16 per step
+    assert [r["tokens/code"] for r in records] == [k * 12 * 64 for k in range(1, 11)]
+    assert records[-1]["loss"] < records[0]["loss"]

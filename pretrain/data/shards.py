@@ -177,6 +177,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True, in_band: bool = False, 
     work = plan_work(cfg, progress, in_band)
     if work.pieces():
         lock = Path(cfg.cache_dir) / f".{work.targets[0].name}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
         with open(lock, "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # one builder at a time on this machine; others find its result
             prepare_slices(work, workers=workers, progress=progress)
