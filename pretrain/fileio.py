@@ -78,3 +78,15 @@ def checksum(path: Path) -> dict:
         while block := f.read(4 << 20):
             digest.update(block)
     return {"sha256": digest.hexdigest(), "bytes": Path(path).stat().st_size}
+
+
+def read_json_object(path: Path, error: type[Exception], remedy: str = "") -> dict:
+    """The JSON object in `path`; a missing or unreadable file, or JSON that is not an object, is `error` in one
+    line naming the file (followed by `remedy`)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise error(f"{path}: unreadable ({err}){remedy}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, got {type(data).__name__}{remedy}")
+    return data

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from ..fileio import atomic_output, checksum, remove, write_json
+from ..fileio import atomic_output, checksum, read_json_object, remove, write_json
 from .cache import FORMAT_VERSION
 from .encoder import DocumentEncoder, document_encoder, usable_cores
 from .sources import (
@@ -434,12 +434,7 @@ def open_prepared(cfg: DataConfig, dirs: list[Path] | tuple[Path, ...]) -> Prepa
 
 def _open_source(cfg: DataConfig, target: Path, weight: float, name: str) -> PreparedSource:
     path = target / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: unreadable ({err}); delete {target} to prepare it again") from None
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: expected a JSON object; delete {target} to prepare it again")
+    manifest = read_json_object(path, DataError, f"; delete {target} to prepare it again")
     for key, kind in MANIFEST_KEYS.items():
         value = manifest.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):

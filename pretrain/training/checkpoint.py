@@ -31,7 +31,7 @@ import torch
 
 from ..config import load_config
 from ..errors import CheckpointError
-from ..fileio import STAGING_PREFIX, checksum, publish, remove, staging_path, write_json
+from ..fileio import STAGING_PREFIX, checksum, publish, read_json_object, remove, staging_path, write_json
 from . import distributed as dist
 from .engine import (
     CHECKSUMS,
@@ -147,12 +147,7 @@ def load_consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def read_trainer_state(path: Path) -> dict:
     """trainer.json, with every key the trainer needs present, of its type and range."""
     file = path / "trainer.json"
-    try:
-        state = json.loads(file.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{file}: unreadable ({err})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{file}: expected a JSON object, got {type(state).__name__}")
+    state = read_json_object(file, CheckpointError)
     for key, (kind, low) in TRAINER_STATE.items():
         value = state.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value < low:

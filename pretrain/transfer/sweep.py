@@ -66,13 +66,23 @@ class Plan:
 
 
 def parse_widths(text: str) -> list[int]:
+    """`--widths 128,256,512`: the d_model values."""
+    return _positive_integers(text, "--widths", "128,256,512")
+
+
+def parse_steps(text: str) -> list[int]:
+    """`--steps 1250,2500,5000`: the horizons, in optimizer steps."""
+    return _positive_integers(text, "--steps", "1250,2500,5000")
+
+
+def _positive_integers(text: str, option: str, example: str) -> list[int]:
     try:
-        widths = [int(w) for w in text.split(",") if w.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--widths: expected integers such as 128,256,512, got {text!r}") from None
-    if not widths or min(widths) <= 0:
-        raise ConfigError(f"--widths: expected positive integers, got {text!r}")
-    return sorted(set(widths))
+        raise ConfigError(f"{option}: expected integers such as {example}, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise ConfigError(f"{option}: expected positive integers, got {text!r}")
+    return sorted(set(values))
 
 
 def parse_lrs(text: str) -> list[float]:
@@ -93,17 +103,6 @@ def parse_lrs(text: str) -> list[float]:
     if not lrs or min(lrs) <= 0:
         raise ConfigError(f"--lrs: LRs must be positive, got {text!r}")
     return sorted(set(lrs))
-
-
-def parse_steps(text: str) -> list[int]:
-    """`--steps 1250,2500,5000`: the horizons, in optimizer steps."""
-    try:
-        steps = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--steps: expected integers such as 1250,2500,5000, got {text!r}") from None
-    if not steps or min(steps) <= 0:
-        raise ConfigError(f"--steps: expected positive integers, got {text!r}")
-    return sorted(set(steps))
 
 
 def point_name(width: int, steps: int, lr: float) -> str:
