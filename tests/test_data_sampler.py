@@ -4,8 +4,8 @@ same global batch at any world size, mixtures by weight, and rows read across sh
 import numpy as np
 import pytest
 
+from pretrain.data.prepared import PreparedData, PreparedSource, Rows
 from pretrain.data.sampler import StepSampler, eval_micro_batches, permute, train_micro_batches
-from pretrain.data.shards import PreparedData, PreparedSource, Rows
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 1000, 4097, 100_003])

@@ -16,7 +16,8 @@ from conftest import SMALL
 
 from pretrain.config import DataConfig
 from pretrain.data import shards
-from pretrain.data.shards import finalize, open_prepared, plan_work, prepare_data, prepare_slices, slice_dir
+from pretrain.data.prepared import open_prepared
+from pretrain.data.shards import finalize, plan_work, prepare_data, prepare_slices, slice_dir
 from pretrain.data.sources import plan_sources, source_documents
 from pretrain.data.tokenizer import hf_tokenizer
 from pretrain.errors import ConfigError, DataError

@@ -4,8 +4,9 @@
 - `hub`: the Hugging Face hub adapter: a dataset's data files, read as streams.
 - `encoder`: documents to token ids (tiktoken where it is an exact twin of the tokenizer).
 - `tokenizer`: the tokenizer.json: trained (byte-level BPE) or brought along, and its end-of-document token.
-- `shards`: the prepared data: slices packed into bounded shards, a manifest; prepared by any number of
-  workers or Slurm array tasks, opened with every shard checked.
+- `shards`: preparing: slices packed into bounded shards and a manifest, by any number of workers or Slurm
+  array tasks.
+- `prepared`: the prepared data opened, every shard checked against its manifest; rows across shards.
 - `cache`: where prepared data lives: directories keyed by what shaped them, each built once, published whole.
 - `sampler`: which rows of which source each step and rank read, as a pure function of (seed, step).
 

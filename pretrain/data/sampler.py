@@ -22,7 +22,7 @@ import hashlib
 import numpy as np
 import torch
 
-from .shards import PreparedData
+from .prepared import PreparedData
 
 _MASK64 = np.uint64(2**64 - 1)
 

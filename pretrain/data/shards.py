@@ -35,14 +35,14 @@ from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from ..fileio import atomic_output, checksum, read_json_object, remove, write_json
+from ..fileio import atomic_output, checksum, remove, write_json
 from .cache import FORMAT_VERSION
 from .encoder import DocumentEncoder, document_encoder, usable_cores
+from .prepared import MANIFEST, PreparedData, open_prepared
 from .sources import (
     SKIP,
     SPLITS,
@@ -53,91 +53,14 @@ from .sources import (
     documents,
     fingerprint,
     plan_sources,
-    source_name,
     split_of,
 )
-from .tokenizer import check_fits, eos_token, id_count, load_tokenizer, prepare_tokenizer, tokenizer_path
+from .tokenizer import id_count, load_tokenizer, prepare_tokenizer, tokenizer_path
 
 SHARD_TOKENS = 2**28  # a shard file holds at most this many tokens (512 MiB as uint16)
 IN_BAND_TOKENS = 50_000_000  # the most `pretrain train` prepares itself
 BYTES_PER_TOKEN = 3  # for the in-band estimate: BPE tokens of text and code run 3-5 bytes; 3 errs on the safe side
 DOCS_PER_BATCH = 128  # documents per encode call
-MANIFEST = "manifest.json"
-
-
-@dataclass
-class Rows:
-    """The rows of one split of a prepared source across its shard files, addressed by one row index."""
-
-    files: list[Path]
-    shards: list[np.ndarray]  # memmaps, (rows, seq_len + 1)
-    vocab_size: int  # ids must lie below it
-
-    def __post_init__(self):
-        self.starts = np.cumsum([0, *(len(s) for s in self.shards)])
-
-    def __len__(self) -> int:
-        return int(self.starts[-1])
-
-    def to_numpy(self) -> np.ndarray:
-        """Every row, in order (for inspection and tests: it reads the whole split)."""
-        return np.concatenate([np.asarray(shard) for shard in self.shards])
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """Rows by index, as int64 (len(rows), seq_len + 1); a token id past the vocabulary is an error naming
-        the shard and its row (a shard overwritten by something else)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        shard = np.searchsorted(self.starts, rows, side="right") - 1
-        out = np.empty((len(rows), self.shards[0].shape[1]), np.int64)
-        for s in np.unique(shard):
-            mask = shard == s
-            out[mask] = self.shards[s][rows[mask] - self.starts[s]]
-        if out.size and out.max() >= self.vocab_size:
-            i = int(np.argmax(out.max(axis=1) >= self.vocab_size))
-            s = int(shard[i])
-            raise DataError(f"{self.files[s]}: row {int(rows[i] - self.starts[s])} holds token id {int(out[i].max())}, "
-                            f"past the vocabulary of {self.vocab_size}; the prepared data is corrupt: delete "
-                            f"{self.files[s].parents[1]} and prepare it again")
-        return out
-
-
-@dataclass
-class PreparedSource:
-    name: str
-    weight: float
-    dir: Path
-    manifest: dict
-    train: Rows
-    val: Rows
-    unigram: np.ndarray  # train token counts
-
-
-@dataclass
-class PreparedData:
-    sources: list[PreparedSource]
-    tokenizer_path: Path
-    eos_id: int
-
-    @property
-    def dirs(self) -> list[Path]:
-        return [s.dir for s in self.sources]
-
-    @property
-    def unigram_entropy(self) -> float:
-        """Nats: the loss of the best model that ignores context, on the mixture of the sources' train tokens."""
-        size = max(len(s.unigram) for s in self.sources)
-        mixed = sum(s.weight * np.pad(s.unigram, (0, size - len(s.unigram))) / s.unigram.sum() for s in self.sources)
-        p = mixed[mixed > 0] / mixed.sum()
-        return float(-(p * np.log(p)).sum())
-
-    def describe(self) -> str:
-        lines = []
-        for s in self.sources:
-            m = s.manifest
-            lines.append(f"{s.dir}: {m['documents']:,} documents, {m['train_tokens']:,} train tokens "
-                         f"({len(s.train):,} rows in {m['train_shards']} shards), {m['val_tokens']:,} val tokens "
-                         f"({len(s.val):,} rows)" + (f"; weight {s.weight:g}" if len(self.sources) > 1 else ""))
-        return "\n".join(lines + [f"unigram entropy {self.unigram_entropy:.4f} nats"])
 
 
 @dataclass(frozen=True)
@@ -411,73 +334,3 @@ def _link(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
-
-
-# --- opening -----------------------------------------------------------------------------------------------
-
-# manifest.json: key -> the type its value must have
-MANIFEST_KEYS = {"format": int, "vocab_size": int, "eos_id": int, "seq_len": int, "dtype": str, "documents": int,
-                 "train_tokens": int, "val_tokens": int, "train_shards": int, "unigram_entropy": float, "shards": list}
-
-
-def open_prepared(cfg: DataConfig, dirs: list[Path] | tuple[Path, ...]) -> PreparedData:
-    """The prepared sources in `dirs` (what `prepare_data` built for `cfg`, in the order of its sources), every
-    shard checked against its manifest."""
-    specs = cfg.source_specs()
-    sources = [_open_source(cfg, d, spec.weight, source_name(spec)) for d, spec in zip(dirs, specs, strict=True)]
-    eos = {s.manifest["eos_id"] for s in sources}
-    if len(eos) > 1:
-        raise DataError(f"the prepared sources disagree on the end-of-document id ({sorted(eos)}); prepare them "
-                        "with one tokenizer")
-    return PreparedData(sources, sources[0].dir / "tokenizer.json", eos.pop())
-
-
-def _open_source(cfg: DataConfig, target: Path, weight: float, name: str) -> PreparedSource:
-    path = target / MANIFEST
-    manifest = read_json_object(path, DataError, f"; delete {target} to prepare it again")
-    for key, kind in MANIFEST_KEYS.items():
-        value = manifest.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
-            raise DataError(f"{path}: {key} must be {kind.__name__}, got {value!r}; delete {target} to prepare it "
-                            "again")
-    if manifest["format"] != FORMAT_VERSION:
-        raise DataError(f"{path}: format {manifest['format']}, expected {FORMAT_VERSION}; delete {target} to "
-                        "prepare it again")
-    _check_tokenizer(target / "tokenizer.json", manifest)
-    check_fits(manifest["vocab_size"], cfg, target / "tokenizer.json")
-    try:
-        dtype = np.dtype(manifest["dtype"])
-        shards = {split: [(sh["file"], int(sh["rows"])) for sh in manifest["shards"] if sh["split"] == split]
-                  for split in SPLITS}
-    except (TypeError, KeyError, ValueError) as err:
-        raise DataError(f"{path}: malformed shard list ({type(err).__name__}: {err}); delete {target} to prepare "
-                        "it again") from None
-    rows = {split: Rows([target / "shards" / f for f, _ in files],
-                        [_memmap(target / "shards" / f, dtype, n, manifest["seq_len"] + 1) for f, n in files],
-                        manifest["vocab_size"]) for split, files in shards.items()}
-    unigram = np.load(target / "unigram.npy") if (target / "unigram.npy").is_file() else np.ones(1)
-    return PreparedSource(name, weight, target, manifest, rows["train"], rows["val"], unigram)
-
-
-def _check_tokenizer(path: Path, manifest: dict) -> None:
-    """The tokenizer stored with the shards loads, and its ids are the ones the shards were written with."""
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as err:  # noqa: BLE001 -- the Rust side raises a bare Exception for a malformed file
-        raise DataError(f"{path}: not a usable tokenizer ({str(err).splitlines()[0] if str(err) else err}); "
-                        f"delete {path.parent} to prepare the data again") from None
-    if id_count(tokenizer) != manifest["vocab_size"] or tokenizer.token_to_id(eos_token(tokenizer)) != \
-            manifest["eos_id"]:
-        raise DataError(f"{path}: not the tokenizer the shards were written with (other ids); delete "
-                        f"{path.parent} to prepare the data again")
-
-
-def _memmap(path: Path, dtype: np.dtype, rows: int, row: int) -> np.ndarray:
-    """A shard as (rows, row) tokens; a file of another size (a missing or truncated shard) is an error."""
-    expected = rows * row * dtype.itemsize
-    size = path.stat().st_size if path.is_file() else None
-    if size is None or size < expected:
-        found = "missing" if size is None else f"{size:,} bytes"
-        raise DataError(f"{path}: {found}, expected {expected:,} bytes ({rows:,} rows of {row} {dtype.name}) per "
-                        f"the manifest; the data is corrupt: delete {path.parents[1]} to prepare it again")
-    return np.memmap(path, dtype=dtype, mode="r", shape=(rows, row))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
-from ..data.shards import open_prepared, prepare_data
+from ..data.prepared import open_prepared
+from ..data.shards import prepare_data
 from ..fileio import write_text
 from ..model import mup
 from ..model.transformer import build_model

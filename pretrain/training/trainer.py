@@ -20,8 +20,8 @@ import torch.distributed as tdist
 from tqdm import tqdm
 
 from ..config import Config
+from ..data.prepared import PreparedData
 from ..data.sampler import StepSampler, eval_micro_batches, train_micro_batches
-from ..data.shards import PreparedData
 from ..errors import ExitCode, UserError
 from ..model.flops import flops_per_token
 from ..model.loss import lm_loss
