@@ -40,14 +40,15 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                 chunk: int) -> torch.Tensor:
-        loss, grad_hidden, grad_weight = _chunked_loss_and_grads(hidden, weight, targets, chunk, grads=True)
-        ctx.save_for_backward(grad_hidden, grad_weight)
+        loss, *ctx.grads = _chunked_loss_and_grads(hidden, weight, targets, chunk, grads=True)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
-        grad_hidden, grad_weight = ctx.saved_tensors
-        # In place: the saved gradients are this graph's own and are used once (no second backward).
+        # Handed over, not saved: the graph lets go of them here, so autograd can take the weight's gradient as
+        # its .grad without a copy. Scaled in place: they serve this one backward.
+        grad_hidden, grad_weight = ctx.grads
+        del ctx.grads
         return grad_hidden.mul_(grad_loss), grad_weight.mul_(grad_loss), None, None
 
 
@@ -67,6 +68,9 @@ def _chunked_loss_and_grads(hidden: torch.Tensor, weight: torch.Tensor, targets:
             probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
             probs[torch.arange(len(t), device=t.device), t] -= 1.0
             grad_logits = probs.div_(n).to(hidden.dtype)  # d(mean loss)/d(logits), in the matmuls' dtype
-            grad_hidden[start:start + chunk] = grad_logits @ weight
-            grad_weight += (grad_logits.t() @ h).float()
+            torch.matmul(grad_logits, weight, out=grad_hidden[start:start + chunk])
+            if grad_weight.dtype == h.dtype:
+                grad_weight.addmm_(grad_logits.t(), h)  # no (V, d) temporary
+            else:  # low precision: the matmul in its dtype, accumulated over chunks in fp32
+                grad_weight.add_(grad_logits.t() @ h)
     return total / n, grad_hidden, grad_weight.to(weight.dtype) if grads else None
