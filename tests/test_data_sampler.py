@@ -27,6 +27,15 @@ def test_sampler_is_a_pure_function_of_seed_and_step():
     assert not np.array_equal(StepSampler([10], [1.0], 4, seed=4).indices(0)[1], run[0])
 
 
+def test_a_mixture_resumes_exactly_at_any_step():
+    run = StepSampler([50, 30, 7], [0.5, 0.3, 0.2], global_batch=8, seed=1)
+    batches = [run.indices(k) for k in range(40)]
+    for restart in (0, 13, 39):
+        fresh = StepSampler([50, 30, 7], [0.5, 0.3, 0.2], global_batch=8, seed=1)
+        for k in range(restart, 40):
+            assert all(np.array_equal(a, b) for a, b in zip(fresh.indices(k), batches[k]))
+
+
 def test_every_row_once_per_epoch_of_a_source():
     sampler = StepSampler([50, 30], [1.0, 1.0], global_batch=8, seed=0)
     by_source = {0: [], 1: []}

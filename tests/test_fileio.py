@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from pretrain.fileio import atomic_output, staging_path, write_json, write_text
+from pretrain import fileio
+from pretrain.fileio import atomic_output, checksum, staging_path, write_json, write_text
 
 
 def test_a_file_appears_only_when_complete(tmp_path):
@@ -37,3 +38,17 @@ def test_a_directory_replaces_the_old_one_and_a_crashed_staging_is_cleared(tmp_p
         assert list(staged.iterdir()) == []  # the crashed writer's files are gone
         (staged / "model.safetensors").write_text("new")
     assert [p.name for p in target.iterdir()] == ["model.safetensors"] and not leftover.exists()
+
+
+def test_the_digest_is_over_blocks_and_any_change_moves_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "CHECKSUM_BLOCK", 1000)  # several blocks, hashed in parallel
+    path = tmp_path / "f"
+    data = bytearray(bytes(range(256)) * 50)
+    path.write_bytes(data)
+    first = checksum(path)
+    assert first["bytes"] == len(data) and first == checksum(path)  # the same every time, thread timing aside
+    data[4321] ^= 1
+    path.write_bytes(data)
+    assert checksum(path)["digest"] != first["digest"]
+    path.write_bytes(b"")
+    assert checksum(path)["bytes"] == 0

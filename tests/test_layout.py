@@ -112,3 +112,32 @@ def test_no_code_cites_a_document_outside_the_repository():
              and p != Path(__file__)]
     cited = [str(p.relative_to(ROOT)) for p in files if re.search(r"DESIGN\b|shared/", p.read_text())]
     assert not cited, cited
+
+
+ADAPTERS = {"deepspeed": {"training/engine.py"}, "wandb": {"training/tracking.py"},
+            "huggingface_hub": {"data/hub.py", "export/hf.py"}}
+
+
+def external_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_each_external_engine_is_reached_through_its_one_adapter():
+    """DeepSpeed, W&B and the hub are imported by their adapter module only; nothing outside the DeepSpeed
+    adapter reaches into the engine it wraps; only the Slurm adapter runs sbatch."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        for engine, homes in ADAPTERS.items():
+            if engine in external_imports(path):
+                assert relative in homes, f"{relative} imports {engine}, which only {sorted(homes)} may"
+        text = path.read_text()
+        if relative != "training/engine.py":
+            assert "._engine" not in text, f"{relative} reaches into the DeepSpeed engine"
+        if relative != "tools/slurm.py":
+            assert '"sbatch"' not in text, f"{relative} runs sbatch"

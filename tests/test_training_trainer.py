@@ -56,9 +56,9 @@ class PlainEngine:
         (checkpoint / "ds").mkdir()
         torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()},
                    checkpoint / "ds" / "states.pt")
-        written = Future()
-        written.set_result(checksum(checkpoint / "ds" / "states.pt"))
-        return {"ds/states.pt": written}
+        digest = Future()
+        digest.set_result(checksum(checkpoint / "ds" / "states.pt"))
+        return {"ds/states.pt": digest}
 
     def load(self, checkpoint: Path, universal: bool) -> None:
         states = torch.load(checkpoint / "ds" / "states.pt", weights_only=True)

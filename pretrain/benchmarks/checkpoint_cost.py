@@ -24,7 +24,7 @@ from ..config import load_config
 from ..model.transformer import build_model
 from ..training import distributed as dist
 from ..training.checkpoint import Checkpointer, verify_checkpoint
-from ..training.engine import STATE_DIR, build_engine, init_distributed
+from ..training.engine import build_engine, init_distributed
 from ..training.optim import build_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     plain, checked, verify = [], [], []
     for repeat in range(args.repeats):
         started = time.perf_counter()
-        engine._engine.save_checkpoint(str(root / "plain"), tag=STATE_DIR, save_latest=False)
+        engine.save(root / "plain", checksums=False)
         plain.append(time.perf_counter() - started)
         shutil.rmtree(root / "plain")
         started = time.perf_counter()

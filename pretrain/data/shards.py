@@ -1,7 +1,7 @@
 """Prepared data: each source's documents split, encoded and packed into token shards, listed in a manifest.
 
     DATA_CACHE/<kind>-seq<L>-<key>/      one prepared source (key: its input, the tokenizer, seq_len, split, caps)
-        manifest.json    the shards (split, rows, bytes, sha256), token and document counts, unigram entropy
+        manifest.json    the shards (split, rows, bytes, digest), token and document counts, unigram entropy
         tokenizer.json   the tokenizer the ids belong to
         unigram.npy      train token counts, for the entropy of a mixture
         shards/train-00000.bin, val-00000.bin, train-00000-001.bin, ...
@@ -125,7 +125,7 @@ def check_in_band(plan: SourcePlan, cfg: DataConfig) -> None:
 
 def data_dir(cfg: DataConfig, plan: SourcePlan, tokenizer: Path) -> Path:
     """Where the prepared data of one source lives: named by a digest of everything that shapes it."""
-    key = fingerprint([FORMAT_VERSION, plan.source.identity, checksum(tokenizer)["sha256"], cfg.seq_len,
+    key = fingerprint([FORMAT_VERSION, plan.source.identity, checksum(tokenizer)["digest"], cfg.seq_len,
                        cfg.val_fraction, cfg.max_documents, cfg.max_tokens])
     return Path(cfg.cache_dir) / f"{plan.source.kind}-seq{cfg.seq_len}-{key}"
 
@@ -312,7 +312,7 @@ def _publish_source(work: Work, s: int) -> None:
         skipped = sum(st["skipped_records"] for st in stats)
         write_json(staged / MANIFEST, {
             "format": FORMAT_VERSION, "source": source.description, "identity": source.identity,
-            "tokenizer": cfg.tokenizer, "tokenizer_sha256": checksum(work.tokenizer)["sha256"],
+            "tokenizer": cfg.tokenizer, "tokenizer_digest": checksum(work.tokenizer)["digest"],
             "encoder": stats[0]["encoder"], "vocab_size": stats[0]["vocab_size"], "eos_id": stats[0]["eos_id"],
             "seq_len": cfg.seq_len, "dtype": stats[0]["dtype"],
             "documents": documents["train"] + documents["val"], "train_documents": documents["train"],

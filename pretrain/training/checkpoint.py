@@ -8,7 +8,7 @@
         trainer.json     step, world size, global batch (with the step, the data position)
         config.yaml      the resolved run config
         tokenizer.json
-        checksums.json   SHA-256 and size of every file above, recorded as it was written
+        checksums.json   digest (SHA-256 over 64 MiB blocks) and size of every file above, recorded as written
 
 Everything is written under a staging name (`.tmp-step_...`) and renamed at the end, so a directory named
 `step_*` is always complete; a crash mid-save leaves only the staging directory, removed on the next start.
@@ -87,7 +87,7 @@ def verify_files(directory: Path, owned: tuple[str, ...] = ()) -> None:
     manifest = directory / CHECKSUMS
     try:
         listed = json.loads(manifest.read_text())
-        expected = {name: (int(v["bytes"]), str(v["sha256"])) for name, v in listed.items()}
+        expected = {name: (int(v["bytes"]), str(v["digest"])) for name, v in listed.items()}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
         raise CheckpointError(f"{manifest}: unreadable checksums ({type(err).__name__}: {err})") from None
     for name, (size, _) in expected.items():
@@ -98,7 +98,7 @@ def verify_files(directory: Path, owned: tuple[str, ...] = ()) -> None:
             raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, but {size:,} bytes when it was saved "
                                   "(truncated or replaced)")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        digests = dict(zip(expected, pool.map(lambda name: checksum(directory / name)["sha256"], expected)))
+        digests = dict(zip(expected, pool.map(lambda name: checksum(directory / name)["digest"], expected)))
     for name, (_, digest) in expected.items():
         if digests[name] != digest:
             raise CheckpointError(f"{directory / name}: its contents changed since it was saved (checksum "
@@ -202,7 +202,7 @@ class Checkpointer:
         written = engine.save(staged)
         rng_file = staged / RNG_DIR / f"rank{dist.rank()}.pt"
         torch.save(_rng_state(), rng_file)
-        checksums = {name: future.result() for name, future in written.items()}
+        checksums = {name: digest.result() for name, digest in written.items()}
         checksums[rng_file.relative_to(staged).as_posix()] = checksum(rng_file)
         every_rank = dist.gather(checksums)
         if dist.is_main():

@@ -9,8 +9,8 @@ Checkpoint files are data, never code. DeepSpeed reads its own files with full p
 weights_only=False)` in its checkpoint engine, zero_to_fp32 and the universal conversion), so every DeepSpeed
 call that reads files runs inside `weights_only_loads()`: there, any `torch.load` is a weights-only load that
 accepts tensors, plain containers and numbers, and the three DeepSpeed types its checkpoints hold; an object
-that could run code is refused with an error naming the file. Saving hashes every file as soon as it is
-written (SHA-256, in a thread, while the next file is written), for the checkpoint's checksums.
+that could run code is refused with an error naming the file. Saving digests every file (`fileio.checksum`) in
+a thread as soon as it is written, while DeepSpeed writes the next one, for the checkpoint's checksums.
 
 The client AdamW keeps its μP param groups: DeepSpeed gets no optimizer or scheduler block, so it never
 rewrites a group's LR, and the engine is checked to step those very group dicts.
@@ -39,7 +39,7 @@ from . import distributed as dist
 
 STATE_DIR = "ds"  # a checkpoint's DeepSpeed files (one set per rank, any ZeRO stage)
 UNIVERSAL_DIR = "universal"  # the same, converted to DeepSpeed's universal format (any world size)
-CHECKSUMS = "checksums.json"  # {relative path: {"sha256": ..., "bytes": ...}} of every file beside it
+CHECKSUMS = "checksums.json"  # {relative path: {"digest": ..., "bytes": ...}} of every file beside it
 
 
 @contextlib.contextmanager
@@ -183,17 +183,18 @@ class Engine:
         grads = [p.grad for p in self.module.parameters() if p.grad is not None]
         return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
 
-    def save(self, checkpoint: Path) -> dict[str, Future]:
+    def save(self, checkpoint: Path, checksums: bool = True) -> dict[str, Future]:
         """This rank's model and optimizer states into `checkpoint/ds` (every rank calls it). Returns the
-        checksums of the files this rank wrote, by path relative to `checkpoint`, as they are computed."""
+        checksums of the files this rank wrote, by path relative to `checkpoint`, as they are computed
+        (`checksums=False`: none, to measure what they cost)."""
         writer = self._engine.checkpoint_engine
-        hashing = _HashingWriter(writer, checkpoint)
+        hashing = _HashingWriter(writer, checkpoint) if checksums else writer
         self._engine.checkpoint_engine = hashing
         try:
             self._engine.save_checkpoint(str(checkpoint), tag=STATE_DIR, save_latest=False)
         finally:
             self._engine.checkpoint_engine = writer
-        return hashing.checksums
+        return hashing.checksums if checksums else {}
 
     def load(self, checkpoint: Path, universal: bool) -> None:
         """Restore model and optimizer states from `checkpoint/ds`, or from `checkpoint/universal` (written by
@@ -222,9 +223,9 @@ class Engine:
 
 
 class _HashingWriter:
-    """DeepSpeed's checkpoint writer, hashing each file in a thread as soon as it is written."""
+    """DeepSpeed's checkpoint writer, digesting each file in a thread as soon as it is written."""
 
-    _threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="checksum")
+    _threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checksum")  # checksum() fans out itself
 
     def __init__(self, writer, root: Path):
         self._writer, self._root = writer, root
