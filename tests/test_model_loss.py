@@ -55,7 +55,8 @@ def test_chunked_equals_plain_loss_and_gradients(tokens, chunk):
         assert chunked_cross_entropy(hidden, weight, targets, chunk).item() == pytest.approx(want[0].item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("use_kernels", [False, True], ids=["references", "kernels"])
+@pytest.mark.parametrize("use_kernels", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["references", "kernels"])
 def test_the_model_trains_the_same_with_the_chunked_loss(monkeypatch, use_kernels):
     if use_kernels:
         if not kernels_interpreted():
