@@ -232,7 +232,7 @@ class Checkpointer:
         rng_file = path / RNG_DIR / f"rank{dist.rank()}.pt"
         if rng_file.exists():  # absent when resuming at a larger world size: keep the fresh seed
             with weights_only_loads():
-                _set_rng_state(torch.load(rng_file))
+                _set_rng_state(torch.load(rng_file, weights_only=True))
         return state
 
 

@@ -305,7 +305,8 @@ def consolidated_state_dict(checkpoint: Path, zero_stage: int) -> dict[str, torc
     optimizer files, which DeepSpeed's zero_to_fp32 gathers."""
     with weights_only_loads():
         if zero_stage == 0:
-            return torch.load(checkpoint / STATE_DIR / "mp_rank_00_model_states.pt", map_location="cpu")["module"]
+            return torch.load(checkpoint / STATE_DIR / "mp_rank_00_model_states.pt", map_location="cpu",
+                              weights_only=True)["module"]
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         with contextlib.redirect_stdout(io.StringIO()):  # it narrates each file it reads
