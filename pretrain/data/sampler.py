@@ -41,6 +41,12 @@ class StepSampler:
         if global_batch * self.weights[self.heaviest] < len(sizes) - 1:
             raise ValueError(f"a global batch of {global_batch} sequences is too small to mix {len(sizes)} sources")
 
+    @classmethod
+    def over(cls, data: PreparedData, split: str, global_batch: int, seed: int) -> StepSampler:
+        """The sampler of `data`'s sources by their weights, over the rows of `split` ("train" or "val")."""
+        return cls([len(getattr(s, split)) for s in data.sources], [s.weight for s in data.sources], global_batch,
+                   seed)
+
     def seen(self, step: int) -> list[int]:
         """Sequences each source has given in steps 0 .. step-1."""
         counts = [int(np.floor(step * self.global_batch * w + 0.5)) for w in self.weights]
@@ -121,8 +127,7 @@ def eval_micro_batches(data: PreparedData, n_batches: int, micro_batch_size: int
     """
     per_rank = -(-n_batches // world_size)
     total = per_rank * world_size * micro_batch_size
-    weights = [s.weight for s in data.sources]
-    shares = StepSampler([len(s.val) for s in data.sources], weights, total, 0).seen(1)
+    shares = StepSampler.over(data, "val", total, 0).seen(1)
     sources = np.repeat(np.arange(len(shares)), shares)
     rows = np.concatenate([np.arange(n) * len(s.val) // max(n, 1) for n, s in zip(shares, data.sources)])
     mine = slice(rank * per_rank * micro_batch_size, (rank + 1) * per_rank * micro_batch_size)

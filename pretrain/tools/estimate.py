@@ -64,12 +64,14 @@ MAX_GPUS = 2**16
 
 
 def stage_estimate(cfg: Config, params: ParamCount, stage: int, gpus: int, gpu_mem_gib: float) -> StageEstimate:
+    activations = activation_bytes(cfg, cfg.train.activation_checkpointing)  # per GPU, whatever the world size
+
     def per_gpu(world: int) -> tuple[dict[str, float], float]:
         gpu = model_state_bytes(params.total, stage, world)
         offloaded = ("grads", "optimizer") if cfg.deepspeed.offload_optimizer and stage >= 1 else ()
         cpu = sum(gpu.pop(kind) for kind in offloaded)
         gpu["gathered layer"] = 4 * params.largest_layer if stage == 3 else 0.0
-        gpu["activations"] = activation_bytes(cfg, cfg.train.activation_checkpointing)
+        gpu["activations"] = activations
         return gpu, cpu
 
     def fits(world: int) -> bool:
@@ -97,7 +99,7 @@ def estimate(cfg: Config, gpus: int, gpu_mem_gib: float) -> dict:
         "params": params,
         "flops_per_token": flops_per_token(cfg, params),
         "attention_flops_per_token": attention_flops_per_token(cfg),
-        "tokens_per_step": cfg.train.global_batch(gpus) * cfg.data.seq_len,
+        "tokens_per_step": cfg.tokens_per_step(gpus),
         "activations": {ckpt: activation_bytes(cfg, ckpt) for ckpt in (False, True)},
         "stages": [stage_estimate(cfg, params, stage, gpus, gpu_mem_gib) for stage in range(4)],
     }

@@ -49,8 +49,7 @@ def submit(config: str, overrides: list[str], sbatch_args: list[str]) -> Submiss
     """Validate the config here (a bad key fails now, not after hours in the queue), then submit it."""
     run_dir = Path(load_config(config, overrides).train.out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)  # sbatch cannot open a log in a folder that does not exist
-    answer = _sbatch(sbatch_command(config, overrides, sbatch_args, run_dir))
-    job_id = answer.split(";")[0]  # --parsable prints "ID" or "ID;CLUSTER"
+    job_id = _sbatch(sbatch_command(config, overrides, sbatch_args, run_dir))
     return Submission(job_id, run_dir / LOG_PATTERN.replace("%j", job_id))
 
 
@@ -72,9 +71,9 @@ def submit_prepare(config: str, overrides: list[str], tasks: int, work: Work, sb
     logs.mkdir(parents=True, exist_ok=True)
     arguments = [str(PREPARE_SCRIPT), config, *overrides]
     array = _sbatch(["sbatch", "--parsable", f"--array=0-{tasks - 1}", f"--output={logs}/prepare-%A_%a.log",
-                     *sbatch_args, *arguments, "--tasks", str(tasks)]).split(";")[0]
+                     *sbatch_args, *arguments, "--tasks", str(tasks)])
     final = _sbatch(["sbatch", "--parsable", f"--dependency=afterany:{array}", f"--output={logs}/prepare-%j.log",
-                     *sbatch_args, *arguments, "--finalize"]).split(";")[0]
+                     *sbatch_args, *arguments, "--finalize"])
     return (f"submitted job array {array} ({tasks} tasks over {len(work.pieces())} slices) and finalize job {final}; "
             f"logs in {logs}; a failed task reruns alone with sbatch --array=I {PREPARE_SCRIPT} {config} "
             f"{' '.join(overrides)} --tasks {tasks}".rstrip())
@@ -91,7 +90,7 @@ def _sbatch(command: list[str]) -> str:
                          "slurm/local-cluster.sh and export the SLURM_CONF it prints)") from None
     if proc.returncode:
         raise SlurmError(f"sbatch refused the job ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout.strip()
+    return proc.stdout.strip().split(";")[0]  # with --parsable, "ID" or "ID;CLUSTER": the ID
 
 
 def finished(run_dir: Path) -> bool:

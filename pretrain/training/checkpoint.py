@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -97,8 +96,7 @@ def verify_files(directory: Path, owned: tuple[str, ...] = ()) -> None:
         if path.stat().st_size != size:
             raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, but {size:,} bytes when it was saved "
                                   "(truncated or replaced)")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        digests = dict(zip(expected, pool.map(lambda name: checksum(directory / name)["digest"], expected)))
+    digests = {name: checksum(directory / name)["digest"] for name in expected}  # each in parallel over its blocks
     for name, (_, digest) in expected.items():
         if digests[name] != digest:
             raise CheckpointError(f"{directory / name}: its contents changed since it was saved (checksum "
@@ -132,8 +130,9 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def load_consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The full fp32 model state dict of a verified checkpoint of any ZeRO stage and world size, on the CPU."""
-    path = verify_checkpoint(path)
+    """The full fp32 model state dict of a checkpoint of any ZeRO stage and world size, on the CPU; the caller
+    verifies it first (`resolve_checkpoint`)."""
+    path = Path(path)
     stage = load_config(path / "config.yaml").deepspeed.zero_stage
     try:
         state = consolidated_state_dict(path, stage)
@@ -226,8 +225,8 @@ class Checkpointer:
         state = read_trainer_state(path)
         universal = state["world_size"] != dist.world_size() and has_zero_partitions(path)
         if universal:
-            convert_to_universal(path)
-            dist.on_main(lambda: verify_files(path / UNIVERSAL_DIR))
+            converted = convert_to_universal(path)  # hashed as it was written: only an earlier one is verified
+            dist.on_main(lambda: converted or verify_files(path / UNIVERSAL_DIR))
         engine.load(path, universal)
         rng_file = path / RNG_DIR / f"rank{dist.rank()}.pt"
         if rng_file.exists():  # absent when resuming at a larger world size: keep the fresh seed

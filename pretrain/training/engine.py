@@ -71,8 +71,6 @@ def weights_only_loads() -> Iterator[None]:
         torch.load = full_load
 
 
-
-
 def init_distributed(device: torch.device) -> None:
     """Join (or, outside torchrun, create) the process group DeepSpeed will use: nccl on GPUs, gloo on CPUs."""
     if torch.distributed.is_initialized():
@@ -270,12 +268,14 @@ def has_zero_partitions(checkpoint: Path) -> bool:
     return any((checkpoint / STATE_DIR).glob("*optim_states.pt"))
 
 
-def convert_to_universal(checkpoint: Path) -> None:
+def convert_to_universal(checkpoint: Path) -> bool:
     """Write `checkpoint/universal` once (rank 0, published whole, with its own checksums) with DeepSpeed's
     ds_to_universal: ZeRO partitions the optimizer states (and under stage 3 the weights) by rank, so at another
-    world size they are read through this format. Every rank calls it."""
+    world size they are read through this format. Every rank calls it; True on the rank that converted it now
+    (rather than finding it from an earlier resume)."""
     target = checkpoint / UNIVERSAL_DIR
-    if dist.is_main() and not target.exists():
+    converted = dist.is_main() and not target.exists()
+    if converted:
         from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
 
         size = sum(f.stat().st_size for f in (checkpoint / STATE_DIR).iterdir())
@@ -296,6 +296,7 @@ def convert_to_universal(checkpoint: Path) -> None:
             files = sorted(p for p in staged.rglob("*") if p.is_file())
             write_json(staged / CHECKSUMS, {p.relative_to(staged).as_posix(): checksum(p) for p in files})
     dist.barrier()
+    return converted
 
 
 def consolidated_state_dict(checkpoint: Path, zero_stage: int) -> dict[str, torch.Tensor]:

@@ -107,9 +107,8 @@ class Trainer:
         self.cfg, self.engine, self.optimizer, self.data = cfg, engine, engine.optimizer, data
         self.checkpointer, self.logger, self.device = checkpointer, logger, device
         self.world = dist.world_size()
-        self.sampler = StepSampler([len(s.train) for s in data.sources], [s.weight for s in data.sources],
-                                   cfg.train.global_batch(self.world), cfg.train.seed)
-        self.tokens_per_step = cfg.train.global_batch(self.world) * cfg.data.seq_len
+        self.sampler = StepSampler.over(data, "train", cfg.train.global_batch(self.world), cfg.train.seed)
+        self.tokens_per_step = cfg.tokens_per_step(self.world)
         self.flops_per_token = flops_per_token(cfg)
         self.peak_flops = peak_flops(device, cfg.train.peak_flops)  # None on CPU unless configured: no MFU
         self.step = 0

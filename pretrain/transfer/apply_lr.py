@@ -25,6 +25,7 @@ import yaml
 
 from ..config import Config, load_config
 from ..errors import ConfigError
+from ..fileio import write_text
 from ..model import mup
 from .report import SweepReport, build_report, extrapolation
 from .sweep import Plan, load_plan
@@ -72,17 +73,6 @@ def config_differences(proxy: Config, target: Config) -> list[str]:
             if before[key] != after[key] and key not in FREE_KEYS and key.split(".")[0] not in FREE_SECTIONS]
 
 
-def transfer_problems(plan: Plan, report: SweepReport, target: Config) -> list[str]:
-    """Why the sweep's optimum should not be used for the target; empty when transfer applies."""
-    problems = breaking_settings(target)
-    proxy = load_config(plan.config)
-    problems += [f"differs from the proxy in {d}" for d in config_differences(proxy, target)]
-    if report.verdict != "transfers":
-        problems.append(f"the sweep's optimum {report.verdict}")
-    problems += [f"width {o.width}: the optimum sits on the grid edge" for o in report.optima if o.on_edge]
-    return problems
-
-
 def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
     """The LR for `target` from the sweep, the case that gave it, and every reason to refuse it."""
     if not report.optima:
@@ -110,7 +100,7 @@ def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
     if abs(tokens / swept[nearest] - 1) <= SAME_HORIZON and at_nearest is not None:
         note = f"width {widest}, fitted 2^{math.log2(at_nearest.lr):.2f} at {swept[nearest]:.2g} tokens"
         return Transfer(at_nearest.lr, "same horizon", note, problems)
-    if len(plan.steps) == 1 or report.horizon_fit is None:
+    if report.horizon_fit is None:
         problems.append(f"the target trains {tokens:.3g} tokens, the sweep measured the optimum at "
                         f"{', '.join(f'{t:.3g}' for t in swept.values())} tokens only, and the optimum moves with "
                         f"the horizon; sweep two or more horizons around it, e.g. `pretrain sweep {plan.config} "
@@ -170,7 +160,7 @@ def set_optim_lr(path: Path, lr: float, note: str) -> None:
     expected.setdefault("optim", {})["lr"] = lr
     if edited is None or yaml.safe_load(edited) != expected:
         raise ConfigError(f"{path}: could not set optim.lr by a line edit; set it by hand to {lr}")
-    path.write_text(edited)
+    write_text(path, edited)
 
 
 def _with_lr_line(lines: list[str], entry: str) -> str | None:

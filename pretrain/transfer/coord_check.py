@@ -21,6 +21,7 @@ import torch
 from ..config import Config
 from ..data.sampler import StepSampler, train_micro_batches
 from ..data.shards import prepare_data
+from ..fileio import write_text
 from ..model.loss import cross_entropy
 from ..model.transformer import Transformer, build_model
 from ..training.optim import build_optimizer, set_lr
@@ -44,8 +45,7 @@ def _train_and_record(cfg: Config, width: int, seed: int, steps: int, data) -> d
     for name, module in watched_modules(model).items():
         module.register_forward_hook(lambda mod, inputs, out, name=name:
                                      record[name].append(out.abs().mean().item()))
-    sampler = StepSampler([len(s.train) for s in data.sources], [s.weight for s in data.sources],
-                          cfg.train.micro_batch_size, seed)  # the same batches for every width
+    sampler = StepSampler.over(data, "train", cfg.train.micro_batch_size, seed)  # the same batches at every width
     for step in range(steps):
         (batch,) = train_micro_batches(data, sampler, step, 0, 1, cfg.train.micro_batch_size)
         loss = cross_entropy(model(batch[:, :-1]), batch[:, 1:])  # through the logits, which the hooks record
@@ -108,6 +108,6 @@ def plot_coord_check(result: dict, path: Path) -> None:
 def write_coord_check(result: dict, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "coord_check.json", out / "coord_check.png"
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(json_path, json.dumps(result, indent=1) + "\n")
     plot_coord_check(result, png_path)
     return json_path, png_path

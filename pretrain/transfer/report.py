@@ -107,6 +107,10 @@ class SweepReport:
     def optimum(self, width: int, steps: int) -> Optimum | None:
         return next((o for o in self.optima if o.width == width and o.steps == steps), None)
 
+    def tokens(self, steps: int) -> int:
+        """The token horizon of `steps` steps, as in the sweep's plan."""
+        return steps * self.tokens_per_step
+
 
 def fit_optimum(lrs: list[float], losses: list[float]) -> tuple[float, int, bool]:
     """(log2 of the optimum LR, index of the best grid point, whether a parabola was fitted).
@@ -219,7 +223,7 @@ def build_report(plan: Plan) -> SweepReport:
     drift = across_widths.slope if across_widths else None
     spread = max((max(y for _, y in pts) - min(y for _, y in pts) for pts in by_horizon.values() if len(pts) > 1),
                  default=None)
-    fit = horizon_fit(optima) if len(plan.steps) > 1 else None
+    fit = horizon_fit(optima)  # None with one horizon: no width has two
     if fit is not None:
         for width in fit.disagreeing:
             warnings.append(f"width {width}: β = {fit.width_betas[width]:.2f} disagrees with the shared β = "
@@ -241,13 +245,13 @@ def extrapolation(report: SweepReport, tokens: int, width: int | None = None) ->
     if fit is None:
         return None
     width = max(fit.intercepts) if width is None else width
-    longest = max(report.steps) * report.tokens_per_step
+    longest = report.tokens(max(report.steps))
     at_longest = report.optimum(width, max(report.steps))
     log2_lr = fit.log2_lr(width, tokens)
+    log2_lr_at_longest = math.log2(at_longest.lr) if at_longest else fit.log2_lr(width, longest)
     return {"width": width, "tokens": tokens, "longest_tokens": longest, "ratio": tokens / longest,
-            "log2_lr": log2_lr, "lr": 2**log2_lr,
-            "log2_lr_at_longest": math.log2(at_longest.lr) if at_longest else fit.log2_lr(width, longest),
-            "correction": log2_lr - (math.log2(at_longest.lr) if at_longest else fit.log2_lr(width, longest))}
+            "log2_lr": log2_lr, "lr": 2**log2_lr, "log2_lr_at_longest": log2_lr_at_longest,
+            "correction": log2_lr - log2_lr_at_longest}
 
 
 def format_report(report: SweepReport, target_tokens: int | None = None) -> str:
@@ -362,7 +366,7 @@ def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, plt) -> N
         return
     widths = sorted(fit.intercepts)
     colors = dict(zip(widths, plt.cm.viridis(np.linspace(0, 0.9, len(widths)))))
-    tokens = [report.tokens_per_step * s for s in report.steps]
+    tokens = [report.tokens(s) for s in report.steps]
     span = [min(tokens), max(tokens) if target_tokens is None else max(max(tokens), target_tokens)]
     line = np.geomspace(span[0], span[1], 50)
     for width in widths:
