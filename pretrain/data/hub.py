@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from ..errors import ConfigError
 
-HUB_PREFIX = "hf://"
+HF_FILE_PREFIX = "hf://"  # a file of a hub repository, as HfFileSystem names it
 
 
 def data_files(name: str, config: str | None, split: str, setting: str = "data.source") -> list[str]:
@@ -38,7 +38,7 @@ def data_files(name: str, config: str | None, split: str, setting: str = "data.s
 
 def open_file(path: str) -> IO[bytes]:
     """A binary file object for a local path or an hf:// path (read lazily, in ranges)."""
-    if path.startswith(HUB_PREFIX):
+    if path.startswith(HF_FILE_PREFIX):
         from huggingface_hub import HfFileSystem
 
         return HfFileSystem().open(path, "rb", block_size=8 << 20)

@@ -13,16 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from ..config import DataConfig
 from ..errors import DataError
 from ..fileio import read_json_object
 from .cache import FORMAT_VERSION
 from .sources import SPLITS, source_name
-from .tokenizer import check_fits, eos_token, id_count
+from .tokenizer import check_fits, eos_token, id_count, read_tokenizer
 
 MANIFEST = "manifest.json"
+
+
+def entropy(counts: np.ndarray) -> float:
+    """Nats: the entropy of the distribution proportional to `counts`."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
 
 
 @dataclass
@@ -86,9 +91,8 @@ class PreparedData:
     def unigram_entropy(self) -> float:
         """Nats: the loss of the best model that ignores context, on the mixture of the sources' train tokens."""
         size = max(len(s.unigram) for s in self.sources)
-        mixed = sum(s.weight * np.pad(s.unigram, (0, size - len(s.unigram))) / s.unigram.sum() for s in self.sources)
-        p = mixed[mixed > 0] / mixed.sum()
-        return float(-(p * np.log(p)).sum())
+        return entropy(sum(s.weight * np.pad(s.unigram, (0, size - len(s.unigram))) / s.unigram.sum()
+                           for s in self.sources))
 
     def describe(self) -> str:
         lines = []
@@ -129,7 +133,7 @@ def _open_source(cfg: DataConfig, target: Path, weight: float, name: str) -> Pre
         raise DataError(f"{path}: format {manifest['format']}, expected {FORMAT_VERSION}; delete {target} to "
                         "prepare it again")
     _check_tokenizer(target / "tokenizer.json", manifest)
-    check_fits(manifest["vocab_size"], cfg, target / "tokenizer.json")
+    check_fits(manifest["vocab_size"], cfg.vocab_size, target / "tokenizer.json")
     try:
         dtype = np.dtype(manifest["dtype"])
         shards = {split: [(sh["file"], int(sh["rows"])) for sh in manifest["shards"] if sh["split"] == split]
@@ -140,17 +144,16 @@ def _open_source(cfg: DataConfig, target: Path, weight: float, name: str) -> Pre
     rows = {split: Rows([target / "shards" / f for f, _ in files],
                         [_memmap(target / "shards" / f, dtype, n, manifest["seq_len"] + 1) for f, n in files],
                         manifest["vocab_size"]) for split, files in shards.items()}
-    unigram = np.load(target / "unigram.npy") if (target / "unigram.npy").is_file() else np.ones(1)
+    if not (target / "unigram.npy").is_file():
+        raise DataError(f"{target / 'unigram.npy'}: missing; the data is corrupt: delete {target} to prepare it again")
+    unigram = np.load(target / "unigram.npy")
     return PreparedSource(name, weight, target, manifest, rows["train"], rows["val"], unigram)
 
 
 def _check_tokenizer(path: Path, manifest: dict) -> None:
     """The tokenizer stored with the shards loads, and its ids are the ones the shards were written with."""
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as err:  # noqa: BLE001 -- the Rust side raises a bare Exception for a malformed file
-        raise DataError(f"{path}: not a usable tokenizer ({str(err).splitlines()[0] if str(err) else err}); "
-                        f"delete {path.parent} to prepare the data again") from None
+    tokenizer = read_tokenizer(path, lambda reason: DataError(
+        f"{path}: not a usable tokenizer ({reason}); delete {path.parent} to prepare the data again"))
     if id_count(tokenizer) != manifest["vocab_size"] or tokenizer.token_to_id(eos_token(tokenizer)) != \
             manifest["eos_id"]:
         raise DataError(f"{path}: not the tokenizer the shards were written with (other ids); delete "

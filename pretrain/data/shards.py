@@ -23,7 +23,7 @@ collective while one rank tokenizes.
 
 from __future__ import annotations
 
-import fcntl
+import functools
 import json
 import os
 import shutil
@@ -35,14 +35,15 @@ from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_output, checksum, remove, write_json
-from .cache import FORMAT_VERSION
+from .cache import FORMAT_VERSION, locked
 from .encoder import DocumentEncoder, document_encoder, usable_cores
-from .prepared import MANIFEST, PreparedData, open_prepared
+from .prepared import MANIFEST, PreparedData, entropy, open_prepared
 from .sources import (
     SKIP,
     SPLITS,
@@ -99,10 +100,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True, in_band: bool = False, 
     """The prepared data of `cfg`, built where missing (by `workers` processes) and reused after that."""
     work = plan_work(cfg, progress, in_band)
     if work.pieces():
-        lock = Path(cfg.cache_dir) / f".{work.targets[0].name}.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # one builder at a time on this machine; others find its result
+        with locked(work.targets[0]):  # one builder at a time; the others find its result
             prepare_slices(work, workers=workers, progress=progress)
             finalize(work)
     return open_prepared(cfg, work.targets)
@@ -168,14 +166,13 @@ def prepare_slice(work: Work, source: int, index: int, threads: int, progress: b
     """Encode and pack one slice into its work directory, published whole (a crash leaves nothing there)."""
     plan, target, cfg = work.plans[source], work.targets[source], work.cfg
     piece, limit = plan.source.slices[index], plan.limits[index]
-    tokenizer, eos = load_tokenizer(work.tokenizer, cfg)
-    encoder = document_encoder(tokenizer, threads)
+    tokenizer, eos, encoder = _slice_encoder(work.tokenizer, cfg.vocab_size, threads)
     n_ids = id_count(tokenizer)
     dtype = np.dtype(np.uint16 if n_ids <= 2**16 else np.uint32)
     bad = BadRecords() if cfg.skip_bad_records else None
     counts = {TRAIN: 0, VAL: 0}
     with atomic_output(slice_dir(target, index), directory=True) as staged:
-        writers = {code: _RowWriter(staged, f"{name}-{index:05d}", cfg.seq_len + 1, dtype, n_ids)
+        writers = {code: _RowWriter(staged, name, index, cfg.seq_len + 1, dtype, n_ids)
                    for name, code in SPLITS.items()}
         texts = documents(plan.source, piece, limit, bad)
         desc = f"{plan.source.name} slice {index + 1}/{len(plan.source.slices)} ({encoder.name})"
@@ -196,12 +193,21 @@ def prepare_slice(work: Work, source: int, index: int, threads: int, progress: b
         np.save(staged / "unigram.npy", writers[TRAIN].unigram)
 
 
+@functools.lru_cache(maxsize=1)
+def _slice_encoder(path: Path, vocab_size: int, threads: int) -> tuple[Tokenizer, int, DocumentEncoder]:
+    """The tokenizer at `path`, its EOS id and its document encoder, built once per process for every slice it
+    prepares (finding the tiktoken twin reads the whole vocabulary)."""
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the Rust encoder sizes its pool at its first use
+    tokenizer, eos = load_tokenizer(path, vocab_size)
+    return tokenizer, eos, document_encoder(tokenizer, threads)
+
+
 class _RowWriter:
     """Cuts a stream of tokens into rows and writes them to shard files of at most SHARD_TOKENS tokens; the
     tail that does not fill a row is dropped at the end."""
 
-    def __init__(self, folder: Path, stem: str, row: int, dtype: np.dtype, n_ids: int):
-        self.folder, self.stem, self.row, self.dtype = folder, stem, row, dtype
+    def __init__(self, folder: Path, split: str, index: int, row: int, dtype: np.dtype, n_ids: int):
+        self.folder, self.split, self.stem, self.row, self.dtype = folder, split, f"{split}-{index:05d}", row, dtype
         self.rows_per_file = max(1, SHARD_TOKENS // row)
         self.pending = np.empty(0, dtype)
         self.files: list[tuple[str, int]] = []  # (file name, rows)
@@ -224,8 +230,7 @@ class _RowWriter:
             rows = rows[len(take):]
 
     def close(self) -> list[dict]:
-        split = self.stem.split("-")[0]
-        return [{"file": name, "split": split, "rows": rows, **checksum(self.folder / name)}
+        return [{"file": name, "split": self.split, "rows": rows, **checksum(self.folder / name)}
                 for name, rows in self.files]
 
 
@@ -308,7 +313,6 @@ def _publish_source(work: Work, s: int) -> None:
                                   f"seq_len + 1 = {row} tokens; use more documents or a shorter data.seq_len")
         shutil.copyfile(work.tokenizer, staged / "tokenizer.json")
         np.save(staged / "unigram.npy", unigram)
-        p = unigram[unigram > 0] / unigram.sum()
         skipped = sum(st["skipped_records"] for st in stats)
         write_json(staged / MANIFEST, {
             "format": FORMAT_VERSION, "source": source.description, "identity": source.identity,
@@ -321,7 +325,7 @@ def _publish_source(work: Work, s: int) -> None:
             "train_rows": rows["train"], "val_rows": rows["val"], "train_tokens": rows["train"] * row,
             "val_tokens": rows["val"] * row,
             "train_shards": sum(sh["split"] == "train" for sh in shards),
-            "unigram_entropy": float(-(p * np.log(p)).sum()),  # nats, of the train tokens as prepared
+            "unigram_entropy": entropy(unigram),  # nats, of the train tokens as prepared
             "val_fraction": cfg.val_fraction, "max_documents": cfg.max_documents, "max_tokens": cfg.max_tokens,
             "slices": [{"slice": st["slice"], "input": st["input"], "train_documents": st["train_documents"],
                         "val_documents": st["val_documents"]} for st in stats],

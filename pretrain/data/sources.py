@@ -29,6 +29,7 @@ import sys
 import sysconfig
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import IO
 
@@ -166,10 +167,7 @@ def documents(source: Source, piece: Slice, limit: int | None = None,
     list, ...) is an error naming its file and line or row, unless `bad` is given: then it is counted and
     skipped. A missing or null text is an empty document."""
     reader = {"text": _text_documents, "json": _json_documents, "parquet": _parquet_documents}[piece.reader]
-    for count, text in enumerate(reader(source, piece, bad)):
-        if limit is not None and count >= limit:
-            return
-        yield text
+    return islice(reader(source, piece, bad), limit)
 
 
 def source_documents(plan: SourcePlan, bad: BadRecords | None = None) -> Iterator[str]:

@@ -9,7 +9,7 @@ reading all of it. It is cached apart from the prepared data (a new seq_len reus
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,12 +88,18 @@ def local_tokenizer(spec: str) -> Path:
     return path
 
 
-def load_tokenizer(path: Path, cfg: DataConfig) -> tuple[Tokenizer, int]:
+def read_tokenizer(path: Path, error: Callable[[str], Exception]) -> Tokenizer:
+    """The tokenizer.json at `path`; one that does not load raises `error(reason)`."""
     try:
-        tokenizer = Tokenizer.from_file(str(path))
+        return Tokenizer.from_file(str(path))
     except Exception as err:  # noqa: BLE001 -- the Rust side raises a bare Exception for a malformed file
-        raise ConfigError(f"data.tokenizer: cannot load {path} ({err})") from None
-    check_fits(id_count(tokenizer), cfg, path)
+        raise error(str(err).splitlines()[0] if str(err) else repr(err)) from None
+
+
+def load_tokenizer(path: Path, vocab_size: int) -> tuple[Tokenizer, int]:
+    """The tokenizer to encode with, and its EOS id; it must fit `data.vocab_size`."""
+    tokenizer = read_tokenizer(path, lambda reason: ConfigError(f"data.tokenizer: cannot load {path} ({reason})"))
+    check_fits(id_count(tokenizer), vocab_size, path)
     tokenizer.no_truncation()  # a tokenizer.json may carry a model's input limits: documents are packed whole
     tokenizer.no_padding()
     return tokenizer, tokenizer.token_to_id(eos_token(tokenizer))
@@ -104,9 +110,9 @@ def id_count(tokenizer: Tokenizer) -> int:
     return max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
 
 
-def check_fits(n_ids: int, cfg: DataConfig, path: Path) -> None:
-    if n_ids > cfg.vocab_size:
-        raise ConfigError(f"data.vocab_size={cfg.vocab_size} is smaller than the {n_ids} token ids of "
+def check_fits(n_ids: int, vocab_size: int, path: Path) -> None:
+    if n_ids > vocab_size:
+        raise ConfigError(f"data.vocab_size={vocab_size} is smaller than the {n_ids} token ids of "
                           f"{path}; set data.vocab_size to at least {n_ids}")
 
 
