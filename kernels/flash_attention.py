@@ -292,9 +292,9 @@ def launch_configs(arch: int) -> Iterator[LaunchConfig]:
     """Every compile `flash_attention` can ask for on a GPU of compute capability `arch`: each pass at each head
     dim it takes, causal or not, in each input dtype (the dot operands are the input dtype on a GPU)."""
     passes = {"fwd": _attn_fwd_kernel, "dkdv": _attn_bwd_dkdv_kernel, "dq": _attn_bwd_dq_kernel}
-    for head_dim, causal, dtype in itertools.product(_HEAD_DIMS, (True, False), DTYPES):
+    for head_dim, dtype in itertools.product(_HEAD_DIMS, DTYPES):
         element_size = tl.dtype(dtype).primitive_bitwidth // 8
-        for name, kernel in passes.items():
+        for causal, (name, kernel) in itertools.product((True, False), passes.items()):
             block_m, block_n, num_warps, num_stages = _gpu_config(name, head_dim, arch, element_size)
             constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": block_m, "BLOCK_N": block_n, "CAUSAL": causal,
                           "DOT_DTYPE": tl.dtype(dtype)}

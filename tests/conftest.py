@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from kernels._dispatch import kernels_interpreted  # importing `kernels` first picks interpreter or compiler
 from pretrain.training.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 HAS_GPU = __import__("torch").cuda.is_available()
+# For the CPU twins of GPU tests: on a GPU machine the kernels are compiled unless TRITON_INTERPRET=1 was set.
+INTERPRETER_ONLY = pytest.mark.skipif(not kernels_interpreted(), reason="kernels compiled for the GPU in this "
+                                      "process; rerun with CUDA_VISIBLE_DEVICES= to interpret them")
 
 MARKERS = {
     "slow": "starts processes or trains models end to end",

@@ -7,23 +7,18 @@ poisons the result instead of silently reading a neighbour's value.
 
 import pytest
 import torch
+from conftest import INTERPRETER_ONLY
 
 import kernels
-from kernels._dispatch import check_interpreter_numpy, kernels_interpreted
+from kernels._dispatch import check_interpreter_numpy
 from kernels.flash_attention import _FlashAttentionFunction
 from kernels.rms_norm import _RMSNormFunction
 from kernels.swiglu import _SwiGLUFunction
 
-_HAS_GPU = torch.cuda.is_available()
-_INTERPRETER_ONLY = pytest.mark.skipif(
-    _HAS_GPU and not kernels_interpreted(),
-    reason="kernels compiled for the GPU in this process; rerun with CUDA_VISIBLE_DEVICES= to interpret them",
-)
-
 # (device, dtype) pairs every case runs on.
 TARGETS = [
-    pytest.param(("cpu", torch.float32), id="interp-fp32", marks=_INTERPRETER_ONLY),
-    pytest.param(("cpu", torch.float16), id="interp-fp16", marks=_INTERPRETER_ONLY),
+    pytest.param(("cpu", torch.float32), id="interp-fp32", marks=INTERPRETER_ONLY),
+    pytest.param(("cpu", torch.float16), id="interp-fp16", marks=INTERPRETER_ONLY),
     pytest.param(("cuda", torch.bfloat16), id="gpu-bf16", marks=pytest.mark.gpu),
 ]
 # Absolute and relative tolerance of the kernel against an fp32 reference on the same (rounded) inputs.
@@ -160,7 +155,7 @@ def _ops_on(x: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-@_INTERPRETER_ONLY
+@INTERPRETER_ONLY
 def test_dispatch_uses_triton_under_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     x = torch.randn(8, 16, requires_grad=True)
@@ -192,7 +187,7 @@ def test_dispatch_uses_reference_on_cpu(monkeypatch):
         assert function_name not in type(out.grad_fn).__name__
 
 
-@_INTERPRETER_ONLY
+@INTERPRETER_ONLY
 def test_flash_attention_rejects_bad_shapes(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     q = torch.randn(1, 4, 8, 24)

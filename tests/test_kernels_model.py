@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import INTERPRETER_ONLY
 
-from kernels._dispatch import kernels_interpreted
 from pretrain.config import ModelConfig
 from pretrain.model.transformer import Transformer
 
@@ -33,8 +33,7 @@ def _loss_and_grads(
     return loss.detach(), {name: p.grad for name, p in model.named_parameters()}, nodes
 
 
-@pytest.mark.skipif(not kernels_interpreted(),
-                    reason="kernels compiled for the GPU in this process; rerun with CUDA_VISIBLE_DEVICES=")
+@INTERPRETER_ONLY
 @pytest.mark.parametrize("overrides", [{}, {"n_kv_heads": 1, "norm_gains": True}], ids=["mha", "mqa-gains"])
 def test_kernels_match_references_in_the_model(monkeypatch, overrides):
     monkeypatch.setenv("TRITON_INTERPRET", "1")

@@ -7,8 +7,8 @@ a few ulps; the chunked path must stay within MARGIN times that spread, per tens
 
 import pytest
 import torch
+from conftest import INTERPRETER_ONLY
 
-from kernels._dispatch import kernels_interpreted
 from pretrain.config import ModelConfig
 from pretrain.model.loss import chunked_cross_entropy, cross_entropy
 from pretrain.model.transformer import Transformer
@@ -55,12 +55,10 @@ def test_chunked_equals_plain_loss_and_gradients(tokens, chunk):
         assert chunked_cross_entropy(hidden, weight, targets, chunk).item() == pytest.approx(want[0].item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("use_kernels", [False, pytest.param(True, marks=pytest.mark.slow)],
+@pytest.mark.parametrize("use_kernels", [False, pytest.param(True, marks=[pytest.mark.slow, INTERPRETER_ONLY])],
                          ids=["references", "kernels"])
 def test_the_model_trains_the_same_with_the_chunked_loss(monkeypatch, use_kernels):
     if use_kernels:
-        if not kernels_interpreted():
-            pytest.skip("kernels compiled for the GPU in this process; rerun with CUDA_VISIBLE_DEVICES=")
         monkeypatch.setenv("TRITON_INTERPRET", "1")
     base = {"d_model": 64, "n_layers": 2, "head_dim": 16, "zero_query": False, "use_kernels": use_kernels}
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,8 +26,7 @@ from ..training import distributed as dist
 from ..training.checkpoint import Checkpointer, verify_checkpoint
 from ..training.engine import build_engine, init_distributed
 from ..training.optim import build_optimizer
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from . import CONFIGS, measure
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,17 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     checkpointer = Checkpointer(root / "checkpoints", keep=1, files={"config.yaml": root / "config.yaml"})
     plain, checked, verify = [], [], []
     for repeat in range(args.repeats):
-        started = time.perf_counter()
-        engine.save(root / "plain", checksums=False)
-        plain.append(time.perf_counter() - started)
+        plain.append(measure(partial(engine.save, root / "plain", checksums=False))[0])
         shutil.rmtree(root / "plain")
-        started = time.perf_counter()
-        path = checkpointer.save(engine, repeat + 1, {"world_size": 1, "data_step": 0, "global_batch": 1,
-                                                      "lr_multiplier": 1.0})
-        checked.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        verify_checkpoint(path)
-        verify.append(time.perf_counter() - started)
+        trainer_state = {"world_size": 1, "data_step": 0, "global_batch": 1, "lr_multiplier": 1.0}
+        seconds, _, path = measure(partial(checkpointer.save, engine, repeat + 1, trainer_state))
+        checked.append(seconds)
+        verify.append(measure(partial(verify_checkpoint, path))[0])
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     shutil.rmtree(root)
     print(f"{Path(args.config).name}: {params:,} parameters, checkpoint {size / 2**30:.1f} GiB (fp32 weights and "

@@ -27,14 +27,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import kernels
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from . import CONFIGS, figure
+
 TOKENS = 8192
 
 
@@ -210,11 +210,8 @@ COLUMNS = (f"{'op':<10} {'model':<5} {'shape':<24} {'impl':<11} {'fwd ms':>8} {'
 
 
 def format_row(r: Result) -> str:
-    def num(x: float | None, fmt: str) -> str:
-        return format(x, fmt) if x is not None else "-"
-
-    line = (f"{r.op:<10} {r.model:<5} {r.shape:<24} {r.impl:<11} {num(r.fwd_ms, '8.3f'):>8} "
-            f"{num(r.bwd_ms, '8.3f'):>8} {num(r.fwd_rate, '8.1f'):>8} {num(r.bwd_rate, '8.1f'):>8} {r.unit}")
+    line = (f"{r.op:<10} {r.model:<5} {r.shape:<24} {r.impl:<11} {figure(r.fwd_ms, '8.3f'):>8} "
+            f"{figure(r.bwd_ms, '8.3f'):>8} {figure(r.fwd_rate, '8.1f'):>8} {figure(r.bwd_rate, '8.1f'):>8} {r.unit}")
     return line + (f"  [{r.error}]" if r.error else "")
 
 

@@ -20,18 +20,14 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from . import ROOT, in_fresh_process, measure, resident_bytes
 
 SHAPES = {"hidden": 2560, "vocab": 32000, "tokens": 4 * 2048}
 GiB = 2**30
 RUN = ["model.d_model=256", "model.n_layers=2", "model.head_dim=32", "data.seq_len=2048", "train.micro_batch_size=4",
        "train.steps=2", "train.eval_every=2", "train.checkpoint_every=1000", "wandb.mode=disabled"]
-
-
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 def _worker(path: str, chunk: int, repeats: int) -> dict:
@@ -53,22 +49,11 @@ def _worker(path: str, chunk: int, repeats: int) -> dict:
         loss.backward()
         return loss.item()
 
-    baseline = _resident_bytes()
+    baseline = resident_bytes()
     loss = step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return {"path": path, "loss": loss, "peak_bytes": peak, "seconds": min(times)}
-
-
-def _run_worker(path: str, chunk: int, repeats: int) -> dict:
-    code = (f"import json; from pretrain.benchmarks.loss_memory import _worker; "
-            f"print(json.dumps(_worker({path!r}, {chunk}, {repeats})))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    seconds = min(measure(step)[0] for _ in range(repeats))
+    return {"path": path, "loss": loss, "peak_bytes": peak, "seconds": seconds}
 
 
 def _training_peak(cache: Path, out: Path, vocab: int, chunk: int) -> float:
@@ -77,9 +62,8 @@ def _training_peak(cache: Path, out: Path, vocab: int, chunk: int) -> float:
                  f"train.out_dir={out}"]
     prepare = [sys.executable, "-m", "pretrain", "prepare-data", "configs/tiny.yaml", *overrides]
     train = [sys.executable, "-m", "pretrain", "train", "configs/tiny.yaml", *overrides]
-    root = Path(__file__).resolve().parents[2]
-    subprocess.run(prepare, cwd=root, capture_output=True, text=True, check=True)
-    subprocess.run(train, cwd=root, capture_output=True, text=True, check=True)
+    subprocess.run(prepare, cwd=ROOT, capture_output=True, text=True, check=True)
+    subprocess.run(train, cwd=ROOT, capture_output=True, text=True, check=True)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return max(r["mem_gb"] for r in records)
 
@@ -94,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"1. readout + cross-entropy, forward and backward: {SHAPES['tokens']} tokens, d_model {SHAPES['hidden']},"
           f" vocab {SHAPES['vocab']}, fp32, CPU; chunk {args.chunk} tokens")
-    plain, chunked = (_run_worker(path, args.chunk, args.repeats) for path in ("plain", "chunked"))
+    plain, chunked = (in_fresh_process(_worker, path, args.chunk, args.repeats) for path in ("plain", "chunked"))
     for r in (plain, chunked):
         print(f"   {r['path']:<8} peak +{r['peak_bytes'] / GiB:.3f} GiB   {r['seconds']:.3f} s   loss {r['loss']:.6f}")
     print(f"   chunked / plain: peak {chunked['peak_bytes'] / plain['peak_bytes']:.3f}x (target <= 0.25), "

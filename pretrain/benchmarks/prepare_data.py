@@ -20,16 +20,11 @@ tiktoken twin that prepare_data uses when there is one) encode all documents, to
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import resource
 import tempfile
-import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
@@ -40,6 +35,7 @@ from ..data.encoder import tiktoken_twin, usable_cores
 from ..data.shards import prepare_data
 from ..data.sources import SPLITS, plan_sources, source_documents, split_of
 from ..data.tokenizer import hf_tokenizer, prepare_tokenizer
+from . import in_fresh_process, measure
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -94,22 +90,6 @@ def run_encoders(tokenizer_path: str, texts: list[str]) -> dict[str, float]:
     if twin is not None:
         seconds["tiktoken"] = measure(lambda: twin.encode_batch(texts, num_threads=threads, allowed_special="all"))[0]
     return seconds
-
-
-def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """Wall-clock seconds, CPU seconds (all threads of this process) and the result of `fn()`."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu, wall = usage.ru_utime + usage.ru_stime, time.perf_counter()
-    result = fn()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return time.perf_counter() - wall, usage.ru_utime + usage.ru_stime - cpu, result
-
-
-def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn(*args)` in a new interpreter, as a CLI call would run it: runs in one long-lived process slow
-    down one after another (the Rust encoder's allocations fragment the heap)."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
 
 
 def split_texts(cfg: DataConfig) -> dict[str, list[str]]:

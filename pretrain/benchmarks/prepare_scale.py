@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,8 +25,8 @@ from ..config import DataConfig, load_config
 from ..data.encoder import usable_cores
 from ..data.sources import plan_sources, source_documents
 from ..data.tokenizer import prepare_tokenizer
+from . import CONFIGS, resident_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
 BYTES_PER_FILE = 256 << 20
 
 
@@ -53,7 +52,6 @@ def build_corpus(folder: Path, tokens: float, tokens_per_byte: float) -> int:
 
 def peak_tree_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
     """Sum of the resident memory of `pid` and its descendants, sampled until `stop`; the largest into peak."""
-    page = os.sysconf("SC_PAGE_SIZE")
     while not stop.is_set():
         total = 0
         for proc in Path("/proc").iterdir():
@@ -62,7 +60,7 @@ def peak_tree_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
             try:
                 stat = (proc / "stat").read_text().split()
                 if int(proc.name) == pid or _descends(int(stat[3]), pid):
-                    total += int((proc / "statm").read_text().split()[1]) * page
+                    total += resident_bytes(proc.name)
             except (OSError, IndexError, ValueError):
                 continue
         peak[0] = max(peak[0], total)
@@ -81,7 +79,7 @@ def _descends(parent: int, ancestor: int) -> bool:
 
 
 def run(corpus: Path, cache: Path, tokenizer: Path, workers: int) -> dict:
-    command = [sys.executable, "-m", "pretrain", "prepare-data", str(ROOT / "configs" / "tiny.yaml"),
+    command = [sys.executable, "-m", "pretrain", "prepare-data", str(CONFIGS / "tiny.yaml"),
                f"data.source={corpus}", f"data.tokenizer={tokenizer}", f"data.cache_dir={cache}",
                "data.seq_len=2048", "--workers", str(workers)]
     started = time.perf_counter()
@@ -109,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", default=None, help="working directory (default: a temporary one)")
     args = parser.parse_args(argv)
     root = Path(args.dir or tempfile.mkdtemp(prefix="prepare-scale-"))
-    cfg = load_config(ROOT / "configs" / "tiny.yaml").data
+    cfg = load_config(CONFIGS / "tiny.yaml").data
     tokenizer = prepare_tokenizer(cfg, plan_sources(cfg), progress=False)
     tokens_per_byte = 3_481_579 / 12_200_000  # the embedded corpus at this BPE: ~3.5 bytes per token
     sizes = {"large": args.tokens, "small": args.small}

@@ -1,7 +1,7 @@
 """A μP decoder-only transformer: pre-norm RMSNorm blocks, RoPE attention, SwiGLU MLP, untied readout.
 
 The model does no scaling arithmetic of its own. Each module tags its parameters with a `Role`
-(`ROLES`), and `init_weights` draws every parameter from the μP table in `pretrain.mup`; the optimizer
+(`ROLES`), and `init_weights` draws every parameter from the μP table in `pretrain.model.mup`; the optimizer
 groups read the same table. The only μP choice visible here is the attention scale, also from the table.
 """
 
