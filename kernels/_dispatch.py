@@ -62,7 +62,8 @@ def use_triton(x: torch.Tensor) -> bool:
     if not kernels_interpreted():
         raise RuntimeError(
             f"{_ENV}=1 asks for the Triton kernels on CPU, but triton was imported for the GPU compiler "
-            f"before `kernels` was; set {_ENV}=1 before the first `import triton`, or import `kernels` first."
+            f"before `pretrain_kernels` was; set {_ENV}=1 before the first `import triton`, or import "
+            "`pretrain_kernels` first."
         )
     check_interpreter_numpy()
     return True

@@ -5,11 +5,12 @@ helpers the launcher calls. `compile_and_inspect` compiles one for its target an
 shared memory from the binary with the `cuobjdump` that ships with Triton; `problems` says what would stop it
 from launching, or make it spill.
 
-Compiling needs the kernels decorated for the GPU compiler, i.e. `triton` imported before `kernels` (see
-`kernels._dispatch.kernel_import_mode`). tests/test_kernels_launch.py runs `worker` in such subprocesses;
-by hand, with the results as JSON lines:
+Compiling needs the kernels decorated for the GPU compiler, i.e. `triton` imported before `pretrain_kernels`
+(see `pretrain_kernels._dispatch.kernel_import_mode`). tests/test_kernels_launch.py runs `worker` in such
+subprocesses; by hand, with the results as JSON lines:
 
-    python -c "import triton; from kernels._launch import worker; worker()" kernels._launch:all_launch_configs 0 1
+    python -c "import triton; from pretrain_kernels._launch import worker; worker()" \
+        pretrain_kernels._launch:all_launch_configs 0 1
 """
 
 import dataclasses
@@ -88,7 +89,8 @@ def powers_of_two(limit: int) -> list[int]:
 
 def all_launch_configs() -> list[LaunchConfig]:
     """Every compile the launchers can ask for on every target in SHARED_LIMIT, duplicates dropped."""
-    modules = [importlib.import_module(f"kernels.{name}") for name in ("rms_norm", "swiglu", "flash_attention")]
+    modules = [importlib.import_module(f"pretrain_kernels.{name}")
+               for name in ("rms_norm", "swiglu", "flash_attention")]
     return list(dict.fromkeys(itertools.chain.from_iterable(
         module.launch_configs(arch) for arch in SHARED_LIMIT for module in modules)))
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels._dispatch import kernels_interpreted, use_triton
-from kernels._launch import DTYPES, LaunchConfig
+from pretrain_kernels._dispatch import kernels_interpreted, use_triton
+from pretrain_kernels._launch import DTYPES, LaunchConfig
 
 _LOG2E = math.log2(math.e)
 

@@ -6,8 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._dispatch import as_rows, use_triton
-from kernels._launch import DTYPES, LaunchConfig, powers_of_two
+from pretrain_kernels._dispatch import as_rows, use_triton
+from pretrain_kernels._launch import DTYPES, LaunchConfig, powers_of_two
 
 
 def rms_norm_reference(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from .bundled import config_names, config_path
 from .config import Config, load_config
 from .errors import ExitCode, UserError
 
@@ -218,12 +219,13 @@ def _sweep_point(args: argparse.Namespace) -> int:
          options=((("sweep_dirs",), {"nargs": "+", "metavar": "SWEEP_DIR", "help": "sweeps (a row of plots each)"}),
                   (("--json",), {"action": "store_true", "help": "print JSON instead of tables"}),
                   (("--plot",), {"help": "PNG path (default FIRST_SWEEP_DIR/loss_vs_lr.png)"}),
-                  (("--target",), {"metavar": "CONFIG", "help": "also extrapolate to this config's token horizon"})))
+                  (("--target",), {"metavar": "CONFIG", "help": "also extrapolate to this config's token horizon "
+                                                                "(a file or a bundled config)"})))
 def _report(args: argparse.Namespace) -> None:
     from .transfer.report import extrapolation, format_report, plot_reports, report_sweeps
 
     reports = report_sweeps(args.sweep_dirs)
-    tokens = load_config(args.target).training_tokens() if args.target else None
+    tokens = load_config(config_path(args.target)).training_tokens() if args.target else None
     plot = Path(args.plot or Path(args.sweep_dirs[0]) / "loss_vs_lr.png")
     plot_reports(reports, plot, tokens)
     if args.json:
@@ -286,10 +288,11 @@ def _gpu_check(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pretrain", description="μP LLM pretraining")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = f"a YAML config file, or the name of a bundled config: {', '.join(config_names())}"
     for name, fn in COMMANDS.items():
         p = sub.add_parser(name, help=fn.help, description=fn.help)
         if fn.takes_config:
-            p.add_argument("config", help="YAML config file")
+            p.add_argument("config", help=config_help)
             p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
         for flags, kwargs in fn.options:
             p.add_argument(*flags, **kwargs)
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
     try:
+        if COMMANDS[args.command].takes_config:
+            args.config = str(config_path(args.config))
         return COMMANDS[args.command](args) or ExitCode.OK
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kernels._dispatch import kernels_interpreted  # importing `kernels` first picks interpreter or compiler
 from pretrain.training.metrics import read_metrics
+from pretrain_kernels._dispatch import kernels_interpreted  # importing `kernels` first picks interpreter or compiler
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

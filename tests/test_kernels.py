@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import INTERPRETER_ONLY
 
-import kernels
-from kernels._dispatch import check_interpreter_numpy
-from kernels.flash_attention import _FlashAttentionFunction
-from kernels.rms_norm import _RMSNormFunction
-from kernels.swiglu import _SwiGLUFunction
+import pretrain_kernels as kernels
+from pretrain_kernels._dispatch import check_interpreter_numpy
+from pretrain_kernels.flash_attention import _FlashAttentionFunction
+from pretrain_kernels.rms_norm import _RMSNormFunction
+from pretrain_kernels.swiglu import _SwiGLUFunction
 
 # (device, dtype) pairs every case runs on.
 TARGETS = [

@@ -15,17 +15,18 @@ import pytest
 import triton
 import triton.language as tl
 
-from kernels import _launch
-from kernels._launch import LaunchConfig, Resources, problems, table
-from kernels.flash_attention import _gpu_config
+from pretrain_kernels import _launch
+from pretrain_kernels._launch import LaunchConfig, Resources, problems, table
+from pretrain_kernels.flash_attention import _gpu_config
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 WORKERS = max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 def _inspect_in_subprocesses(source: str) -> list[Resources]:
-    """Results of `kernels._launch.worker` over the configs that MODULE:FUNCTION `source` returns."""
-    code = "import sys, triton; sys.path.insert(0, sys.argv.pop(1)); from kernels._launch import worker; worker()"
+    """Results of `pretrain_kernels._launch.worker` over the configs that MODULE:FUNCTION `source` returns."""
+    code = ("import sys, triton; sys.path.insert(0, sys.argv.pop(1)); "
+            "from pretrain_kernels._launch import worker; worker()")
     procs = [subprocess.Popen([sys.executable, "-c", code, TESTS, source, str(shard), str(WORKERS)],
                               cwd=os.path.dirname(TESTS), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for shard in range(WORKERS)]
@@ -43,11 +44,11 @@ def _inspect_in_subprocesses(source: str) -> list[Resources]:
 @pytest.mark.slow
 def test_every_launch_config_fits_an_h100_and_an_a100():
     start = time.monotonic()
-    results = _inspect_in_subprocesses("kernels._launch:all_launch_configs")
+    results = _inspect_in_subprocesses("pretrain_kernels._launch:all_launch_configs")
     report = table(results)
     print(f"\n{report}\n{len(results)} compiles on {WORKERS} processes in {time.monotonic() - start:.0f} s")
     kernel_names = {name for module in ("rms_norm", "swiglu", "flash_attention")
-                    for name in vars(sys.modules[f"kernels.{module}"]) if name.endswith("_kernel")}
+                    for name in vars(sys.modules[f"pretrain_kernels.{module}"]) if name.endswith("_kernel")}
     seen = {(r.kernel, r.arch, r.dtype, r.alignment) for r in results}
     for kernel in kernel_names:  # no kernel left out of its module's launch_configs
         for arch in _launch.SHARED_LIMIT:
@@ -60,7 +61,7 @@ def oversized_configs() -> list[LaunchConfig]:
     """Two configs that cannot run well on either target (called in the worker, where the kernels are compiled
     ones): a whole 65536-element row in the RMSNorm backward's registers, and eight pipelining stages of 128-key
     tiles in the attention forward."""
-    rms, attention = sys.modules["kernels.rms_norm"], sys.modules["kernels.flash_attention"]
+    rms, attention = sys.modules["pretrain_kernels.rms_norm"], sys.modules["pretrain_kernels.flash_attention"]
     configs = []
     for arch in _launch.SHARED_LIMIT:
         configs.append(LaunchConfig.make(rms._rms_norm_bwd_kernel, {"HAS_WEIGHT": True, "BLOCK": 65536}, 32, None,

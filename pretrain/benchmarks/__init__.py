@@ -11,11 +11,11 @@ import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/ and the CLI's working directory
-CONFIGS = ROOT / "configs"
+from ..bundled import configs_dir
+
+CONFIGS = configs_dir()  # the bundled configs: the benchmarks measure at the shapes users train
 
 
 def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:

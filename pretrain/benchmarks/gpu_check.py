@@ -110,7 +110,7 @@ def check_kernels(dtype_name: str, dry_run: bool) -> Iterator[dict]:
     the output and of every input gradient, against the dtype's tolerance."""
     import torch
 
-    import kernels
+    import pretrain_kernels as kernels
 
     from .kernels import model_shape, tiny_shape
 

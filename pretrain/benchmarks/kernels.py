@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-import kernels
+import pretrain_kernels as kernels
 
 from . import CONFIGS, figure
 
@@ -218,7 +218,7 @@ def format_row(r: Result) -> str:
 def main(argv: list[str] | None = None) -> None:
     import triton
 
-    from kernels._dispatch import kernels_interpreted
+    from pretrain_kernels._dispatch import kernels_interpreted
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")

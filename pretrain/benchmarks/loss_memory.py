@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import ROOT, in_fresh_process, measure, resident_bytes
+from . import CONFIGS, in_fresh_process, measure, resident_bytes
 
 SHAPES = {"hidden": 2560, "vocab": 32000, "tokens": 4 * 2048}
 GiB = 2**30
@@ -60,10 +60,10 @@ def _training_peak(cache: Path, out: Path, vocab: int, chunk: int) -> float:
     """Peak resident set (GiB) of a 2-step `pretrain train` (the data prepared beforehand)."""
     overrides = [*RUN, f"data.vocab_size={vocab}", f"data.cache_dir={cache}", f"model.loss_chunk={chunk}",
                  f"train.out_dir={out}"]
-    prepare = [sys.executable, "-m", "pretrain", "prepare-data", "configs/tiny.yaml", *overrides]
-    train = [sys.executable, "-m", "pretrain", "train", "configs/tiny.yaml", *overrides]
-    subprocess.run(prepare, cwd=ROOT, capture_output=True, text=True, check=True)
-    subprocess.run(train, cwd=ROOT, capture_output=True, text=True, check=True)
+    config = str(CONFIGS / "tiny.yaml")
+    for command in ("prepare-data", "train"):
+        subprocess.run([sys.executable, "-m", "pretrain", command, config, *overrides], capture_output=True,
+                       text=True, check=True)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return max(r["mem_gb"] for r in records)
 

@@ -20,7 +20,6 @@ tiktoken twin that prepare_data uses when there is one) encode all documents, to
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from dataclasses import replace
 from itertools import chain
@@ -30,6 +29,7 @@ import datasets
 import numpy as np
 from tokenizers import Tokenizer
 
+from ..bundled import config_path
 from ..config import DataConfig, load_config
 from ..data.encoder import tiktoken_twin, usable_cores
 from ..data.shards import prepare_data
@@ -101,12 +101,13 @@ def split_texts(cfg: DataConfig) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/tiny.yaml", help="YAML config; its data section is used")
+    parser.add_argument("--config", default="tiny", help="YAML config or bundled config name; its data section is "
+                                                         "used")
     parser.add_argument("--max-documents", type=int, default=None, help="cap the corpus")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side; the best counts")
     args = parser.parse_args(argv)
 
-    cfg = load_config(args.config).data if os.path.exists(args.config) else DataConfig()
+    cfg = load_config(config_path(args.config)).data
     if args.max_documents is not None:
         cfg = replace(cfg, max_documents=args.max_documents)
     cfg = replace(cfg, tokenizer=str(prepare_tokenizer(cfg, plan_sources(cfg))))

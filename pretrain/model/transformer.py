@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import kernels
+import pretrain_kernels as kernels
 
 from ..config import ModelConfig
 from . import mup

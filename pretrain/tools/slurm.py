@@ -15,16 +15,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..bundled import slurm_script
 from ..config import load_config
 from ..data.shards import Work
 from ..errors import ExitCode, UserError
 from ..training.checkpoint import latest_checkpoint, read_trainer_state
 from ..transfer.sweep import Plan
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "slurm"
-TRAIN_SCRIPT = SCRIPTS / "train.sbatch"
-SWEEP_SCRIPT = SCRIPTS / "sweep.sbatch"
-PREPARE_SCRIPT = SCRIPTS / "prepare.sbatch"
+TRAIN_SCRIPT = slurm_script("train.sbatch")
+SWEEP_SCRIPT = slurm_script("sweep.sbatch")
+PREPARE_SCRIPT = slurm_script("prepare.sbatch")
 LOG_PATTERN = "slurm-%j.log"  # sbatch fills in the job id; train.sbatch appends to the same file
 
 
@@ -82,7 +82,7 @@ def submit_prepare(config: str, overrides: list[str], tasks: int, work: Work, sb
 def _sbatch(command: list[str]) -> str:
     script = next(arg for arg in command if arg.endswith(".sbatch"))
     if not Path(script).is_file():
-        raise SlurmError(f"{script} not found: Slurm submission needs the slurm/ scripts of this repository")
+        raise SlurmError(f"{script} not found: the package was installed without its slurm/ scripts; reinstall it")
     try:
         proc = subprocess.run(command, capture_output=True, text=True)
     except FileNotFoundError:

@@ -1,0 +1,1 @@
+"""The bundled configs, shipped as the package data `pretrain.configs` (see pretrain/bundled.py)."""
