@@ -6,16 +6,21 @@
 
 Triton decides when a function is decorated with `@triton.jit` whether it will be compiled or interpreted,
 and its own helpers (`tl.sum`, `tl.max`, ...) are decorated when `triton` is first imported. So on a machine
-without a GPU, where compiling is impossible anyway, the kernel modules are imported in interpreter mode
-whatever the environment says. TRITON_INTERPRET then only has to be set at call time (a test can
-monkeypatch it), and the rest of the process keeps running the fast references.
+without a GPU, where compiling is impossible anyway, `triton` is imported here and every kernel decorated with
+this module's `jit`, in interpreter mode whatever the environment says. TRITON_INTERPRET then only has to be
+set at call time (a test can monkeypatch it), and the rest of the process keeps running the fast references.
+The ops take `triton` and `tl` from here, so that this module is the first to import them.
+
+The folder kernels/ is installed as the package `pretrain_kernels` and holds no `__init__.py`: in a checkout,
+with the repository root on sys.path, a namespace folder never shadows an installed package of the same name
+(Hugging Face's `kernels`, which transformers imports).
 """
 
 import contextlib
 import functools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -27,21 +32,38 @@ def interpret_requested() -> bool:
     return os.environ.get(_ENV, "").strip().lower() in {"1", "true", "on"}
 
 
+# Decided once, before this module imports triton: a process that imported triton first (to compile for a GPU
+# without one, as the launch-config check does) keeps the compiler.
+_FORCE_INTERPRETER = not torch.cuda.is_available() and "triton" not in sys.modules
+
+
 @contextlib.contextmanager
-def kernel_import_mode() -> Iterator[None]:
-    """Import `triton` and the kernel modules so that the kernels can be interpreted on a CPU-only machine."""
-    force = not torch.cuda.is_available() and "triton" not in sys.modules
+def _decoration_mode() -> Iterator[None]:
+    """Within the block, Triton decorates for its interpreter where no GPU could compile (see the module doc)."""
     saved = os.environ.get(_ENV)
-    if force:
+    if _FORCE_INTERPRETER:
         os.environ[_ENV] = "1"
     try:
         yield
     finally:
-        if force:
+        if _FORCE_INTERPRETER:
             if saved is None:
                 del os.environ[_ENV]
             else:
                 os.environ[_ENV] = saved
+
+
+with _decoration_mode():
+    import triton
+    import triton.language as tl
+
+__all__ = ["as_rows", "jit", "kernels_interpreted", "tl", "triton", "use_triton"]
+
+
+def jit(fn: Callable) -> Callable:
+    """`triton.jit`, compiled or interpreted as this machine allows."""
+    with _decoration_mode():
+        return triton.jit(fn)
 
 
 @functools.cache
@@ -62,8 +84,8 @@ def use_triton(x: torch.Tensor) -> bool:
     if not kernels_interpreted():
         raise RuntimeError(
             f"{_ENV}=1 asks for the Triton kernels on CPU, but triton was imported for the GPU compiler "
-            f"before `pretrain_kernels` was; set {_ENV}=1 before the first `import triton`, or import "
-            "`pretrain_kernels` first."
+            f"before `pretrain_kernels` was; set {_ENV}=1 before the first `import triton`, or import a "
+            "`pretrain_kernels` op first."
         )
     check_interpreter_numpy()
     return True

@@ -5,8 +5,8 @@ helpers the launcher calls. `compile_and_inspect` compiles one for its target an
 shared memory from the binary with the `cuobjdump` that ships with Triton; `problems` says what would stop it
 from launching, or make it spill.
 
-Compiling needs the kernels decorated for the GPU compiler, i.e. `triton` imported before `pretrain_kernels`
-(see `pretrain_kernels._dispatch.kernel_import_mode`). tests/test_kernels_launch.py runs `worker` in such
+Compiling needs the kernels decorated for the GPU compiler, i.e. `triton` imported before any op of
+`pretrain_kernels` (see `pretrain_kernels._dispatch`). tests/test_kernels_launch.py runs `worker` in such
 subprocesses; by hand, with the results as JSON lines:
 
     python -c "import triton; from pretrain_kernels._launch import worker; worker()" \

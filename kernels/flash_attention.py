@@ -10,10 +10,8 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
-from pretrain_kernels._dispatch import kernels_interpreted, use_triton
+from pretrain_kernels._dispatch import jit, kernels_interpreted, tl, triton, use_triton
 from pretrain_kernels._launch import DTYPES, LaunchConfig
 
 _LOG2E = math.log2(math.e)
@@ -28,7 +26,7 @@ def flash_attention_reference(
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=grouped)
 
 
-@triton.jit
+@jit
 def _block_needs_mask(start_m, start_n, seq_len, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       CAUSAL: tl.constexpr):
     """Whether the (query block at start_m, key block at start_n) tile holds any pair that must be masked:
@@ -39,7 +37,7 @@ def _block_needs_mask(start_m, start_n, seq_len, BLOCK_M: tl.constexpr, BLOCK_N:
     return needs_mask
 
 
-@triton.jit
+@jit
 def _allowed(q_idx, k_idx, seq_len, CAUSAL: tl.constexpr):
     """Which (query, key) pairs may attend: the key inside the sequence and (causal) not after the query."""
     allowed = k_idx < seq_len
@@ -48,7 +46,7 @@ def _allowed(q_idx, k_idx, seq_len, CAUSAL: tl.constexpr):
     return allowed
 
 
-@triton.jit
+@jit
 def _keys_end(start_m, seq_len, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
     """End of the key range a query block attends to: causal blocks stop at the diagonal."""
     if CAUSAL:
@@ -56,7 +54,7 @@ def _keys_end(start_m, seq_len, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
     return seq_len
 
 
-@triton.jit
+@jit
 def _query_program_heads(n_heads, n_kv_heads):
     """(batch * head, batch, head, kv head) of a program over (query block, batch * head); int64, as they
     multiply strides."""
@@ -65,7 +63,7 @@ def _query_program_heads(n_heads, n_kv_heads):
     return bh, bh // n_heads, h, h // (n_heads // n_kv_heads)
 
 
-@triton.jit
+@jit
 def _load_tile(base, offs_rows, stride_rows, offs_d, seq_len, DOT_DTYPE: tl.constexpr):
     """Rows `offs_rows` of a (seq, head_dim) matrix, zero past seq_len, upcast then cast to the dot operand
     dtype (fp32 under the interpreter, where low-precision dots are wrong; the input dtype on a GPU)."""
@@ -74,7 +72,7 @@ def _load_tile(base, offs_rows, stride_rows, offs_d, seq_len, DOT_DTYPE: tl.cons
     return tile.to(tl.float32).to(DOT_DTYPE)
 
 
-@triton.jit
+@jit
 def _attn_fwd_kernel(
     Q, K, V, OUT, LSE,
     stride_qb, stride_qh, stride_qs,
@@ -128,7 +126,7 @@ def _attn_fwd_kernel(
     tl.store(LSE + bh * seq_len + offs_m, m_i + tl.log2(l_i), mask=offs_m < seq_len)
 
 
-@triton.jit
+@jit
 def _attn_bwd_delta_kernel(OUT, DO, DELTA, seq_len, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     """Program (query block, batch * head): delta_i = sum_d dO_id * O_id, which equals sum_j p_ij dp_ij, the
     row term of the softmax backward. O (OUT) and dO are contiguous (batch, heads, seq, head_dim)."""
@@ -142,7 +140,7 @@ def _attn_bwd_delta_kernel(OUT, DO, DELTA, seq_len, HEAD_DIM: tl.constexpr, BLOC
     tl.store(DELTA + bh * seq_len + offs_m, tl.sum(o * do, axis=1), mask=offs_m < seq_len)
 
 
-@triton.jit
+@jit
 def _attn_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV,
     stride_qb, stride_qh, stride_qs,
@@ -200,7 +198,7 @@ def _attn_bwd_dkdv_kernel(
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=key_ok)
 
 
-@triton.jit
+@jit
 def _attn_bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, DQ,
     stride_qb, stride_qh, stride_qs,

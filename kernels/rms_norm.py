@@ -3,10 +3,8 @@
 from collections.abc import Iterator
 
 import torch
-import triton
-import triton.language as tl
 
-from pretrain_kernels._dispatch import as_rows, use_triton
+from pretrain_kernels._dispatch import as_rows, jit, tl, triton, use_triton
 from pretrain_kernels._launch import DTYPES, LaunchConfig, powers_of_two
 
 
@@ -21,7 +19,7 @@ def rms_norm_reference(
     return y.to(x.dtype)
 
 
-@triton.jit
+@jit
 def _rms_norm_fwd_kernel(
     X, Y, W, RSTD,
     stride_x, stride_y,
@@ -46,7 +44,7 @@ def _rms_norm_fwd_kernel(
     tl.store(RSTD + row, rstd)
 
 
-@triton.jit
+@jit
 def _rms_norm_bwd_kernel(
     DY, X, W, RSTD, DX, DW_PARTIAL,
     stride_dy, stride_x, stride_dx,

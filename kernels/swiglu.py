@@ -4,10 +4,8 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
-from pretrain_kernels._dispatch import as_rows, use_triton
+from pretrain_kernels._dispatch import as_rows, jit, tl, triton, use_triton
 from pretrain_kernels._launch import DTYPES, LaunchConfig, powers_of_two
 
 
@@ -16,7 +14,7 @@ def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-@triton.jit
+@jit
 def _swiglu_fwd_kernel(
     G, U, Y,
     stride_g, stride_u, stride_y,
@@ -33,7 +31,7 @@ def _swiglu_fwd_kernel(
     tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@jit
 def _swiglu_bwd_kernel(
     DY, G, U, DG, DU,
     stride_dy, stride_g, stride_u, stride_dg, stride_du,

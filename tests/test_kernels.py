@@ -9,11 +9,10 @@ import pytest
 import torch
 from conftest import INTERPRETER_ONLY
 
-import pretrain_kernels as kernels
 from pretrain_kernels._dispatch import check_interpreter_numpy
-from pretrain_kernels.flash_attention import _FlashAttentionFunction
-from pretrain_kernels.rms_norm import _RMSNormFunction
-from pretrain_kernels.swiglu import _SwiGLUFunction
+from pretrain_kernels.flash_attention import _FlashAttentionFunction, flash_attention, flash_attention_reference
+from pretrain_kernels.rms_norm import _RMSNormFunction, rms_norm, rms_norm_reference
+from pretrain_kernels.swiglu import _SwiGLUFunction, swiglu, swiglu_reference
 
 # (device, dtype) pairs every case runs on.
 TARGETS = [
@@ -68,8 +67,8 @@ def test_rms_norm(target, shape, with_weight):
     if with_weight:
         inputs.append(_guarded(shape[-1:], dtype, device))
     (x, *w), (x_ref, *w_ref) = _leaves(*inputs)
-    y = kernels.rms_norm(x, *w, eps=1e-5)
-    y_ref = kernels.rms_norm_reference(x_ref, *w_ref, eps=1e-5)
+    y = rms_norm(x, *w, eps=1e-5)
+    y_ref = rms_norm_reference(x_ref, *w_ref, eps=1e-5)
     _assert_close(y, y_ref, dtype, "y")
     dy = _guarded(shape, dtype, device)
     y.backward(dy)
@@ -87,8 +86,8 @@ def test_swiglu(target, shape):
     device, dtype = target
     torch.manual_seed(0)
     (gate, up), (gate_ref, up_ref) = _leaves(_guarded(shape, dtype, device), _guarded(shape, dtype, device))
-    y = kernels.swiglu(gate, up)
-    y_ref = kernels.swiglu_reference(gate_ref, up_ref)
+    y = swiglu(gate, up)
+    y_ref = swiglu_reference(gate_ref, up_ref)
     _assert_close(y, y_ref, dtype, "y")
     dy = _guarded(shape, dtype, device)
     y.backward(dy)
@@ -116,8 +115,8 @@ def test_flash_attention(target, batch, heads, kv_heads, seq, head_dim, causal, 
     k = _guarded((batch, kv_heads, seq, head_dim), dtype, device, pad_dims=2)
     v = _guarded((batch, kv_heads, seq, head_dim), dtype, device, pad_dims=2)
     (q, k, v), (q_ref, k_ref, v_ref) = _leaves(q, k, v)
-    o = kernels.flash_attention(q, k, v, causal=causal, scale=scale)
-    o_ref = kernels.flash_attention_reference(q_ref, k_ref, v_ref, causal=causal, scale=scale)
+    o = flash_attention(q, k, v, causal=causal, scale=scale)
+    o_ref = flash_attention_reference(q_ref, k_ref, v_ref, causal=causal, scale=scale)
     _assert_close(o, o_ref, dtype, "o")
     do = _guarded(o.shape, dtype, device, pad_dims=2)
     o.backward(do)
@@ -135,8 +134,8 @@ def test_flash_attention_gpu_long_sequence(causal):
     k = _guarded((2, 2, 1000, 128), torch.bfloat16, torch.device("cuda"), pad_dims=2)
     v = _guarded((2, 2, 1000, 128), torch.bfloat16, torch.device("cuda"), pad_dims=2)
     (q, k, v), (q_ref, k_ref, v_ref) = _leaves(q, k, v)
-    o = kernels.flash_attention(q, k, v, causal=causal, scale=1 / 128)
-    o_ref = kernels.flash_attention_reference(q_ref, k_ref, v_ref, causal=causal, scale=1 / 128)
+    o = flash_attention(q, k, v, causal=causal, scale=1 / 128)
+    o_ref = flash_attention_reference(q_ref, k_ref, v_ref, causal=causal, scale=1 / 128)
     _assert_close(o, o_ref, torch.bfloat16, "o")
     do = torch.randn_like(o)
     o.backward(do)
@@ -149,9 +148,9 @@ def _ops_on(x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each public op applied to (views of) x, keyed by the autograd Function its Triton path must use."""
     attn_in = x.view(1, 2, 4, 16)
     return {
-        _RMSNormFunction.__name__: kernels.rms_norm(x),
-        _SwiGLUFunction.__name__: kernels.swiglu(x, x),
-        _FlashAttentionFunction.__name__: kernels.flash_attention(attn_in, attn_in, attn_in),
+        _RMSNormFunction.__name__: rms_norm(x),
+        _SwiGLUFunction.__name__: swiglu(x, x),
+        _FlashAttentionFunction.__name__: flash_attention(attn_in, attn_in, attn_in),
     }
 
 
@@ -192,6 +191,6 @@ def test_flash_attention_rejects_bad_shapes(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     q = torch.randn(1, 4, 8, 24)
     with pytest.raises(ValueError, match="power of two"):
-        kernels.flash_attention(q, q, q)
+        flash_attention(q, q, q)
     with pytest.raises(ValueError, match="kv_heads must divide heads"):
-        kernels.flash_attention(torch.randn(1, 4, 8, 16), torch.randn(1, 3, 8, 16), torch.randn(1, 3, 8, 16))
+        flash_attention(torch.randn(1, 4, 8, 16), torch.randn(1, 3, 8, 16), torch.randn(1, 3, 8, 16))

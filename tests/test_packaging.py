@@ -32,6 +32,15 @@ def test_no_other_distribution_provides_our_import_names():
     assert import_name_clashes(owners) == {}
 
 
+def test_the_checkout_does_not_shadow_an_installed_kernels_package():
+    """With the repository root on sys.path (`python -m ...` run there), `import kernels` is still the installed
+    package: kernels/ has no __init__.py, and a namespace folder never wins over a regular package."""
+    assert not (ROOT / "kernels" / "__init__.py").exists()
+    code = "import kernels, transformers.modeling_utils; print(kernels.__file__)"
+    found = _run(sys.executable, "-c", code, cwd=ROOT).strip()
+    assert found == str(Path(distribution("kernels").locate_file("kernels/__init__.py")))
+
+
 def test_the_clash_check_sees_a_clash(tmp_path, monkeypatch):
     """A distribution that also installs `pretrain_kernels` is reported (the check above is not vacuous)."""
     info = tmp_path / "intruder-1.0.dist-info"

@@ -110,7 +110,9 @@ def check_kernels(dtype_name: str, dry_run: bool) -> Iterator[dict]:
     the output and of every input gradient, against the dtype's tolerance."""
     import torch
 
-    import pretrain_kernels as kernels
+    from pretrain_kernels.flash_attention import flash_attention, flash_attention_reference
+    from pretrain_kernels.rms_norm import rms_norm, rms_norm_reference
+    from pretrain_kernels.swiglu import swiglu, swiglu_reference
 
     from .kernels import model_shape, tiny_shape
 
@@ -120,14 +122,14 @@ def check_kernels(dtype_name: str, dry_run: bool) -> Iterator[dict]:
     ragged = 37 if dry_run else 1000  # rows and sequence lengths no tile divides
     heads, kv_heads = shape.n_heads, max(1, shape.n_heads // 4)  # GQA, as the configs can ask for
     cases = {
-        "rms_norm": (kernels.rms_norm, kernels.rms_norm_reference, [(shape.tokens, shape.d_model)]),
-        "rms_norm (ragged)": (kernels.rms_norm, kernels.rms_norm_reference, [(ragged, shape.d_model)]),
-        "swiglu": (kernels.swiglu, kernels.swiglu_reference, [(shape.tokens, shape.d_ff)] * 2),
-        "attention": (_causal(kernels.flash_attention, shape.head_dim), _causal(kernels.flash_attention_reference,
+        "rms_norm": (rms_norm, rms_norm_reference, [(shape.tokens, shape.d_model)]),
+        "rms_norm (ragged)": (rms_norm, rms_norm_reference, [(ragged, shape.d_model)]),
+        "swiglu": (swiglu, swiglu_reference, [(shape.tokens, shape.d_ff)] * 2),
+        "attention": (_causal(flash_attention, shape.head_dim), _causal(flash_attention_reference,
                       shape.head_dim), [(shape.tokens // seq, heads, seq, shape.head_dim)] * 3),
         "attention (GQA, ragged)": (
-            _causal(kernels.flash_attention, shape.head_dim),
-            _causal(kernels.flash_attention_reference, shape.head_dim),
+            _causal(flash_attention, shape.head_dim),
+            _causal(flash_attention_reference, shape.head_dim),
             [(2, heads, ragged, shape.head_dim), (2, kv_heads, ragged, shape.head_dim),
              (2, kv_heads, ragged, shape.head_dim)]),
     }

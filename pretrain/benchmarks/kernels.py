@@ -3,7 +3,7 @@
 Shapes come from configs/1b.yaml and configs/10b.yaml (d_model, heads × head_dim, the MLP width), 8192 tokens
 per call (batch 4 × seq 2048 and batch 2 × seq 4096 for attention):
 
-- causal attention: `kernels.flash_attention` vs eager PyTorch (matmul, mask, softmax), `torch.compile` of
+- causal attention: `flash_attention` vs eager PyTorch (matmul, mask, softmax), `torch.compile` of
   that, and `F.scaled_dot_product_attention` forced onto its flash backend. Reported in TFLOP/s, with
   fwd FLOPs = 4 * B * H * S^2 * D / 2 (causal half) and bwd FLOPs = 2.5 x fwd.
 - RMSNorm (no gain, as in the μP model) and SwiGLU: `kernels.*` vs eager and `torch.compile` of the
@@ -31,7 +31,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-import pretrain_kernels as kernels
+from pretrain_kernels.flash_attention import flash_attention
+from pretrain_kernels.rms_norm import rms_norm, rms_norm_reference
+from pretrain_kernels.swiglu import swiglu, swiglu_reference
 
 from . import CONFIGS, figure
 
@@ -169,7 +171,7 @@ def bench_attention(shape: Shape, seq: int, setting: Setting) -> Iterator[Result
     scale = 1.0 / head_dim  # μP attention scale
     inputs = [_leaf(setting, batch, heads, seq, head_dim) for _ in range(3)]
     impls = {
-        "triton": lambda q, k, v: kernels.flash_attention(q, k, v, causal=True, scale=scale),
+        "triton": lambda q, k, v: flash_attention(q, k, v, causal=True, scale=scale),
         "sdpa-flash": lambda q, k, v: _sdpa_flash(q, k, v, scale),
         "eager": lambda q, k, v: _eager_attention(q, k, v, scale),
         "compile": torch.compile(lambda q, k, v: _eager_attention(q, k, v, scale), dynamic=False,
@@ -182,8 +184,8 @@ def bench_attention(shape: Shape, seq: int, setting: Setting) -> Iterator[Result
 
 # op -> (Triton op, reference, row width attribute of Shape, inputs, tensors of that size moved forward, backward)
 _MEMORY_BOUND = {
-    "rms_norm": (kernels.rms_norm, kernels.rms_norm_reference, "d_model", 1, 2, 3),
-    "swiglu": (kernels.swiglu, kernels.swiglu_reference, "d_ff", 2, 3, 5),
+    "rms_norm": (rms_norm, rms_norm_reference, "d_model", 1, 2, 3),
+    "swiglu": (swiglu, swiglu_reference, "d_ff", 2, 3, 5),
 }
 
 

@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import pretrain_kernels as kernels
+from pretrain_kernels.flash_attention import flash_attention, flash_attention_reference
+from pretrain_kernels.rms_norm import rms_norm, rms_norm_reference
+from pretrain_kernels.swiglu import swiglu, swiglu_reference
 
 from ..config import ModelConfig
 from . import mup
@@ -23,9 +25,9 @@ class Ops:
     """The three fused ops, either through `kernels` (Triton on GPU) or their plain PyTorch references."""
 
     def __init__(self, use_kernels: bool):
-        self.rms_norm = kernels.rms_norm if use_kernels else kernels.rms_norm_reference
-        self.swiglu = kernels.swiglu if use_kernels else kernels.swiglu_reference
-        self.attention = kernels.flash_attention if use_kernels else kernels.flash_attention_reference
+        self.rms_norm = rms_norm if use_kernels else rms_norm_reference
+        self.swiglu = swiglu if use_kernels else swiglu_reference
+        self.attention = flash_attention if use_kernels else flash_attention_reference
 
 
 class RMSNorm(nn.Module):
