@@ -166,13 +166,13 @@ def test_the_wheel_works_outside_the_checkout_beside_hugging_face_kernels(wheel_
     python = str(wheel_venv / "bin" / "python")
     (tmp_path / "bin").mkdir()
     env = _outside_env(wheel_venv, tmp_path)
-    where = _run(python, "-c", "import kernels, pretrain, pretrain_kernels; print(kernels.__file__); "
-                 "print(pretrain.__file__); print(pretrain_kernels.__file__); print(hasattr(kernels, 'get_kernel'))",
+    where = _run(python, "-c", "import kernels, pretrain, pretrain_kernels.rms_norm as op; print(kernels.__file__);"
+                 " print(pretrain.__file__); print(op.__file__); print(hasattr(kernels, 'get_kernel'))",
                  cwd=tmp_path, env=env).split()
     site = str(wheel_venv)
     assert all(path.startswith(site) for path in where[:3]), where  # all three from the new venv, none from here
     assert where[0].endswith("site-packages/kernels/__init__.py") and where[3] == "True"  # Hugging Face's
-    assert where[2].endswith("site-packages/pretrain_kernels/__init__.py")
+    assert where[2].endswith("site-packages/pretrain_kernels/rms_norm.py")
 
     help_text = _run("pretrain", "train", "--help", cwd=tmp_path, env=env)
     assert "tiny" in help_text and "ablations/mqa" in help_text

@@ -5,5 +5,5 @@
 - `loss`: the language-modelling loss of a packed batch.
 - `flops`: parameter counts and training FLOPs per token.
 
-May import: `kernels`, `pretrain.config`, `pretrain.errors`. Never data, training or anything above.
+May import: `pretrain_kernels`, `pretrain.config`, `pretrain.errors`. Never data, training or anything above.
 """
