@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrain_kernels._dispatch import jit, kernels_interpreted, tl, triton, use_triton
-from pretrain_kernels._launch import DTYPES, LaunchConfig
+from pretrain_kernels._launch_config import DTYPES, LaunchConfig
 
 _LOG2E = math.log2(math.e)
 

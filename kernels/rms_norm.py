@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import torch
 
 from pretrain_kernels._dispatch import as_rows, jit, tl, triton, use_triton
-from pretrain_kernels._launch import DTYPES, LaunchConfig, powers_of_two
+from pretrain_kernels._launch_config import DTYPES, LaunchConfig, powers_of_two
 
 
 def rms_norm_reference(

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrain_kernels._dispatch import as_rows, jit, tl, triton, use_triton
-from pretrain_kernels._launch import DTYPES, LaunchConfig, powers_of_two
+from pretrain_kernels._launch_config import DTYPES, LaunchConfig, powers_of_two
 
 
 def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

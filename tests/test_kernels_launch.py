@@ -2,7 +2,8 @@
 without a GPU: a register spill, or more shared memory than the target gives one block, fails.
 
 In this process the kernels were decorated for the interpreter, so they are compiled in subprocesses that import
-triton before `kernels`, spread over the cores. `pytest -s` prints the resource table (so does a failure).
+triton before the kernels (`launch_inspection.worker`), spread over the cores. `pytest -s` prints the resource
+table (so does a failure).
 """
 
 import itertools
@@ -11,12 +12,13 @@ import subprocess
 import sys
 import time
 
+import launch_inspection as inspection
 import pytest
 import triton
 import triton.language as tl
+from launch_inspection import Resources, problems, table
 
-from pretrain_kernels import _launch
-from pretrain_kernels._launch import LaunchConfig, Resources, problems, table
+from pretrain_kernels._launch_config import DTYPES, LaunchConfig
 from pretrain_kernels.flash_attention import _gpu_config
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -24,9 +26,8 @@ WORKERS = max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 def _inspect_in_subprocesses(source: str) -> list[Resources]:
-    """Results of `pretrain_kernels._launch.worker` over the configs that MODULE:FUNCTION `source` returns."""
-    code = ("import sys, triton; sys.path.insert(0, sys.argv.pop(1)); "
-            "from pretrain_kernels._launch import worker; worker()")
+    """Results of `launch_inspection.worker` over the configs that MODULE:FUNCTION `source` returns."""
+    code = "import sys, triton; sys.path.insert(0, sys.argv.pop(1)); from launch_inspection import worker; worker()"
     procs = [subprocess.Popen([sys.executable, "-c", code, TESTS, source, str(shard), str(WORKERS)],
                               cwd=os.path.dirname(TESTS), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for shard in range(WORKERS)]
@@ -37,22 +38,22 @@ def _inspect_in_subprocesses(source: str) -> list[Resources]:
             proc.kill()
     for proc, (_, stderr) in zip(procs, outputs):
         assert proc.returncode == 0, stderr[-4000:]
-    per_shard = [list(_launch.parse_worker_output(stdout)) for stdout, _ in outputs]
+    per_shard = [list(inspection.parse_worker_output(stdout)) for stdout, _ in outputs]
     return [r for row in itertools.zip_longest(*per_shard) for r in row if r is not None]  # in worker order
 
 
 @pytest.mark.slow
 def test_every_launch_config_fits_an_h100_and_an_a100():
     start = time.monotonic()
-    results = _inspect_in_subprocesses("pretrain_kernels._launch:all_launch_configs")
+    results = _inspect_in_subprocesses("launch_inspection:all_launch_configs")
     report = table(results)
     print(f"\n{report}\n{len(results)} compiles on {WORKERS} processes in {time.monotonic() - start:.0f} s")
     kernel_names = {name for module in ("rms_norm", "swiglu", "flash_attention")
                     for name in vars(sys.modules[f"pretrain_kernels.{module}"]) if name.endswith("_kernel")}
     seen = {(r.kernel, r.arch, r.dtype, r.alignment) for r in results}
     for kernel in kernel_names:  # no kernel left out of its module's launch_configs
-        for arch in _launch.SHARED_LIMIT:
-            assert {(kernel, arch, d, a) for d in _launch.DTYPES for a in _launch.ALIGNMENTS} <= seen, (kernel, arch)
+        for arch in inspection.SHARED_LIMIT:
+            assert {(kernel, arch, d, a) for d in DTYPES for a in inspection.ALIGNMENTS} <= seen, (kernel, arch)
     failing = [line for line in report.splitlines() if "FAIL" in line]
     assert not failing, "configs that spill registers or exceed shared memory:\n" + "\n".join(failing)
 
@@ -63,7 +64,7 @@ def oversized_configs() -> list[LaunchConfig]:
     tiles in the attention forward."""
     rms, attention = sys.modules["pretrain_kernels.rms_norm"], sys.modules["pretrain_kernels.flash_attention"]
     configs = []
-    for arch in _launch.SHARED_LIMIT:
+    for arch in inspection.SHARED_LIMIT:
         configs.append(LaunchConfig.make(rms._rms_norm_bwd_kernel, {"HAS_WEIGHT": True, "BLOCK": 65536}, 32, None,
                                          "bf16", arch))
         constexprs = {"HEAD_DIM": 64, "BLOCK_M": 64, "BLOCK_N": 128, "CAUSAL": True, "DOT_DTYPE": tl.bfloat16}
@@ -77,14 +78,14 @@ def test_the_check_catches_spills_and_too_much_shared_memory():
     results = _inspect_in_subprocesses("test_kernels_launch:oversized_configs")
     report = table(results)
     print(f"\n{report}")
-    assert len(results) == 2 * len(_launch.SHARED_LIMIT) * len(_launch.ALIGNMENTS)
+    assert len(results) == 2 * len(inspection.SHARED_LIMIT) * len(inspection.ALIGNMENTS)
     for r in results:
-        over = r.shared_bytes > _launch.SHARED_LIMIT[r.arch]
+        over = r.shared_bytes > inspection.SHARED_LIMIT[r.arch]
         if r.kernel == "_rms_norm_bwd_kernel":
             assert r.spill_bytes > 0 and not over, r
         elif r.alignment == "aligned":  # unaligned copies are not pipelined through shared memory
             assert over and r.spill_bytes == 0, r
-    assert sum("FAIL" in line for line in report.splitlines()) == 2 * len(_launch.SHARED_LIMIT)
+    assert sum("FAIL" in line for line in report.splitlines()) == 2 * len(inspection.SHARED_LIMIT)
 
 
 # What cuobjdump 13.1 prints for a kernel compiled for sm_80 that spills; ptxas -v on the same PTX said "216
@@ -99,17 +100,17 @@ Resource usage:
 
 
 def test_resource_usage_is_read_per_kernel():
-    usage = _launch.parse_resource_usage(CUOBJDUMP_OUTPUT, "_attn_fwd_kernel")
+    usage = inspection.parse_resource_usage(CUOBJDUMP_OUTPUT, "_attn_fwd_kernel")
     assert (usage["REG"], usage["STACK"], usage["SHARED"], usage["LOCAL"]) == (255, 216, 0, 0)
     with pytest.raises(RuntimeError, match="_attn_bwd_dq_kernel"):
-        _launch.parse_resource_usage(CUOBJDUMP_OUTPUT, "_attn_bwd_dq_kernel")
+        inspection.parse_resource_usage(CUOBJDUMP_OUTPUT, "_attn_bwd_dq_kernel")
 
 
 def test_a_missing_cuobjdump_is_named(monkeypatch):
     monkeypatch.setattr(vars(type(triton.knobs.nvidia))["cuobjdump"], "default_path", "/nonexistent/cuobjdump")
     monkeypatch.delenv("TRITON_CUOBJDUMP_PATH", raising=False)
     with pytest.raises(RuntimeError, match="cuobjdump that ships in the triton wheel"):
-        _launch.resource_usage(b"", "_attn_fwd_kernel")
+        inspection.resource_usage(b"", "_attn_fwd_kernel")
 
 
 @pytest.mark.parametrize(("spill_bytes", "shared_bytes", "found"), [

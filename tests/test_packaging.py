@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -134,8 +135,13 @@ def wheel_venv(tmp_path_factory) -> Path:
     dependencies are this environment's, seen through a .pth line (a plain directory on sys.path: no editable
     finder of this checkout comes with it), which spares a second install of torch and DeepSpeed."""
     tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"  # what git tracks, so that no earlier build/ or local file slips into the wheel
+    for name in _run("git", "ls-files", cwd=ROOT).splitlines():
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp),
-         str(ROOT), cwd=tmp)
+         str(source), cwd=tmp)
     (wheel,) = tmp.glob("pretrain-*.whl")
     venv = tmp / "venv"
     _run(sys.executable, "-m", "venv", str(venv), cwd=tmp)

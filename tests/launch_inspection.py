@@ -1,16 +1,16 @@
-"""Whether the Triton kernels can launch on an H100 (sm_90) and an A100 (sm_80), checked without a GPU.
+"""Whether the Triton kernels can launch on an H100 (sm_90) and an A100 (sm_80), checked without a GPU: the
+compile inspection behind tests/test_kernels_launch.py.
 
-Each op module lists the compiles its launcher can ask for in `launch_configs(arch)`, from the same selection
-helpers the launcher calls. `compile_and_inspect` compiles one for its target and reads registers, spills and
-shared memory from the binary with the `cuobjdump` that ships with Triton; `problems` says what would stop it
-from launching, or make it spill.
+Each op module lists the compiles its launcher can ask for in `launch_configs(arch)`. `compile_and_inspect`
+compiles one for its target and reads registers, spills and shared memory from the binary with the `cuobjdump`
+that ships with Triton; `problems` says what would stop it from launching, or make it spill.
 
 Compiling needs the kernels decorated for the GPU compiler, i.e. `triton` imported before any op of
-`pretrain_kernels` (see `pretrain_kernels._dispatch`). tests/test_kernels_launch.py runs `worker` in such
-subprocesses; by hand, with the results as JSON lines:
+`pretrain_kernels` (see `pretrain_kernels._dispatch`). The test runs `worker` in such subprocesses; by hand,
+from tests/, with the results as JSON lines:
 
-    python -c "import triton; from pretrain_kernels._launch import worker; worker()" \
-        pretrain_kernels._launch:all_launch_configs 0 1
+    python -c "import triton; from launch_inspection import worker; worker()" \
+        launch_inspection:all_launch_configs 0 1
 """
 
 import dataclasses
@@ -23,15 +23,15 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 import triton
 from triton.backends.compiler import GPUTarget
 
+from pretrain_kernels._launch_config import DTYPES, LaunchConfig
+
 # Compute capability -> the most shared memory (bytes) one block may use, static plus the dynamic amount the
 # Triton launcher opts into: 227 KiB on an H100, 163 KiB on an A100.
 SHARED_LIMIT = {90: 232448, 80: 166912}
-DTYPES = ("bf16", "fp16", "fp32")  # input dtypes the launchers take on a GPU
 # How the Triton launcher specializes arguments: every pointer and integer divisible by 16 is marked so (the
 # usual case: contiguous tensors, widths a multiple of 16), which enables vectorized and asynchronous copies
 # and with them pipelining buffers in shared memory; a ragged shape or an offset view is marked nothing.
@@ -40,29 +40,6 @@ ALIGNMENTS = ("aligned", "unaligned")
 _FP32_BUFFERS = frozenset({"RSTD", "DW_PARTIAL", "LSE", "DELTA"})  # stats written in fp32 whatever the input
 _FLOAT_SCALARS = frozenset({"eps", "scale", "qk_scale"})  # other lower-case scalars are i32
 _MARK = "LAUNCH-RESOURCES "
-
-
-@dataclasses.dataclass(frozen=True)
-class LaunchConfig:
-    """One compile a launcher can ask for on target `arch` (compute capability, e.g. 90): the kernel, its
-    constexprs as (name, value) pairs, warps, stages (None: Triton's default) and the input dtype."""
-
-    kernel: Any
-    constexprs: tuple[tuple[str, Any], ...]
-    num_warps: int
-    num_stages: int | None
-    dtype: str
-    arch: int
-
-    @classmethod
-    def make(cls, kernel: Any, constexprs: dict[str, Any], num_warps: int, num_stages: int | None, dtype: str,
-             arch: int) -> "LaunchConfig":
-        """A config from a constexpr dict (kept in the kernel's argument order)."""
-        return cls(kernel, tuple(constexprs.items()), num_warps, num_stages, dtype, arch)
-
-    def describe(self) -> str:
-        """The constexprs as NAME=value, the dtype operand left out (it is the input dtype)."""
-        return " ".join(f"{name}={value}" for name, value in self.constexprs if name != "DOT_DTYPE")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,11 +57,6 @@ class Resources:
     registers: int
     spill_bytes: int
     shared_bytes: int
-
-
-def powers_of_two(limit: int) -> list[int]:
-    """1, 2, 4, ... up to `limit`: the row widths that reach every block a next-power-of-two launcher picks."""
-    return [1 << k for k in range(limit.bit_length()) if 1 << k <= limit]
 
 
 def all_launch_configs() -> list[LaunchConfig]:
