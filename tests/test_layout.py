@@ -140,13 +140,7 @@ ADAPTERS = {"deepspeed": {"training/engine.py", "training/deepspeed_compat.py"},
 
 
 def external_imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-            found.add(node.module.split(".")[0])
-    return found
+    return {module.split(".")[0] for module in external_modules(path)}
 
 
 def test_each_external_engine_is_reached_through_its_one_adapter():
