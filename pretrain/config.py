@@ -99,6 +99,8 @@ class SourceConfig:
     text_field: str = setting("text", "column holding the text (jsonl, parquet, hub)")
     hub_config: str | None = setting(None, "dataset config name for hub sources")
     hub_split: str = setting("train", "split of a hub dataset")
+    hub_revision: str | None = setting(None, "branch, tag or commit of a hub dataset; null = its default "
+                                             "branch. Resolved to a commit once, when its preparation starts")
     name: str | None = setting(None, "its name in metrics (tokens/NAME); default from the source")
 
 
@@ -110,8 +112,10 @@ class DataConfig:
     text_field: str = setting("text", "column holding the text (jsonl, parquet, hub)")
     hub_config: str | None = setting(None, "dataset config name for hub sources")
     hub_split: str = setting("train", "split of a hub dataset")
+    hub_revision: str | None = setting(None, "branch, tag or commit of a hub dataset; null = its default "
+                                             "branch. Resolved to a commit once, when its preparation starts")
     sources: list[SourceConfig] = setting(list, "a mixture instead of data.source: a list of {source, weight, "
-                                                "text_field, hub_config, hub_split, name}")
+                                                "text_field, hub_config, hub_split, hub_revision, name}")
     tokenizer: str = setting("bpe", '"bpe" = train a byte-level BPE on the corpus; else a local tokenizer path')
     tokenizer_sample: int = setting(2**30, "bytes of text (spread over the corpus) the BPE trains on", gt=0)
     vocab_size: int = setting(4096, "the BPE size, and the model's embedding rows", gt=0)
@@ -126,16 +130,17 @@ class DataConfig:
     def validate(self) -> None:
         _require(self.tokenizer != "bpe" or self.vocab_size >= 257, "data.vocab_size",
                  f"must be at least 257 to hold a byte-level BPE (256 bytes + EOS); got {self.vocab_size}")
-        single = {name: getattr(self, name) for name in ("source", "text_field", "hub_config", "hub_split")}
+        single = {name: getattr(self, name)
+                  for name in ("source", "text_field", "hub_config", "hub_split", "hub_revision")}
         defaults = {name: getattr(DataConfig, name) for name in single}
-        _require(not self.sources or single == defaults, "data.sources",
-                 "set either data.source (with text_field, hub_config, hub_split) or data.sources, not both")
+        _require(not self.sources or single == defaults, "data.sources", "set either data.source (with "
+                 "text_field, hub_config, hub_split, hub_revision) or data.sources, not both")
 
     def source_specs(self) -> list[SourceConfig]:
         """The sources to mix: data.sources, or data.source alone."""
         if self.sources:
             return self.sources
-        return [SourceConfig(self.source, 1.0, self.text_field, self.hub_config, self.hub_split)]
+        return [SourceConfig(self.source, 1.0, self.text_field, self.hub_config, self.hub_split, self.hub_revision)]
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 `open_prepared` reads what `shards` wrote (see there for the layout): the manifest's fields are checked, every
 shard must be there at the size the manifest gives (a missing or truncated shard is named), and the tokenizer
-stored with the shards must load and give the ids they were written with. Rows are addressed across shards by
-one index, and the token ids of every batch read are checked against the vocabulary (a shard overwritten in
-place, at its size, is named with its row).
+stored with the shards must load and give the ids they were written with. A hub source's commit is the one its
+manifest records (the hub is not asked again). Rows are addressed across shards by one index, and the token
+ids of every batch read are checked against the vocabulary (a shard overwritten in place, at its size, is
+named with its row).
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class PreparedSource:
     val: Rows
     unigram: np.ndarray  # train token counts
 
+    @property
+    def revision(self) -> str | None:
+        """The commit a hub source was read at, as its preparation recorded it (None: local files)."""
+        return self.manifest.get("revision")
+
 
 @dataclass
 class PreparedData:
@@ -100,7 +106,8 @@ class PreparedData:
             m = s.manifest
             lines.append(f"{s.dir}: {m['documents']:,} documents, {m['train_tokens']:,} train tokens "
                          f"({len(s.train):,} rows in {m['train_shards']} shards), {m['val_tokens']:,} val tokens "
-                         f"({len(s.val):,} rows)" + (f"; weight {s.weight:g}" if len(self.sources) > 1 else ""))
+                         f"({len(s.val):,} rows)" + (f"; hub commit {s.revision}" if s.revision else "")
+                         + (f"; weight {s.weight:g}" if len(self.sources) > 1 else ""))
         return "\n".join(lines + [f"unigram entropy {self.unigram_entropy:.4f} nats"])
 
 
@@ -129,6 +136,9 @@ def _open_source(cfg: DataConfig, target: Path, weight: float, name: str) -> Pre
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
             raise DataError(f"{path}: {key} must be {kind.__name__}, got {value!r}; delete {target} to prepare it "
                             "again")
+    if not isinstance(manifest.get("revision"), str | None):
+        raise DataError(f"{path}: revision must be a commit or null, got {manifest['revision']!r}; delete {target} "
+                        "to prepare it again")
     if manifest["format"] != FORMAT_VERSION:
         raise DataError(f"{path}: format {manifest['format']}, expected {FORMAT_VERSION}; delete {target} to "
                         "prepare it again")

@@ -1,7 +1,8 @@
 """Prepared data: each source's documents split, encoded and packed into token shards, listed in a manifest.
 
     DATA_CACHE/<kind>-seq<L>-<key>/      one prepared source (key: its input, the tokenizer, seq_len, split, caps)
-        manifest.json    the shards (split, rows, bytes, digest), token and document counts, unigram entropy
+        manifest.json    the shards (split, rows, bytes, digest), token and document counts, unigram entropy,
+                         the commit a hub source was read at
         tokenizer.json   the tokenizer the ids belong to
         unigram.npy      train token counts, for the entropy of a mixture
         shards/train-00000.bin, val-00000.bin, train-00000-001.bin, ...
@@ -14,6 +15,9 @@ shard files of at most SHARD_TOKENS tokens. Each slice is published whole into a
 (`.work-<name>/slices/00000/`), so that any number of processes or Slurm array tasks can prepare slices in any
 order and a rerun skips finished ones; `finalize` checks that every slice is there, writes the manifest and
 publishes the directory. The rows depend only on the input and the settings, never on the number of workers.
+A hub source is read at one commit, resolved by the first planner and recorded in the work directory
+(`.work-<name>/revision.json`): every task, rerun and finalize lists its files at that commit, however the
+dataset's branch moves meanwhile, and the manifest keeps it.
 
 `pretrain train` prepares small sources itself (the embedded corpus, small local files: at most
 IN_BAND_TOKENS tokens, seconds of work); a larger or hub source must be prepared first, with
@@ -40,7 +44,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from ..fileio import atomic_output, checksum, remove, write_json
+from ..fileio import atomic_output, checksum, read_json_object, remove, write_json
 from .cache import FORMAT_VERSION, locked
 from .encoder import DocumentEncoder, document_encoder, usable_cores
 from .prepared import MANIFEST, PreparedData, entropy, open_prepared
@@ -50,6 +54,7 @@ from .sources import (
     TRAIN,
     VAL,
     BadRecords,
+    HubSource,
     SourcePlan,
     documents,
     fingerprint,
@@ -62,6 +67,7 @@ SHARD_TOKENS = 2**28  # a shard file holds at most this many tokens (512 MiB as 
 IN_BAND_TOKENS = 50_000_000  # the most `pretrain train` prepares itself
 BYTES_PER_TOKEN = 3  # for the in-band estimate: BPE tokens of text and code run 3-5 bytes; 3 errs on the safe side
 DOCS_PER_BATCH = 128  # documents per encode call
+REVISION_RECORD = "revision.json"  # in a hub source's work directory: the commit its preparation reads
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,8 @@ class Work:
 
     def pieces(self) -> list[tuple[int, int]]:
         """(source, slice) of every slice to prepare, in a fixed order."""
-        return [(s, piece.index) for s, plan in enumerate(self.plans) for piece in plan.source.slices
-                if not self.targets[s].is_dir()]
+        return [(s, piece.index) for s, plan in enumerate(self.plans) if not self.targets[s].is_dir()
+                for piece in plan.source.slices]  # a prepared source is not listed (a hub one: no network)
 
 
 def plan_work(cfg: DataConfig, progress: bool = True, in_band: bool = False) -> Work:
@@ -93,7 +99,7 @@ def plan_work(cfg: DataConfig, progress: bool = True, in_band: bool = False) -> 
         for plan, target in zip(plans, targets):
             if not target.is_dir():
                 check_in_band(plan, cfg)
-    return Work(cfg, tuple(plans), tokenizer, targets)
+    return Work(cfg, tuple(_pinned(plan, target) for plan, target in zip(plans, targets)), tokenizer, targets)
 
 
 def prepare_data(cfg: DataConfig, progress: bool = True, in_band: bool = False, workers: int = 1) -> PreparedData:
@@ -126,6 +132,21 @@ def data_dir(cfg: DataConfig, plan: SourcePlan, tokenizer: Path) -> Path:
     key = fingerprint([FORMAT_VERSION, plan.source.identity, checksum(tokenizer)["digest"], cfg.seq_len,
                        cfg.val_fraction, cfg.max_documents, cfg.max_tokens])
     return Path(cfg.cache_dir) / f"{plan.source.kind}-seq{cfg.seq_len}-{key}"
+
+
+def _pinned(plan: SourcePlan, target: Path) -> SourcePlan:
+    """`plan` with its hub source read at the commit recorded in the work directory of `target`: the first planner
+    resolves the commit and records it there, later ones (array tasks, reruns, finalize) read it. Any other
+    source, or one already prepared, is left as it is."""
+    if not isinstance(plan.source, HubSource) or target.is_dir():
+        return plan
+    record = work_dir(target) / REVISION_RECORD
+    if not record.is_file():
+        with locked(target):  # planners racing to record: the first one's commit holds
+            if not record.is_file():
+                write_json(record, {"source": plan.source.description, "revision": plan.source.revision})
+    revision = read_json_object(record, DataError, f"; delete {work_dir(target)} to prepare it again").get("revision")
+    return SourcePlan(plan.source.at(revision), plan.weight, plan.max_documents)
 
 
 def work_dir(target: Path) -> Path:
@@ -316,6 +337,7 @@ def _publish_source(work: Work, s: int) -> None:
         skipped = sum(st["skipped_records"] for st in stats)
         write_json(staged / MANIFEST, {
             "format": FORMAT_VERSION, "source": source.description, "identity": source.identity,
+            "revision": source.revision,  # the commit a hub source was read at; None: local files
             "tokenizer": cfg.tokenizer, "tokenizer_digest": checksum(work.tokenizer)["digest"],
             "encoder": stats[0]["encoder"], "vocab_size": stats[0]["vocab_size"], "eos_id": stats[0]["eos_id"],
             "seq_len": cfg.seq_len, "dtype": stats[0]["dtype"],

@@ -7,8 +7,8 @@ A source (`data.source`, or each entry of `data.sources`) is one of
 - a local `.txt`, `.jsonl`/`.json` or `.parquet` file, a directory of them, or a glob. Text files are one
   document per file (a line of prose or code is too short to be a document); JSON lines and parquet files
   hold one document per record, its text in the column `text_field`.
-- `hub:NAME`: a Hugging Face hub dataset (`hub_config`, `hub_split`, `text_field`), read file by file as a
-  stream (see `hub`), never downloaded whole.
+- `hub:NAME`: a Hugging Face hub dataset (`hub_config`, `hub_split`, `hub_revision`, `text_field`), read at one
+  commit, file by file as a stream (see `hub`), never downloaded whole.
 
 Preparation works slice by slice. A slice is a fixed piece of the input, so what it yields does not depend on
 how many workers prepare the source: TEXT_FILES_PER_SLICE text files; a JSON_SLICE_BYTES byte range of a
@@ -70,6 +70,8 @@ class Source:
     """A resolved source. Cheap to make (nothing is read); its slices are listed when first asked for, so a
     prepared hub source is found again without the network."""
 
+    revision: str | None = None  # the commit a hub source is read at; local files have none
+
     def __init__(self, name: str, kind: str, description: str, identity: str, text_field: str, setting: str,
                  list_slices: Callable[[], list[Slice]]):
         self.name = name  # short, for metrics (tokens/NAME)
@@ -88,7 +90,48 @@ class Source:
         return sum(s.bytes for s in self.slices)
 
     def __getstate__(self) -> dict:  # for worker processes: the slices travel, not the lister
-        return {**self.__dict__, "slices": self.slices, "_list_slices": None}
+        slices = self.slices  # listed first, so that what listing them resolved (a hub commit) travels too
+        return {**self.__dict__, "slices": slices, "_list_slices": None}
+
+
+class HubSource(Source):
+    """A split of a hub dataset, read at one commit: the one its `hub_revision` (default: the dataset's default
+    branch) points to when first needed, or the one a preparation recorded (`at`). A slice is a data file."""
+
+    def __init__(self, spec: SourceConfig, setting: str):
+        self.spec, self.dataset = spec, spec.source.removeprefix(HUB_PREFIX)
+        if not self.dataset:
+            raise ConfigError(f"{setting}: 'hub:' needs a dataset name, e.g. hub:roneneldan/TinyStories")
+        # The revision asked for, not the commit: a planner finds prepared data without asking the hub.
+        identity = fingerprint(["hub", self.dataset, spec.hub_config, spec.hub_split, spec.text_field,
+                                spec.hub_revision])
+        pinned = f", revision {spec.hub_revision}" if spec.hub_revision else ""
+        description = f"hub:{self.dataset} (config {spec.hub_config}, split {spec.hub_split}{pinned})"
+        super().__init__(source_name(spec), "hub", description, identity, spec.text_field, setting,
+                         self._data_files)
+
+    @functools.cached_property
+    def revision(self) -> str | None:
+        """Asked of the hub once, when first needed (to list the files, or to record it)."""
+        return hub.resolve_revision(self.dataset, self.spec.hub_revision, self.setting, _revision_key(self.setting))
+
+    def at(self, revision: str | None) -> HubSource:
+        """This source read at `revision` (the commit its preparation recorded), without asking the hub."""
+        pinned = HubSource(self.spec, self.setting)
+        pinned.revision = revision  # takes the cached property's place: nothing is resolved
+        return pinned
+
+    def _data_files(self) -> list[Slice]:
+        slices = []
+        files = hub.data_files(self.dataset, self.spec.hub_config, self.spec.hub_split, self.revision, self.setting)
+        for index, path in enumerate(files):
+            suffixes = set(Path(path).suffixes)
+            reader = "parquet" if ".parquet" in suffixes else "json" if {".json", ".jsonl"} & suffixes else None
+            if reader is None:
+                raise ConfigError(f"{self.setting}: hub:{self.dataset} has a data file that is neither parquet nor "
+                                  f"JSON lines: {path}")
+            slices.append(Slice(index, reader, (path,)))
+        return slices
 
 
 class SourcePlan:
@@ -127,10 +170,12 @@ class BadRecords:
 
 def resolve_source(spec: SourceConfig, setting: str = "data.source") -> Source:
     """The source `spec` names, with its slices (local files are listed and measured; nothing is read)."""
+    if spec.source.startswith(HUB_PREFIX):
+        return HubSource(spec, setting)
+    if spec.hub_revision is not None:
+        raise ConfigError(f"{_revision_key(setting)}: only a hub:NAME source has revisions, not '{spec.source}'")
     if spec.source == "embedded":
         return _embedded_source()
-    if spec.source.startswith(HUB_PREFIX):
-        return _hub_source(spec, setting)
     files = _local_files(spec.source, setting)
     reader = READERS[files[0].suffix]
     stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
@@ -282,25 +327,9 @@ def _ranges(reader: str, path: Path) -> Iterator[tuple[int, int, int]]:
             start, size = group + 1, 0
 
 
-def _hub_source(spec: SourceConfig, setting: str) -> Source:
-    name = spec.source.removeprefix(HUB_PREFIX)
-    if not name:
-        raise ConfigError(f"{setting}: 'hub:' needs a dataset name, e.g. hub:roneneldan/TinyStories")
-
-    def list_slices() -> list[Slice]:
-        slices = []
-        for index, path in enumerate(hub.data_files(name, spec.hub_config, spec.hub_split, setting)):
-            suffixes = set(Path(path).suffixes)
-            reader = "parquet" if ".parquet" in suffixes else "json" if {".json", ".jsonl"} & suffixes else None
-            if reader is None:
-                raise ConfigError(f"{setting}: hub:{name} has a data file that is neither parquet nor JSON lines: "
-                                  f"{path}")
-            slices.append(Slice(index, reader, (path,)))
-        return slices
-
-    identity = fingerprint(["hub", name, spec.hub_config, spec.hub_split, spec.text_field])
-    description = f"hub:{name} (config {spec.hub_config}, split {spec.hub_split})"
-    return Source(source_name(spec), "hub", description, identity, spec.text_field, setting, list_slices)
+def _revision_key(setting: str) -> str:
+    """The hub_revision key beside a source's key: data.source -> data.hub_revision."""
+    return f"{setting.removesuffix('.source')}.hub_revision"
 
 
 # --- reading --------------------------------------------------------------------------------------------------
