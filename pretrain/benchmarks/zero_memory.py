@@ -22,6 +22,7 @@ from ..config import Config, load_config
 from ..model.loss import lm_loss
 from ..model.transformer import build_model
 from ..training import distributed as dist
+from ..training.deepspeed_compat import zero3_partition
 from ..training.engine import Engine, build_engine, init_distributed
 from ..training.optim import build_optimizer
 
@@ -49,7 +50,7 @@ def held_bytes(engine: Engine) -> dict[str, int]:
 
     params = list(engine.module.parameters())
     return {
-        "params": count(getattr(p, "ds_tensor", p) for p in params),  # ZeRO-3 keeps only a partition
+        "params": count(zero3_partition(p) for p in params),  # ZeRO-3 keeps only a partition
         "grads": count(p.grad for p in params if p.grad is not None),
         "optimizer": count(_tensors_in(engine.deepspeed_optimizer)),
     }
@@ -65,7 +66,7 @@ def _tensors_in(root) -> list[torch.Tensor]:
         visited.add(id(obj))
         if isinstance(obj, torch.Tensor):
             found.append(obj)
-            stack.extend(getattr(obj, name) for name in ("ds_tensor", "grad") if getattr(obj, name, None) is not None)
+            stack.extend(t for t in (zero3_partition(obj), obj.grad) if t is not None)
         elif isinstance(obj, dict):
             stack.extend(obj.keys())
             stack.extend(obj.values())

@@ -16,7 +16,7 @@ Before a checkpoint is used (resume, consolidate, export, load_model) every file
 checksums.json: a truncated, replaced or bit-flipped file, a missing one, or a file the save did not write is
 reported by name. `train.resume=auto` skips a damaged newest checkpoint with a warning and resumes from the
 newest intact one; an explicitly named damaged checkpoint is an error. Files are loaded as data only (see
-`engine.weights_only_loads`).
+`deepspeed_compat.load_as_data`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ..config import load_config
 from ..errors import CheckpointError
 from ..fileio import STAGING_PREFIX, checksum, publish, read_json_object, remove, staging_path, write_json
 from . import distributed as dist
+from .deepspeed_compat import load_as_data
 from .engine import (
     CHECKSUMS,
     STATE_DIR,
@@ -40,7 +41,6 @@ from .engine import (
     consolidated_state_dict,
     convert_to_universal,
     has_zero_partitions,
-    weights_only_loads,
 )
 
 _PREFIX = "step_"
@@ -230,8 +230,7 @@ class Checkpointer:
         engine.load(path, universal)
         rng_file = path / RNG_DIR / f"rank{dist.rank()}.pt"
         if rng_file.exists():  # absent when resuming at a larger world size: keep the fresh seed
-            with weights_only_loads():
-                _set_rng_state(torch.load(rng_file, weights_only=True))
+            _set_rng_state(load_as_data(rng_file))
         return state
 
 

@@ -1,16 +1,17 @@
-"""The DeepSpeed adapter: the only module that touches DeepSpeed.
+"""The DeepSpeed adapter: with `deepspeed_compat`, the only code that touches DeepSpeed.
 
 The trainer and the checkpointer see an `Engine` with a small surface: forward, `backward` (one micro batch,
 accumulating), `step` (the optimizer step at the accumulation boundary, returning the grad norm), `save` and
 `load` (at the same or another world size). Around it: joining the process group, consolidating a checkpoint's
 weights from any ZeRO stage, and recomputing blocks in the backward (activation checkpointing).
 
-Checkpoint files are data, never code. DeepSpeed reads its own files with full pickle (`torch.load(...,
-weights_only=False)` in its checkpoint engine, zero_to_fp32 and the universal conversion), so every DeepSpeed
-call that reads files runs inside `weights_only_loads()`: there, any `torch.load` is a weights-only load that
-accepts tensors, plain containers and numbers, and the three DeepSpeed types its checkpoints hold; an object
-that could run code is refused with an error naming the file. Saving digests every file (`fileio.checksum`) in
-a thread as soon as it is written, while DeepSpeed writes the next one, for the checkpoint's checksums.
+This module calls DeepSpeed's public API (`initialize`, `init_distributed`, the engine's `backward`, `step`,
+`save_checkpoint`, `load_checkpoint`, ...) directly; whatever else of DeepSpeed it needs (the engine's checkpoint
+engine and config, ds_to_universal, zero_to_fp32, the classes in its checkpoints) it reaches through
+`deepspeed_compat`, which holds those parts, checks the installed DeepSpeed is a version they were checked
+against, and reads every checkpoint file DeepSpeed reads for us as data, never code (`load_as_data`). Saving
+digests every file (`fileio.checksum`) in a thread as soon as it is written, while DeepSpeed writes the next one,
+for the checkpoint's checksums.
 
 The client AdamW keeps its μP param groups: DeepSpeed gets no optimizer or scheduler block, so it never
 rewrites a group's LR, and the engine is checked to step those very group dicts.
@@ -18,14 +19,10 @@ rewrites a group's LR, and the engine is checked to step those very group dicts.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import io
-import multiprocessing
 import os
-import pickle
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,40 +32,13 @@ import torch.utils.checkpoint
 from ..config import Config
 from ..errors import CheckpointError
 from ..fileio import atomic_output, checksum, write_json
+from . import deepspeed_compat as compat
 from . import distributed as dist
 
 STATE_DIR = "ds"  # a checkpoint's DeepSpeed files (one set per rank, any ZeRO stage)
 UNIVERSAL_DIR = "universal"  # the same, converted to DeepSpeed's universal format (any world size)
 CHECKSUMS = "checksums.json"  # {relative path: {"digest": ..., "bytes": ...}} of every file beside it
-
-
-@contextlib.contextmanager
-def weights_only_loads() -> Iterator[None]:
-    """Inside the block, every `torch.load` (DeepSpeed's too) loads tensors and plain data only."""
-    from deepspeed.runtime.fp16.loss_scaler import LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
-    from deepspeed.utils.tensor_fragment import fragment_address
-
-    full_load = torch.load
-
-    def load(f, *args, **kwargs):
-        kwargs["weights_only"] = True
-        try:
-            with torch.serialization.safe_globals([LossScaler, ZeroStageEnum, fragment_address]):
-                return full_load(f, *args, **kwargs)
-        except pickle.UnpicklingError as err:
-            reason = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "global" in line),
-                          str(err).splitlines()[0])
-            raise CheckpointError(f"{f}: refused: it holds Python objects beyond tensors and plain data, which "
-                                  f"loading could run as code ({reason})") from None
-        except (EOFError, RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{f}: unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = full_load
+_checksums = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checksum")  # checksum() fans out itself
 
 
 def init_distributed(device: torch.device) -> None:
@@ -185,14 +155,14 @@ class Engine:
         """This rank's model and optimizer states into `checkpoint/ds` (every rank calls it). Returns the
         checksums of the files this rank wrote, by path relative to `checkpoint`, as they are computed
         (`checksums=False`: none, to measure what they cost)."""
-        writer = self._engine.checkpoint_engine
-        hashing = _HashingWriter(writer, checkpoint) if checksums else writer
-        self._engine.checkpoint_engine = hashing
-        try:
+        digests: dict[str, Future] = {}
+
+        def digest(path: Path) -> None:
+            digests[path.relative_to(checkpoint).as_posix()] = _checksums.submit(checksum, path)
+
+        with compat.saving(self._engine, digest) if checksums else contextlib.nullcontext():
             self._engine.save_checkpoint(str(checkpoint), tag=STATE_DIR, save_latest=False)
-        finally:
-            self._engine.checkpoint_engine = writer
-        return hashing.checksums if checksums else {}
+        return digests
 
     def load(self, checkpoint: Path, universal: bool) -> None:
         """Restore model and optimizer states from `checkpoint/ds`, or from `checkpoint/universal` (written by
@@ -202,13 +172,8 @@ class Engine:
         always come from the config: DeepSpeed's universal load copies the first group's onto every group."""
         tag = UNIVERSAL_DIR if universal else STATE_DIR
         settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        self._engine._config.load_universal_checkpoint = universal  # read only while loading
-        try:
-            with weights_only_loads():
-                load_path, _ = self._engine.load_checkpoint(str(checkpoint), tag=tag,
-                                                            load_lr_scheduler_states=False)
-        finally:
-            self._engine._config.load_universal_checkpoint = False
+        with compat.loading(self._engine, universal):
+            load_path, _ = self._engine.load_checkpoint(str(checkpoint), tag=tag, load_lr_scheduler_states=False)
         if load_path is None:
             raise CheckpointError(f"{checkpoint / tag}: DeepSpeed found no checkpoint to load there")
         for group, saved in zip(self.optimizer.param_groups, settings, strict=True):
@@ -218,24 +183,6 @@ class Engine:
 
     def destroy(self) -> None:
         self._engine.destroy()
-
-
-class _HashingWriter:
-    """DeepSpeed's checkpoint writer, digesting each file in a thread as soon as it is written."""
-
-    _threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checksum")  # checksum() fans out itself
-
-    def __init__(self, writer, root: Path):
-        self._writer, self._root = writer, root
-        self.checksums: dict[str, Future] = {}
-
-    def save(self, state_dict, path) -> None:
-        self._writer.save(state_dict, path)
-        relative = Path(path).relative_to(self._root).as_posix()
-        self.checksums[relative] = self._threads.submit(checksum, Path(path))
-
-    def __getattr__(self, name: str):
-        return getattr(self._writer, name)
 
 
 def _buckets(cfg: Config) -> dict:
@@ -276,23 +223,14 @@ def convert_to_universal(checkpoint: Path) -> bool:
     target = checkpoint / UNIVERSAL_DIR
     converted = dist.is_main() and not target.exists()
     if converted:
-        from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
-
         size = sum(f.stat().st_size for f in (checkpoint / STATE_DIR).iterdir())
-        # Worker processes pay a few seconds of imports each: only worth it for big checkpoints. They must be
-        # forked, so that they inherit the weights-only loads.
-        forked = multiprocessing.get_start_method() == "fork"
-        workers = min(8, os.cpu_count() or 1) if size > 2**30 and forked else 1
+        # Worker processes pay a few seconds of imports each: only worth it for big checkpoints.
+        workers = min(8, os.cpu_count() or 1) if size > 2**30 else 1
         dist.print0(f"converting {checkpoint / STATE_DIR} to a universal checkpoint (resuming at another world "
                     "size)")
         with atomic_output(target, directory=True) as staged:
-            args = argparse.Namespace(input_folder=str(checkpoint / STATE_DIR), output_folder=str(staged),
-                                      keep_temp_folder=False, num_extract_workers=workers,
-                                      num_merge_workers=max(1, workers // 4), strict=True,
-                                      inject_missing_state=True)  # our saves carry no universal info
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                    weights_only_loads():
-                ds_to_universal(args)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                compat.ds_to_universal(checkpoint / STATE_DIR, staged, workers)
             files = sorted(p for p in staged.rglob("*") if p.is_file())
             write_json(staged / CHECKSUMS, {p.relative_to(staged).as_posix(): checksum(p) for p in files})
     dist.barrier()
@@ -304,11 +242,8 @@ def consolidated_state_dict(checkpoint: Path, zero_stage: int) -> dict[str, torc
 
     Stage 0 keeps the whole module in one file. Stages 1-3 spread the fp32 master weights over the ranks'
     optimizer files, which DeepSpeed's zero_to_fp32 gathers."""
-    with weights_only_loads():
-        if zero_stage == 0:
-            return torch.load(checkpoint / STATE_DIR / "mp_rank_00_model_states.pt", map_location="cpu",
-                              weights_only=True)["module"]
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        with contextlib.redirect_stdout(io.StringIO()):  # it narrates each file it reads
-            return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=STATE_DIR)
+    if zero_stage == 0:
+        return compat.load_as_data(checkpoint / STATE_DIR / "mp_rank_00_model_states.pt",
+                                   map_location="cpu")["module"]
+    with contextlib.redirect_stdout(io.StringIO()):  # it narrates each file it reads
+        return compat.fp32_state_dict_from_zero_checkpoint(checkpoint, tag=STATE_DIR)

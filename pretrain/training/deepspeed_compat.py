@@ -1,0 +1,229 @@
+"""Every part of DeepSpeed that the adapter (`engine`) uses beyond DeepSpeed's public API, in one place.
+
+DeepSpeed promises nothing about these, so the DeepSpeed versions they were checked against are the range setup.py
+declares, enforced when this module is imported, and tests/test_training_deepspeed_compat.py fails when one of
+them changes:
+
+- `engine.checkpoint_engine`, the object through which the engine writes and reads its files: `save(state_dict,
+  path)` is wrapped to report each file written (`saving`), `load(path, map_location)` replaced to read files as
+  data (`loading`);
+- `engine._config.load_universal_checkpoint`, set while loading a universal checkpoint (`loading`);
+- the modules that call `torch.load` themselves: the optimizers' universal loads (`ENGINE_LOAD_READERS`), the
+  ds_to_universal script and the checkpoint classes it uses (`CONVERSION_READERS`), zero_to_fp32
+  (`CONSOLIDATION_READERS`);
+- ds_to_universal's `main` and the options of its command line (`ds_to_universal_args`);
+- `zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint`;
+- the classes DeepSpeed pickles into its checkpoints (`checkpoint_classes`);
+- `param.ds_tensor`, the partition of a ZeRO-3 parameter a rank holds (`zero3_partition`).
+
+Checkpoint files are data, never code. DeepSpeed reads its own files with full pickle (`torch.load(...,
+weights_only=False)`); every file it reads for us is read by `load_as_data` instead, which accepts tensors, plain
+containers and numbers, and the classes above, and refuses anything else with an error naming the file. Only
+DeepSpeed's own view changes, and only for one call: the checkpoint engine we hand the engine, and the global
+`torch` of the modules listed, bound to a stand-in whose `load` is `load_as_data`. `torch.load` itself, as any
+other module or thread sees it, is never replaced.
+
+DeepSpeed is imported inside the functions: it picks its accelerator when first imported, which
+`engine.init_distributed` settles first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.metadata
+import multiprocessing
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import torch
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from ..errors import CheckpointError, UserError
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
+
+# Modules that call `torch.load` themselves, by the call that reaches them.
+ENGINE_LOAD_READERS = (  # `engine.load_checkpoint` of a universal checkpoint, past the checkpoint engine
+    "deepspeed.runtime.base_optimizer",  # ZeRO-1/2 and bf16: the global optimizer state
+    "deepspeed.runtime.zero.stage3",  # ZeRO-3: the global optimizer state and each parameter's states
+    "deepspeed.checkpoint.universal_checkpoint",  # ZeRO-1/2 and bf16: each parameter's states
+)
+CONVERSION_READERS = (  # ds_to_universal
+    "deepspeed.checkpoint.ds_to_universal",
+    "deepspeed.checkpoint.deepspeed_checkpoint",
+    "deepspeed.checkpoint.zero_checkpoint",
+    "deepspeed.checkpoint.reshape_3d_utils",
+    "deepspeed.checkpoint.autoep_universal",
+)
+CONSOLIDATION_READERS = ("deepspeed.utils.zero_to_fp32",)
+
+
+def check_version(installed: str) -> None:
+    """Refuse a DeepSpeed outside the range our distribution declares: the parts above may differ there."""
+    supported = _supported_versions()
+    if not supported.contains(installed, prereleases=True):
+        bounds = ",".join(sorted(map(str, supported), key=lambda bound: bound.startswith("<")))  # lower first
+        raise UserError(f"deepspeed {installed} is installed; pretrain supports deepspeed{bounds} (its private "
+                        f"checkpoint and engine hooks, {__name__.replace('.', '/')}.py); install a version in "
+                        "that range")
+
+
+def _supported_versions() -> SpecifierSet:
+    """The deepspeed range setup.py declares, as installed with it: the range is written down once."""
+    for line in importlib.metadata.requires("pretrain") or ():
+        requirement = Requirement(line)
+        if canonicalize_name(requirement.name) == "deepspeed":
+            return requirement.specifier
+    raise RuntimeError("the installed pretrain distribution declares no deepspeed requirement")
+
+
+check_version(importlib.metadata.version("deepspeed"))
+
+
+def checkpoint_classes() -> list[type]:
+    """The classes DeepSpeed pickles into its checkpoints, all plain data: the loss scaler (its scale), the ZeRO
+    stage, and where each parameter's fragment lies in a flat partition."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+def load_as_data(f: str | os.PathLike | IO[bytes], *args, **kwargs) -> Any:
+    """`torch.load` of tensors, plain containers, numbers and `checkpoint_classes()` only; anything else, an
+    object whose unpickling could run code, is refused with a CheckpointError naming `f`, as is a damaged file."""
+    kwargs["weights_only"] = True
+    try:
+        with torch.serialization.safe_globals(checkpoint_classes()):
+            return torch.load(f, *args, **kwargs)
+    except pickle.UnpicklingError as err:
+        reason = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "global" in line),
+                      str(err).splitlines()[0])
+        raise CheckpointError(f"{f}: refused: it holds Python objects beyond tensors and plain data, which loading "
+                              f"could run as code ({reason})") from None
+    except (EOFError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{f}: unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
+class _DataOnlyTorch:
+    """`torch` as a module that reads checkpoint files sees it while it reads ours: `load` is `load_as_data`."""
+
+    load = staticmethod(load_as_data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+
+@contextlib.contextmanager
+def _reading_as_data(module_names: tuple[str, ...]) -> Iterator[None]:
+    """Inside the block, `torch.load` called from these modules is `load_as_data`, in processes forked inside
+    the block too."""
+    modules = [importlib.import_module(name) for name in module_names]
+    for module in modules:
+        if vars(module).get("torch") is not torch:  # else their loads would silently stay full pickle
+            raise RuntimeError(f"{module.__name__} no longer reads files through its global `torch`: update "
+                               f"{__name__}")
+    stand_in = _DataOnlyTorch()
+    for module in modules:
+        module.torch = stand_in
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.torch = torch
+
+
+class _ForwardingCheckpointEngine:
+    """A DeepSpeed checkpoint engine, as the one it wraps but for the methods a subclass overrides."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _ReportingWriter(_ForwardingCheckpointEngine):
+    def __init__(self, inner, written: Callable[[Path], None]):
+        super().__init__(inner)
+        self._written = written
+
+    def save(self, state_dict, path: str) -> None:
+        self._inner.save(state_dict, path)
+        self._written(Path(path))
+
+
+class _DataOnlyReader(_ForwardingCheckpointEngine):
+    """In place of DeepSpeed's TorchCheckpointEngine.load, which unpickles in full."""
+
+    def load(self, path: str, map_location=None) -> Any:
+        return load_as_data(path, map_location=map_location)
+
+
+@contextlib.contextmanager
+def saving(engine: DeepSpeedEngine, written: Callable[[Path], None]) -> Iterator[None]:
+    """While the DeepSpeed `engine` saves a checkpoint in the block, `written(path)` is called as soon as each of
+    its files is complete."""
+    writer = engine.checkpoint_engine
+    engine.checkpoint_engine = _ReportingWriter(writer, written)
+    try:
+        yield
+    finally:
+        engine.checkpoint_engine = writer
+
+
+@contextlib.contextmanager
+def loading(engine: DeepSpeedEngine, universal: bool) -> Iterator[None]:
+    """While the DeepSpeed `engine` loads a checkpoint in the block (`universal`: one in the universal format,
+    which the engine reads only while its config says so), every file is read as data."""
+    reader, config = engine.checkpoint_engine, engine._config
+    was_universal = config.load_universal_checkpoint
+    engine.checkpoint_engine = _DataOnlyReader(reader)
+    config.load_universal_checkpoint = universal
+    try:
+        with _reading_as_data(ENGINE_LOAD_READERS):
+            yield
+    finally:
+        engine.checkpoint_engine = reader
+        config.load_universal_checkpoint = was_universal
+
+
+def ds_to_universal_args(input_folder: Path, output_folder: Path, workers: int) -> argparse.Namespace:
+    """What ds_to_universal's `main` reads: its command line (`parse_arguments`), parsed."""
+    return argparse.Namespace(input_folder=str(input_folder), output_folder=str(output_folder),
+                              keep_temp_folder=False, num_extract_workers=workers,
+                              num_merge_workers=max(1, workers // 4),  # each merge holds whole parameters
+                              strict=True, inject_missing_state=True)  # our saves carry no universal info
+
+
+def ds_to_universal(input_folder: Path, output_folder: Path, workers: int) -> None:
+    """DeepSpeed's ds_to_universal script, reading files as data, in up to `workers` processes: more than one only
+    where they are forked, and so inherit that."""
+    from deepspeed.checkpoint.ds_to_universal import main
+
+    if multiprocessing.get_start_method() != "fork":
+        workers = 1
+    with _reading_as_data(CONVERSION_READERS):
+        main(ds_to_universal_args(input_folder, output_folder, workers))
+
+
+def fp32_state_dict_from_zero_checkpoint(checkpoint: Path, tag: str) -> dict[str, torch.Tensor]:
+    """The full fp32 model state dict of the ZeRO 1-3 checkpoint `checkpoint/tag`, read as data by zero_to_fp32."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    with _reading_as_data(CONSOLIDATION_READERS):
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=tag)
+
+
+def zero3_partition(param: torch.Tensor) -> torch.Tensor:
+    """The part of a ZeRO-3 parameter this rank holds; `param` itself when it is not partitioned."""
+    return getattr(param, "ds_tensor", param)

@@ -1,0 +1,277 @@
+"""The parts of DeepSpeed beyond its public API that the adapter relies on (pretrain/training/deepspeed_compat.py),
+one contract each, against the real, installed DeepSpeed: a DeepSpeed release that renames, moves or changes one
+of them fails here, not in a run. Engines are one process on this machine's device, with a model of a few
+thousand parameters."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.metadata
+import inspect
+import io
+import multiprocessing
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.config import Config, load_config
+from pretrain.errors import CheckpointError, UserError
+from pretrain.model.loss import lm_loss
+from pretrain.model.transformer import build_model
+from pretrain.training import deepspeed_compat as compat
+from pretrain.training import distributed as dist
+from pretrain.training.engine import (
+    STATE_DIR,
+    Engine,
+    build_engine,
+    consolidated_state_dict,
+    convert_to_universal,
+    deepspeed_config,
+    init_distributed,
+)
+from pretrain.training.optim import build_optimizer
+
+READERS = {*compat.ENGINE_LOAD_READERS, *compat.CONVERSION_READERS, *compat.CONSOLIDATION_READERS}
+
+
+class Note:
+    """A harmless class outside DeepSpeed's: unpickling it imports this module, as a payload would its own."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def pickled(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def device():
+    """A process group of one, as `pretrain train` joins it; the environment is restored afterwards."""
+    device = dist.pick_device("auto")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DS_ACCELERATOR", device.type)  # before DeepSpeed is first imported
+        for name, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                                MASTER_PORT=str(dist.free_port())).items():
+            env.setenv(name, value)
+        init_distributed(device)
+        yield device
+        torch.distributed.destroy_process_group()
+
+
+def tiny(stage: int) -> Config:
+    return load_config(None, ["model.d_model=32", "model.n_layers=2", "model.head_dim=16", "data.vocab_size=512",
+                              "data.seq_len=16", "train.micro_batch_size=2", "train.global_batch_size=2",
+                              f"deepspeed.zero_stage={stage}"])
+
+
+def deepspeed_engine(stage: int, device: torch.device):
+    """DeepSpeed's own engine, initialized with the config the adapter gives it."""
+    import deepspeed
+
+    cfg = tiny(stage)
+    model = build_model(cfg.model, cfg.vocab_size, seed=0, device=device)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, cfg.model, cfg.optim),
+                                      config=deepspeed_config(cfg, 1, device))
+    return engine
+
+
+def trained_engine(stage: int, device: torch.device) -> Engine:
+    """The adapter's engine after one step, so that its checkpoints hold Adam's moments."""
+    cfg = tiny(stage)
+    model = build_model(cfg.model, cfg.vocab_size, seed=0, device=device)
+    engine = build_engine(cfg, model, build_optimizer(model, cfg.model, cfg.optim), 1, device)
+    engine.backward(lm_loss(engine, torch.randint(0, cfg.vocab_size, (2, cfg.data.seq_len + 1), device=device)))
+    engine.step()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def ds_engine(device):
+    engine = deepspeed_engine(1, device)
+    yield engine
+    engine.destroy()
+
+
+@pytest.fixture
+def loads(monkeypatch, tmp_path):
+    """Every `torch.load` made in the test, forked processes' too, as seen from torch: (pid, calling module,
+    weights_only)."""
+    log, full_load = tmp_path / "loads.log", torch.load
+
+    def load(*args, **kwargs):
+        with log.open("a") as out:
+            out.write(f"{os.getpid()} {sys._getframe(1).f_globals['__name__']} {kwargs.get('weights_only')}\n")
+        return full_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    return lambda: [tuple(line.split()) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+# The version range.
+
+def test_a_deepspeed_outside_the_declared_range_is_refused_in_one_line():
+    with pytest.raises(UserError) as refused:
+        compat.check_version("0.20.1")
+    assert str(refused.value) == (
+        "deepspeed 0.20.1 is installed; pretrain supports deepspeed>=0.19,<0.20 (its private checkpoint and engine "
+        "hooks, pretrain/training/deepspeed_compat.py); install a version in that range")
+    with pytest.raises(UserError, match=r"^deepspeed 0\.18\.9 is installed; pretrain supports deepspeed>="):
+        compat.check_version("0.18.9")
+
+
+def test_the_installed_deepspeed_is_in_the_declared_range():
+    compat.check_version(importlib.metadata.version("deepspeed"))
+
+
+# What DeepSpeed pickles into its checkpoints.
+
+def test_the_classes_in_deepspeeds_checkpoints_import_from_their_paths_and_load_as_data(device):
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    assert [f"{c.__module__}.{c.__qualname__}" for c in compat.checkpoint_classes()] == [
+        "deepspeed.runtime.fp16.loss_scaler.LossScaler", "deepspeed.runtime.zero.config.ZeroStageEnum",
+        "deepspeed.utils.tensor_fragment.fragment_address"]
+    state = {"scaler": LossScaler(scale=4.0), "stage": ZeroStageEnum.weights,
+             "slice": fragment_address(numel=6, start=2)}
+    loaded = compat.load_as_data(io.BytesIO(pickled(state)))
+    assert loaded["scaler"].cur_scale == 4.0
+    assert loaded["stage"] is ZeroStageEnum.weights and loaded["slice"] == fragment_address(numel=6, start=2)
+
+
+def test_anything_else_is_refused_and_a_damaged_file_is_unreadable(tmp_path):
+    payload = tmp_path / "payload.pt"
+    payload.write_bytes(pickled({"w": torch.ones(2), "note": Note("runs as code")}))
+    refused = (rf"^{re.escape(str(payload))}: refused: it holds Python objects beyond tensors and plain data, "
+               r"which loading could run as code \(.*Note")
+    with pytest.raises(CheckpointError, match=refused):
+        compat.load_as_data(payload)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(payload.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(damaged))}: unreadable \("):
+        compat.load_as_data(damaged)
+
+
+# The engine's checkpoint engine and config.
+
+def test_the_engine_writes_and_reads_through_a_torch_checkpoint_engine_with_the_calls_we_wrap(ds_engine):
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+    writer = ds_engine.checkpoint_engine
+    assert isinstance(writer, TorchCheckpointEngine)  # whose `load` (full pickle) ours replaces outright
+    inspect.signature(writer.save).bind({}, "file.pt")
+    inspect.signature(writer.save).bind(state_dict={}, path="file.pt")  # DeepSpeed calls it both ways
+    inspect.signature(writer.load).bind("file.pt", map_location="cpu")
+
+
+def test_saving_reports_every_file_the_engine_writes(device, tmp_path):
+    engine = trained_engine(1, device)
+    digests = engine.save(tmp_path)
+    written = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / STATE_DIR).rglob("*") if p.is_file()}
+    assert written and set(digests) == written
+    engine.destroy()
+
+
+def test_the_engine_loads_a_universal_checkpoint_while_its_config_says_so(ds_engine):
+    assert ds_engine._config.load_universal_checkpoint is False
+    with compat.loading(ds_engine, universal=True):
+        assert ds_engine.load_universal_checkpoint() is True
+    assert ds_engine.load_universal_checkpoint() is False
+
+
+# The scripts.
+
+def test_ds_to_universal_parses_exactly_the_options_we_pass(device, monkeypatch, capsys):
+    from deepspeed.checkpoint.ds_to_universal import main, parse_arguments
+
+    ours = compat.ds_to_universal_args(Path("in"), Path("out"), workers=1)
+    monkeypatch.setattr(sys, "argv", ["ds_to_universal", "--input_folder", "in", "--output_folder", "out"])
+    assert sorted(vars(parse_arguments())) == sorted(vars(ours))  # a renamed, new or newly required option fails
+    inspect.signature(main).bind(ours)
+
+
+def test_zero_to_fp32_takes_the_arguments_we_pass(device):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    inspect.signature(get_fp32_state_dict_from_zero_checkpoint).bind("checkpoint", tag=STATE_DIR)
+
+
+# Where DeepSpeed reads files.
+
+def calls_torch_load(source: str) -> bool:
+    return any(isinstance(node, ast.Attribute) and node.attr == "load" and isinstance(node.value, ast.Name)
+               and node.value.id == "torch" for node in ast.walk(ast.parse(source)))
+
+
+def test_the_modules_listed_read_files_through_their_global_torch_and_no_other_checkpoint_module_does(device):
+    for name in READERS:
+        module = importlib.import_module(name)
+        assert vars(module).get("torch") is torch and calls_torch_load(inspect.getsource(module)), name
+    import deepspeed.checkpoint
+
+    package = Path(deepspeed.checkpoint.__file__).parent
+    reading = {f"deepspeed.checkpoint.{p.stem}" for p in package.glob("*.py") if calls_torch_load(p.read_text())}
+    assert reading <= READERS, sorted(reading - READERS)
+
+
+@pytest.mark.parametrize("stage", [1, 3])  # ZeRO-1 shares its loads with ZeRO-2 and bf16; ZeRO-3 has its own
+def test_every_file_deepspeed_reads_for_us_is_read_as_data(device, tmp_path, loads, stage):
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    trained = trained_engine(stage, device)
+    trained.save(checkpoint)
+    convert_to_universal(checkpoint)
+    consolidated_state_dict(checkpoint, stage)
+    fresh = trained_engine(stage, device)
+    fresh.load(checkpoint, universal=False)
+    fresh.load(checkpoint, universal=True)
+    assert {(module, weights_only) for _, module, weights_only in loads()} == {(compat.__name__, "True")}
+    for engine in (trained, fresh):
+        engine.destroy()
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="workers are used only where forked")
+def test_forked_conversion_workers_read_as_data_too(device, tmp_path, loads):
+    engine = trained_engine(1, device)
+    engine.save(tmp_path)
+    engine.destroy()
+    compat.ds_to_universal(tmp_path / STATE_DIR, tmp_path / "universal", workers=2)
+    seen = loads()
+    assert {pid for pid, _, _ in seen} - {str(os.getpid())}, "no worker process read a file"
+    assert {(module, weights_only) for _, module, weights_only in seen} == {(compat.__name__, "True")}
+
+
+def test_torch_load_elsewhere_is_untouched_while_deepspeed_reads_as_data(ds_engine):
+    from deepspeed.checkpoint import universal_checkpoint
+
+    full_load, note = torch.load, pickled(Note("plain data to this caller"))
+    with compat.loading(ds_engine, universal=True):
+        assert torch.load is full_load
+        assert torch.load(io.BytesIO(note), weights_only=False).text == "plain data to this caller"
+        with pytest.raises(CheckpointError, match="refused"):
+            universal_checkpoint.torch.load(io.BytesIO(note), weights_only=False)
+    assert all(vars(importlib.import_module(name))["torch"] is torch for name in READERS)
+
+
+# ZeRO-3's parameters.
+
+def test_a_zero3_parameter_keeps_its_partition_in_ds_tensor(device):
+    engine = deepspeed_engine(3, device)
+    params = list(engine.module.parameters())
+    partitions = [compat.zero3_partition(p) for p in params]
+    assert all(part is not p and p.numel() == 0 for p, part in zip(params, partitions, strict=True))
+    size = sum(p.numel() for p in build_model(tiny(3).model, 512, seed=0).parameters())
+    assert sum(part.numel() for part in partitions) == size  # one rank holds it all
+    engine.destroy()
+    engine = deepspeed_engine(1, device)
+    assert all(compat.zero3_partition(p) is p for p in engine.module.parameters())
+    engine.destroy()
