@@ -2,9 +2,11 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import ROOT
 
-from pretrain.config import Config, ConfigError, config_from_dict, load_config
+from pretrain.config import Config, SourceConfig, config_from_dict, load_config
+from pretrain.errors import ConfigError
 from pretrain.model import mup
 
 
@@ -73,3 +75,15 @@ def test_cli_reports_a_typo_in_one_line():
     assert proc.stderr.strip().splitlines() == [
         "error: model.d_modle: unknown key (did you mean model.d_model?); allowed: " + ", ".join(
             f.name for f in __import__("dataclasses").fields(Config().model))]
+
+
+def test_data_source_is_shorthand_for_a_single_source():
+    """Everything downstream reads data.sources: the shorthand is moved there when the config is built, its key
+    kept for messages, and the resolved config reloads as it was."""
+    cfg = config_from_dict({"data": {"source": "corpus.jsonl", "text_field": "body"}})
+    assert cfg.data.sources == [SourceConfig(source="corpus.jsonl", text_field="body")]
+    assert cfg.data.source is None and cfg.data.text_field is None and cfg.data.sources[0].key == "data"
+    mixture = config_from_dict({"data": {"sources": [{"source": "a.txt"}, {"source": "b.txt", "weight": 2}]}})
+    assert [s.key for s in mixture.data.sources] == ["data.sources[0]", "data.sources[1]"]
+    assert config_from_dict({}).data.sources == [SourceConfig()]
+    assert config_from_dict(yaml.safe_load(cfg.to_yaml())).data.sources == cfg.data.sources

@@ -40,8 +40,8 @@ def test_prepare_is_deterministic(embedded, tmp_path):
     """A cold build in another process (other hash seeds, other thread timings) gives the same bytes."""
     cfg, first = embedded
     fields = asdict(replace(cfg, cache_dir=str(tmp_path)))
-    code = ("from pretrain.config import DataConfig; from pretrain.data.shards import prepare_data; "
-            f"print(prepare_data(DataConfig(**{fields!r}), progress=False).dirs[0])")
+    code = ("from pretrain.config import config_from_dict; from pretrain.data.shards import prepare_data; "
+            f"print(prepare_data(config_from_dict({{'data': {fields!r}}}).data, progress=False).dirs[0])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     second = Path(run.stdout.strip())
     assert second.parent == tmp_path and second.name == first.dirs[0].name

@@ -34,7 +34,7 @@ def test_an_ablation_is_the_proxy_with_one_change(name):
     changed, broke = ABLATIONS[name]
     assert [d.split(":")[0] for d in config_differences(proxy, ablation)] == changed
     assert bool(breaking_settings(ablation)) == broke
-    assert ablation.model.n_layers == 12 and ablation.data.source.startswith("hub:")  # from 10b.yaml
+    assert ablation.model.n_layers == 12 and ablation.data.sources[0].source.startswith("hub:")  # from 10b.yaml
 
 
 def test_the_proxy_differs_from_the_targets_only_where_transfer_allows():

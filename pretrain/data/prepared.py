@@ -119,8 +119,7 @@ MANIFEST_KEYS = {"format": int, "vocab_size": int, "eos_id": int, "seq_len": int
 def open_prepared(cfg: DataConfig, dirs: list[Path] | tuple[Path, ...]) -> PreparedData:
     """The prepared sources in `dirs` (what `prepare_data` built for `cfg`, in the order of its sources), every
     shard checked against its manifest."""
-    specs = cfg.source_specs()
-    sources = [_open_source(cfg, d, spec.weight, source_name(spec)) for d, spec in zip(dirs, specs, strict=True)]
+    sources = [_open_source(cfg, d, spec.weight, source_name(spec)) for d, spec in zip(dirs, cfg.sources, strict=True)]
     eos = {s.manifest["eos_id"] for s in sources}
     if len(eos) > 1:
         raise DataError(f"the prepared sources disagree on the end-of-document id ({sorted(eos)}); prepare them "

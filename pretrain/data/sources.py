@@ -98,8 +98,9 @@ class HubSource(Source):
     """A split of a hub dataset, read at one commit: the one its `hub_revision` (default: the dataset's default
     branch) points to when first needed, or the one a preparation recorded (`at`). A slice is a data file."""
 
-    def __init__(self, spec: SourceConfig, setting: str):
+    def __init__(self, spec: SourceConfig):
         self.spec, self.dataset = spec, spec.source.removeprefix(HUB_PREFIX)
+        setting = f"{spec.key}.source"
         if not self.dataset:
             raise ConfigError(f"{setting}: 'hub:' needs a dataset name, e.g. hub:roneneldan/TinyStories")
         # The revision asked for, not the commit: a planner finds prepared data without asking the hub.
@@ -113,11 +114,11 @@ class HubSource(Source):
     @functools.cached_property
     def revision(self) -> str | None:
         """Asked of the hub once, when first needed (to list the files, or to record it)."""
-        return hub.resolve_revision(self.dataset, self.spec.hub_revision, self.setting, _revision_key(self.setting))
+        return hub.resolve_revision(self.dataset, self.spec.hub_revision, self.setting, f"{self.spec.key}.hub_revision")
 
     def at(self, revision: str | None) -> HubSource:
         """This source read at `revision` (the commit its preparation recorded), without asking the hub."""
-        pinned = HubSource(self.spec, self.setting)
+        pinned = HubSource(self.spec)
         pinned.revision = revision  # takes the cached property's place: nothing is resolved
         return pinned
 
@@ -168,12 +169,13 @@ class BadRecords:
     first: str | None = None
 
 
-def resolve_source(spec: SourceConfig, setting: str = "data.source") -> Source:
+def resolve_source(spec: SourceConfig) -> Source:
     """The source `spec` names, with its slices (local files are listed and measured; nothing is read)."""
     if spec.source.startswith(HUB_PREFIX):
-        return HubSource(spec, setting)
+        return HubSource(spec)
+    setting = f"{spec.key}.source"
     if spec.hub_revision is not None:
-        raise ConfigError(f"{_revision_key(setting)}: only a hub:NAME source has revisions, not '{spec.source}'")
+        raise ConfigError(f"{spec.key}.hub_revision: only a hub:NAME source has revisions, not '{spec.source}'")
     if spec.source == "embedded":
         return _embedded_source()
     files = _local_files(spec.source, setting)
@@ -187,14 +189,11 @@ def resolve_source(spec: SourceConfig, setting: str = "data.source") -> Source:
 
 def plan_sources(cfg: DataConfig) -> list[SourcePlan]:
     """Every source of the config, resolved, with its weight and document cap."""
-    specs = cfg.source_specs()
-    names = [source_name(spec) for spec in specs]
+    names = [source_name(spec) for spec in cfg.sources]
     if len(set(names)) < len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise ConfigError(f"data.sources: two sources are named {twice!r}; give each a distinct name")
-    settings = [f"data.sources[{i}].source" if cfg.sources else "data.source" for i in range(len(specs))]
-    return [SourcePlan(resolve_source(spec, setting), spec.weight, cfg.max_documents)
-            for spec, setting in zip(specs, settings)]
+    return [SourcePlan(resolve_source(spec), spec.weight, cfg.max_documents) for spec in cfg.sources]
 
 
 def source_name(spec: SourceConfig) -> str:
@@ -325,11 +324,6 @@ def _ranges(reader: str, path: Path) -> Iterator[tuple[int, int, int]]:
         if size >= PARQUET_SLICE_BYTES or group == meta.num_row_groups - 1:
             yield start, group + 1, size
             start, size = group + 1, 0
-
-
-def _revision_key(setting: str) -> str:
-    """The hub_revision key beside a source's key: data.source -> data.hub_revision."""
-    return f"{setting.removesuffix('.source')}.hub_revision"
 
 
 # --- reading --------------------------------------------------------------------------------------------------

@@ -1,0 +1,3 @@
+from .reference import reference_table
+
+print(reference_table())
