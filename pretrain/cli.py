@@ -222,7 +222,9 @@ def _sweep_point(args: argparse.Namespace) -> int:
                   (("--target",), {"metavar": "CONFIG", "help": "also extrapolate to this config's token horizon "
                                                                 "(a file or a bundled config)"})))
 def _report(args: argparse.Namespace) -> None:
-    from .transfer.report import extrapolation, format_report, plot_reports, report_sweeps
+    from .transfer.report import extrapolation, report_sweeps
+    from .transfer.report_plot import plot_reports
+    from .transfer.report_text import format_report
 
     reports = report_sweeps(args.sweep_dirs)
     tokens = load_config(config_path(args.target)).training_tokens() if args.target else None

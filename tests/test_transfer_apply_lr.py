@@ -10,7 +10,8 @@ from conftest import ROOT
 from test_transfer_report import horizon_like, mup_like, sp_like, synthetic_sweep
 
 from pretrain.cli import main
-from pretrain.config import ConfigError, load_config
+from pretrain.config import load_config
+from pretrain.errors import ConfigError
 from pretrain.transfer.apply_lr import set_optim_lr, transfer
 from pretrain.transfer.report import build_report
 from pretrain.transfer.sweep import load_plan

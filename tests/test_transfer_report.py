@@ -1,5 +1,6 @@
 """`pretrain report` on synthetic sweeps whose optimum is known: fit, drift, verdict, warnings, plot, JSON."""
 
+import ast
 import json
 import math
 import random
@@ -9,7 +10,8 @@ import pytest
 from conftest import ROOT
 
 from pretrain.cli import main
-from pretrain.transfer.report import DRIFT_TOLERANCE, build_report, fit_optimum, shared_slope
+from pretrain.transfer.fit import DRIFT_TOLERANCE, fit_optimum, shared_slope
+from pretrain.transfer.report import build_report
 from pretrain.transfer.sweep import create_sweep, load_plan, parse_lrs, result_path
 
 
@@ -83,7 +85,7 @@ def test_sp_like_sweep_drifts_and_diverged_points_are_excluded(tmp_path):
     assert report.drift == pytest.approx(-1.0)
     assert report.spread == pytest.approx(3.0)
     assert report.verdict == "drifts by -1.00 log2 per doubling"
-    assert sum(g["status"] == "diverged" for g in report.grid) == 4 * 4
+    assert sum(p.status == "diverged" for p in report.grid) == 4 * 4
 
 
 def test_edge_and_missing_points_are_warned(tmp_path):
@@ -174,3 +176,24 @@ def test_report_cli_shows_the_horizon_fit_and_the_target_extrapolation(tmp_path,
     text = capsys.readouterr().out
     assert "horizon fit:" in text and "β = 0.300" in text and "8x the longest swept horizon" in text
     assert (sweep / "loss_vs_lr.png").stat().st_size > 10_000
+
+
+def imported_modules(module: str) -> set[str]:
+    """Every module `pretrain/transfer/<module>.py` imports, at any depth; relative ones keep their dots."""
+    found = set()
+    for node in ast.walk(ast.parse((ROOT / "pretrain" / "transfer" / f"{module}.py").read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+    return found
+
+
+def test_the_fit_reads_no_files_and_only_the_plots_import_matplotlib():
+    """The fit is pure (no files, no plan, no plots), so it can be tested and extended on points alone."""
+    fit = imported_modules("fit")
+    assert not [name for name in fit if name.startswith(".")
+                or name.split(".")[0] in ("pretrain", "matplotlib", "pathlib", "json", "os", "io")], fit
+    for module in ("fit", "report", "report_text", "report_plot"):
+        uses_matplotlib = any(name.split(".")[0] == "matplotlib" for name in imported_modules(module))
+        assert uses_matplotlib == (module == "report_plot"), module

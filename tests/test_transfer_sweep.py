@@ -8,7 +8,8 @@ import pytest
 from conftest import ROOT, small_run
 
 from pretrain.cli import main
-from pretrain.config import ConfigError, load_config
+from pretrain.config import load_config
+from pretrain.errors import ConfigError
 from pretrain.tools.slurm import SWEEP_SCRIPT
 from pretrain.transfer.report import build_report
 from pretrain.transfer.sweep import (

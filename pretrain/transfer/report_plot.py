@@ -1,0 +1,90 @@
+"""`pretrain report`'s figure: a sweep report as plots (the only report module that imports matplotlib)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .report import SweepReport, extrapolation
+
+
+def plot_reports(reports: list[SweepReport], path: Path, target_tokens: int | None = None) -> None:
+    """Per sweep, a row: loss against log2(LR), one curve per width and horizon, the fitted optima marked;
+    with several horizons, also log2(lr*) against tokens per width with the fitted lines (and the
+    extrapolation to `target_tokens`, marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 2 if any(r.horizon_fit for r in reports) else 1
+    fig, axes = plt.subplots(len(reports), cols, figsize=(5.8 * cols, 4.2 * len(reports)), squeeze=False)
+    finite = [p.loss for r in reports for p in r.grid if p.loss is not None]
+    for row, report in zip(axes, reports):
+        _plot_losses(row[0], report, plt)
+        if finite:  # diverging points are off the chart; keep the valleys readable
+            low = min(finite)
+            row[0].set_ylim(low - 0.05, min(max(finite), low + 1.5) + 0.05)
+        if cols == 2:
+            _plot_horizons(row[1], report, target_tokens, plt)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _width_colors(widths: list[int], plt) -> dict:
+    return dict(zip(widths, plt.cm.viridis(np.linspace(0, 0.9, len(widths)))))
+
+
+def _plot_losses(ax, report: SweepReport, plt) -> None:
+    widths = sorted({p.width for p in report.grid})
+    colors = _width_colors(widths, plt)
+    styles = dict(zip(report.steps, ["-", "--", ":", "-."] * len(report.steps)))
+    for width in widths:
+        for steps in report.steps:
+            points = sorted((p for p in report.grid if p.width == width and p.steps == steps and p.loss is not None),
+                            key=lambda p: p.lr)
+            label = f"width {width}" + (f", {steps} steps" if len(report.steps) > 1 else "")
+            ax.plot([math.log2(p.lr) for p in points], [p.loss for p in points], "o", color=colors[width],
+                    linestyle=styles[steps], label=label, markersize=3)
+            optimum = report.optimum(width, steps)
+            if optimum is not None:
+                ax.axvline(math.log2(optimum.lr), color=colors[width], linestyle=":", linewidth=0.8)
+    title = report.name if report.name == report.parametrization else f"{report.name} ({report.parametrization})"
+    ax.set_title(f"{title}: {report.verdict}", fontsize=9)
+    ax.set_xlabel("log2 learning rate")
+    ax.set_ylabel(report.metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(report.steps) > 1 else 1)
+
+
+def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, plt) -> None:
+    fit = report.horizon_fit
+    if fit is None:
+        ax.axis("off")
+        return
+    widths = sorted(fit.intercepts)
+    colors = _width_colors(widths, plt)
+    tokens = [report.tokens(s) for s in report.steps]
+    span = [min(tokens), max(tokens) if target_tokens is None else max(max(tokens), target_tokens)]
+    line = np.geomspace(span[0], span[1], 50)
+    for width in widths:
+        points = [o for o in report.optima if o.width == width]
+        ax.plot([o.tokens for o in points], [math.log2(o.lr) for o in points], "o", color=colors[width],
+                label=f"width {width}: β {fit.width_betas[width]:.2f}", markersize=4, fillstyle="full")
+        ax.plot(line, [fit.log2_lr(width, t) for t in line], "-", color=colors[width], linewidth=1)
+    if target_tokens is not None:
+        e = extrapolation(report, target_tokens)
+        ax.axvline(target_tokens, color="red", linestyle="--", linewidth=1)
+        ax.plot([target_tokens], [e["log2_lr"]], "r*", markersize=10,
+                label=f"target {target_tokens:.2g} tokens: 2^{e['log2_lr']:.2f}")
+    se = f" ± {fit.beta_se:.2f}" if fit.beta_se is not None else ""
+    ax.set_title(f"optimum vs horizon: β = {fit.beta:.2f}{se}", fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("log2 lr*")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)

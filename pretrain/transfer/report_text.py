@@ -1,0 +1,66 @@
+"""`pretrain report`'s tables: a sweep report as text."""
+
+from __future__ import annotations
+
+import math
+
+from .fit import DRIFT_TOLERANCE
+from .report import SweepReport, extrapolation
+
+
+def format_report(report: SweepReport, target_tokens: int | None = None) -> str:
+    """The loss grid (rows LR, columns width and horizon; the best per column starred), the optima, the drift
+    across widths and its verdict, the horizon fit, and (with `target_tokens`) the extrapolation to a target."""
+    columns = sorted({(p.width, p.steps) for p in report.grid})
+    several = len(report.steps) > 1
+    label = {c: f"w{c[0]}/s{c[1]}" if several else str(c[0]) for c in columns}
+    width = max(10, *(len(t) + 2 for t in label.values()))
+    cells = {(p.width, p.steps, p.lr): p for p in report.grid}
+    best = {(o.width, o.steps, o.best_lr) for o in report.optima}
+    metric = report.metric.replace("_", " ")
+    lines = [f"sweep {report.name} ({report.parametrization}): {metric} by LR (rows) and "
+             f"{'width/steps' if several else 'width'} (columns); warmup {report.warmup}",
+             f"{'log2 lr':>8}{'lr':>10}" + "".join(f"{label[c]:>{width}}" for c in columns)]
+    for lr in sorted({p.lr for p in report.grid}):
+        row = f"{math.log2(lr):>8.2f}{lr:>10.3g}"
+        for c in columns:
+            p = cells.get((*c, lr))
+            text = "" if p is None else f"{p.loss:.3f}" if p.loss is not None else p.status
+            row += f"{text + ('*' if (*c, lr) in best else ' '):>{width}}"
+        lines.append(row)
+    lines += ["", f"{'width':>8}{'steps':>8}{'tokens':>10}{'best log2 lr':>14}{'loss':>8}{'fitted log2 lr*':>17}"
+                  f"{'lr*':>10}"]
+    for o in report.optima:
+        fitted = f"{math.log2(o.lr):>17.2f}" if o.fitted else f"{'(no fit)':>17}"
+        lines.append(f"{o.width:>8}{o.steps:>8}{o.tokens:>10.3g}{math.log2(o.best_lr):>14.2f}{o.best_loss:>8.3f}"
+                     f"{fitted}{o.lr:>10.3g}")
+    widths = sorted({o.width for o in report.optima}) or [1]
+    if report.drift is not None:
+        lines.append(f"drift of log2 lr*: {report.drift:+.2f} per width doubling (optima spread "
+                     f"{report.spread or 0:.2f} log2 over {max(widths) // min(widths)}x width"
+                     f"{', at the worst horizon' if several else ''})")
+    lines.append(f"verdict: {report.verdict} (threshold: |drift| <= {DRIFT_TOLERANCE} log2 per doubling)")
+    fit = report.horizon_fit
+    if fit is not None:
+        se = f" ± {fit.beta_se:.2f}" if fit.beta_se is not None else " (no standard error)"
+        sigma = f"residual σ {fit.sigma:.2f} log2, " if fit.sigma is not None else ""
+        lines += ["", f"horizon fit: log2 lr* = a(width) − β·log2(tokens); β = {fit.beta:.3f}{se} "
+                      f"({sigma}{fit.dof} dof); {'determined' if fit.determined else 'undetermined'}",
+                  f"{'width':>8}{'own β':>8}{'± se':>8}{'a':>9}{'agrees':>8}"]
+        for w, beta in fit.width_betas.items():
+            own_se = fit.width_beta_se[w]
+            lines.append(f"{w:>8}{beta:>8.3f}{own_se if own_se is not None else float('nan'):>8.3f}"
+                         f"{fit.intercepts[w]:>9.2f}{'no' if w in fit.disagreeing else 'yes':>8}")
+    if target_tokens is not None:
+        lines.append(describe_extrapolation(report, target_tokens))
+    lines += [f"warning: {w}" for w in report.warnings]
+    return "\n".join(lines)
+
+
+def describe_extrapolation(report: SweepReport, tokens: int) -> str:
+    e = extrapolation(report, tokens)
+    if e is None:
+        return f"target: {tokens:.3g} tokens; no horizon fit to extrapolate with (sweep two or more --steps)"
+    return (f"target: {tokens:.3g} tokens, {e['ratio']:.3g}x the longest swept horizon ({e['longest_tokens']:.3g}): "
+            f"width {e['width']}'s fitted optimum 2^{e['log2_lr']:.2f} = {e['lr']:.3g}, "
+            f"{e['correction']:+.2f} log2 from its optimum at the longest horizon (2^{e['log2_lr_at_longest']:.2f})")
