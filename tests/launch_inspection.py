@@ -9,7 +9,7 @@ Compiling needs the kernels decorated for the GPU compiler, i.e. `triton` import
 `pretrain_kernels` (see `pretrain_kernels._dispatch`). The test runs `worker` in such subprocesses; by hand,
 from tests/, with the results as JSON lines:
 
-    python -c "import triton; from launch_inspection import worker; worker()" \
+    python -c "import triton; from tests.launch_inspection import worker; worker()" \
         launch_inspection:all_launch_configs 0 1
 """
 

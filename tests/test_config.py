@@ -3,11 +3,11 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT
 
 from pretrain.config import Config, SourceConfig, config_from_dict, load_config
 from pretrain.errors import ConfigError
 from pretrain.model import mup
+from tests.helpers import ROOT
 
 
 def test_defaults_and_derived_values():

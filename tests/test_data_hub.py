@@ -23,12 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import SMALL, pretrain
 
 from pretrain.config import DataConfig, SourceConfig
 from pretrain.data.prepared import open_prepared
 from pretrain.data.shards import REVISION_RECORD, finalize, plan_work, prepare_data, prepare_slices, work_dir
 from pretrain.errors import ConfigError, DataError
+from tests.helpers import SMALL, pretrain
 
 REPO = "fake-org/tiny-corpus"
 DOCS = [f"document {i}: " + " ".join(f"word{i * j % 97}" for j in range(120)) for i in range(40)]

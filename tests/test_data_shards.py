@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL
 
 from pretrain.config import DataConfig
 from pretrain.data import shards
@@ -21,6 +20,7 @@ from pretrain.data.shards import finalize, plan_work, prepare_data, prepare_slic
 from pretrain.data.sources import plan_sources, source_documents
 from pretrain.data.tokenizer import hf_tokenizer
 from pretrain.errors import ConfigError, DataError
+from tests.helpers import SMALL
 
 
 def files_of(directory: Path) -> dict[str, bytes]:

@@ -11,13 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SMALL
 
 from pretrain.config import DataConfig, SourceConfig
 from pretrain.data import sources
 from pretrain.data.shards import prepare_data
 from pretrain.data.sources import plan_sources, resolve_source, source_documents
 from pretrain.errors import ConfigError, DataError
+from tests.helpers import SMALL
 
 DOCS = [f"document {i}: " + " ".join(f"word{i * j % 97}" for j in range(120)) for i in range(40)]
 

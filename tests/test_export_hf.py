@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, pretrain, small_run
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -19,6 +18,7 @@ from pretrain import load_model
 from pretrain.cli import main
 from pretrain.fileio import checksum
 from pretrain.training.checkpoint import latest_checkpoint, load_consolidated_state_dict
+from tests.helpers import ROOT, pretrain, small_run
 
 pytestmark = pytest.mark.slow
 

@@ -20,13 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import CONFIGS, pretrain, small_run
 
 from pretrain.cli import main
 from pretrain.config import Config
 from pretrain.fileio import checksum
 from pretrain.training.checkpoint import step_dir_name
 from pretrain.training.engine import CHECKSUMS
+from tests.helpers import CONFIGS, pretrain, small_run
 
 TINY = str(CONFIGS / "tiny.yaml")
 

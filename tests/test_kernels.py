@@ -7,12 +7,12 @@ poisons the result instead of silently reading a neighbour's value.
 
 import pytest
 import torch
-from conftest import INTERPRETER_ONLY
 
 from pretrain_kernels._dispatch import check_interpreter_numpy
 from pretrain_kernels.flash_attention import _FlashAttentionFunction, flash_attention, flash_attention_reference
 from pretrain_kernels.rms_norm import _RMSNormFunction, rms_norm, rms_norm_reference
 from pretrain_kernels.swiglu import _SwiGLUFunction, swiglu, swiglu_reference
+from tests.helpers import INTERPRETER_ONLY
 
 # (device, dtype) pairs every case runs on.
 TARGETS = [

@@ -12,14 +12,14 @@ import subprocess
 import sys
 import time
 
-import launch_inspection as inspection
 import pytest
 import triton
 import triton.language as tl
-from launch_inspection import Resources, problems, table
 
 from pretrain_kernels._launch_config import DTYPES, LaunchConfig
 from pretrain_kernels.flash_attention import _gpu_config
+from tests import launch_inspection as inspection
+from tests.launch_inspection import Resources, problems, table
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 WORKERS = max(1, min(8, len(os.sched_getaffinity(0))))

@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import INTERPRETER_ONLY
 
 from pretrain.config import ModelConfig
 from pretrain.model.transformer import Transformer
+from tests.helpers import INTERPRETER_ONLY
 
 VOCAB = 97
 

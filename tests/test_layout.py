@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from pretrain.config import reference_table
+from tests.helpers import ROOT
 
 PACKAGE = ROOT / "pretrain"
 # Lower ranks are imported by higher ones, never the other way; packages of equal rank ignore each other.
@@ -132,6 +132,20 @@ def test_each_subpackage_says_what_it_owns_and_may_import(name):
     assert doc and "May import" in doc
     for module in (PACKAGE / name).glob("[!_]*.py"):  # every module is listed
         assert f"`{module.stem}`" in doc, f"pretrain/{name}/__init__.py does not mention {module.stem}"
+
+
+# Test files named after a concern that spans modules rather than after one module.
+CROSS_CUTTING_TESTS = {"fuzz", "layout", "packaging", "kernels_model", "kernels_launch", "transfer_ablations"}
+
+
+def test_each_test_file_is_named_after_what_it_tests():
+    """tests/test_<package>_<module>.py or test_<package>.py (or a top-level module, or kernels), else a
+    cross-cutting concern listed above: the README's description of the tests holds."""
+    modules = {module_name(p).removeprefix("pretrain.").replace(".", "_") for p in PACKAGE.rglob("*.py")}
+    modules |= {"kernels"}
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        name = path.stem.removeprefix("test_")
+        assert name in modules or name in CROSS_CUTTING_TESTS, f"{path.name} tests no module of that name"
 
 
 def test_readme_config_table_is_generated_from_the_declarations():

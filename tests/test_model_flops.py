@@ -1,10 +1,10 @@
 """Parameter counts of the shipped configs (on the meta device) and training FLOPs per token."""
 
 import pytest
-from conftest import CONFIGS
 
 from pretrain.config import load_config
 from pretrain.model.flops import count_params, flops_per_token
+from tests.helpers import CONFIGS
 
 
 @pytest.fixture(scope="module")

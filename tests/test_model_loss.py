@@ -7,11 +7,11 @@ a few ulps; the chunked path must stay within MARGIN times that spread, per tens
 
 import pytest
 import torch
-from conftest import INTERPRETER_ONLY
 
 from pretrain.config import ModelConfig
 from pretrain.model.loss import chunked_cross_entropy, cross_entropy
 from pretrain.model.transformer import Transformer
+from tests.helpers import INTERPRETER_ONLY
 
 MARGIN = 8
 FLOOR = torch.finfo(torch.float32).eps

@@ -13,10 +13,11 @@ from importlib.metadata import distribution, packages_distributions, requires
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, pretrain
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from tests.helpers import ROOT, pretrain
 
 OURS = "pretrain"
 
@@ -67,7 +68,7 @@ def third_party_imports(folder: Path) -> set[str]:
                 names |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
                 names.add(node.module.split(".")[0])
-    local = {"pretrain", "pretrain_kernels", "__future__", *(p.stem for p in folder.glob("*.py"))}
+    local = {"pretrain", "pretrain_kernels", "tests", "__future__", *(p.stem for p in folder.glob("*.py"))}
     return {n for n in names if n not in sys.stdlib_module_names and n not in local}
 
 

@@ -4,7 +4,6 @@ the proxies differ from the targets only in width."""
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
@@ -12,6 +11,7 @@ from pretrain.cli import main
 from pretrain.config import load_config
 from pretrain.model.flops import count_params
 from pretrain.tools.estimate import activation_bytes, model_state_bytes, stage_estimate
+from tests.helpers import ROOT
 
 PROXIES = sorted((ROOT / "configs" / "proxies").glob("*.yaml"))
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, small_run
 
 from pretrain.training.checkpoint import list_checkpoints
 from pretrain.training.metrics import read_metrics
+from tests.helpers import ROOT, small_run
 
 LOCAL_CLUSTER = ROOT / "slurm" / "local-cluster.sh"
 NODES = 2
@@ -27,7 +27,7 @@ TRAIN = [f"train.steps={STEPS}", "train.checkpoint_every=100"]
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 JOB_TIMEOUT = 300  # seconds; a tiny job takes ~20 here
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
 def _free_ports(count: int) -> int:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, losses, pretrain, small_run
 
 from pretrain import load_model
 from pretrain.cli import main
@@ -20,6 +19,7 @@ from pretrain.errors import CheckpointError
 from pretrain.fileio import checksum
 from pretrain.training.checkpoint import step_dir_name
 from pretrain.training.engine import CHECKSUMS, UNIVERSAL_DIR
+from tests.helpers import ROOT, losses, pretrain, small_run
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, losses, pretrain, small_run
 from safetensors.torch import load_file
 
 from pretrain.cli import main
@@ -27,6 +26,7 @@ from pretrain.model.transformer import Transformer
 from pretrain.training.checkpoint import load_consolidated_state_dict, read_trainer_state, step_dir_name
 from pretrain.training.engine import UNIVERSAL_DIR
 from pretrain.training.metrics import read_metrics
+from tests.helpers import ROOT, losses, pretrain, small_run
 
 # 16 sequences per step at any world size: 1 process accumulates 4 micro batches of 4, 2 processes 2 each.
 BATCH = ["train.steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=2", "train.micro_batch_size=4",
@@ -36,7 +36,7 @@ MARGIN = 4  # two processes came within 1.25x of the largest reordering spread w
 REORDERED = (2, 8, 16)  # micro batch sizes of the reordered reference runs (accumulating 8, 2 and 1 of them)
 FLOOR = torch.finfo(torch.float32).eps  # a spread that happens to measure zero still allows fp32 rounding
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 
 def train(out: Path, cache: Path, nproc: int, *overrides: str) -> Path:

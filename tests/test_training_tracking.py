@@ -4,12 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import pretrain, small_run
 from wandb.proto import wandb_internal_pb2
 
 from pretrain.config import WandbConfig, load_config
 from pretrain.training.metrics import JsonlLogger, read_metrics
 from pretrain.training.tracking import RUN_ID_FILE, build_logger, wandb_mode
+from tests.helpers import pretrain, small_run
 
 _BLOCK, _HEADER, _FULL, _LAST = 32 * 1024, 7, 1, 4
 

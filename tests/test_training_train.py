@@ -8,10 +8,10 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, losses, pretrain, small_run
 
 from pretrain.training.checkpoint import latest_checkpoint, list_checkpoints
 from pretrain.training.metrics import read_metrics
+from tests.helpers import ROOT, losses, pretrain, small_run
 
 pytestmark = pytest.mark.slow
 

@@ -3,11 +3,11 @@ transfer there."""
 
 
 import pytest
-from conftest import CONFIGS
 
 from pretrain.config import load_config
 from pretrain.model.transformer import build_model
 from pretrain.transfer.apply_lr import breaking_settings, config_differences
+from tests.helpers import CONFIGS
 
 # ablation -> (the settings it changes beyond width, did transfer break in the paper?)
 ABLATIONS = {

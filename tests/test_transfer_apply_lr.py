@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
-from test_transfer_report import horizon_like, mup_like, sp_like, synthetic_sweep
 
 from pretrain.cli import main
 from pretrain.config import load_config
@@ -15,6 +13,7 @@ from pretrain.errors import ConfigError
 from pretrain.transfer.apply_lr import set_optim_lr, transfer
 from pretrain.transfer.report import build_report
 from pretrain.transfer.sweep import load_plan
+from tests.helpers import ROOT, horizon_like, mup_like, sp_like, synthetic_sweep
 
 OPTIMUM = 2**-6.3  # mup_like's optimum at every width
 

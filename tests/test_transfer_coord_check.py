@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from pretrain.config import load_config
 from pretrain.transfer.coord_check import coord_check, write_coord_check
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -3,47 +3,14 @@
 import ast
 import json
 import math
-import random
-from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from pretrain.cli import main
 from pretrain.transfer.fit import DRIFT_TOLERANCE, fit_optimum, shared_slope
 from pretrain.transfer.report import build_report
-from pretrain.transfer.sweep import create_sweep, load_plan, parse_lrs, result_path
-
-
-def synthetic_sweep(out: Path, optimum, widths=(128, 256, 512, 1024), lrs="2^-12:2^-2:0.5",
-                    diverge_above: float = math.inf, config: str = "configs/tiny.yaml", overrides=(),
-                    steps: list[int] | None = None, noise: float = 0.0, seed: int = 0) -> Path:
-    """A planned sweep whose points have results: eval loss 3 + 0.1·(log2 lr − optimum(width, tokens))²
-    (plus Gaussian noise of std `noise`), diverged above `diverge_above` (log2)."""
-    plan = create_sweep(ROOT / config, list(widths), parse_lrs(lrs), out, list(overrides), steps)
-    rng = random.Random(seed)
-    for p in plan.points:
-        x = math.log2(p.lr)
-        diverged = x > diverge_above
-        loss = None if diverged else 3 + 0.1 * (x - optimum(p.width, plan.tokens(p.steps))) ** 2 + rng.gauss(0, noise)
-        result_path(p).parent.mkdir(parents=True)
-        result_path(p).write_text(json.dumps({"index": p.index, "width": p.width, "lr": p.lr,
-                                              "status": "diverged" if diverged else "ok",
-                                              "train_loss": loss, "eval_loss": loss}))
-    return out
-
-
-def mup_like(width: int, tokens: int) -> float:
-    return -6.3
-
-
-def sp_like(width: int, tokens: int) -> float:
-    return -6.3 - math.log2(width / 128)  # halves per doubling
-
-
-def horizon_like(beta: float, at_tokens: float = 4096 * 300):
-    """μP across width, falling by β per doubling of tokens, -6.3 at `at_tokens` (tiny.yaml's horizon)."""
-    return lambda width, tokens: -6.3 - beta * math.log2(tokens / at_tokens)
+from pretrain.transfer.sweep import load_plan, result_path
+from tests.helpers import ROOT, horizon_like, mup_like, sp_like, synthetic_sweep
 
 
 def test_fit_recovers_the_vertex_of_a_parabola():

@@ -5,7 +5,6 @@ import math
 import os
 
 import pytest
-from conftest import ROOT, small_run
 
 from pretrain.cli import main
 from pretrain.config import load_config
@@ -21,6 +20,7 @@ from pretrain.transfer.sweep import (
     read_result,
     result_path,
 )
+from tests.helpers import ROOT, small_run
 
 TINY = ROOT / "configs" / "tiny.yaml"
 
