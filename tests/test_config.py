@@ -27,6 +27,8 @@ def test_defaults_and_derived_values():
     ({"train": {"steps": "many"}}, "train.steps: expected an integer, got 'many'"),
     ({"optim": {"lr": "fast"}}, "optim.lr: expected a number"),
     ({"model": {"zero_query": "yes"}}, "model.zero_query: expected true or false"),
+    ({"optim": {"lr": 10**400}}, "optim.lr: must be a finite number, got inf"),
+    ({"train": {"steps": -(10**400)}}, "train.steps: must be > 0, got -1000"),
     ({"model": {"d_model": 100, "head_dim": 64}}, "model.head_dim: must divide model.d_model=100"),
     ({"model": {"d_model": 256, "head_dim": 64, "n_kv_heads": 3}}, "model.n_kv_heads: must divide"),
 ])

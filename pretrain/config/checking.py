@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import operator
 import re
+import sys
 import types
 import typing
 from dataclasses import field
@@ -20,7 +22,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 
-BOUNDS = {"gt": (">", float.__gt__), "ge": ("≥", float.__ge__), "lt": ("<", float.__lt__), "le": ("≤", float.__le__)}
+BOUNDS = {"gt": (">", operator.gt), "ge": ("≥", operator.ge), "lt": ("<", operator.lt), "le": ("≤", operator.le)}
 
 
 def setting(default: Any, doc: str, **bounds: float) -> Any:
@@ -113,7 +115,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
 
 def _number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return float(value) if abs(value) <= sys.float_info.max else math.inf  # an integer beyond any float
     if isinstance(value, str):
         try:
             return parse_number(value)
@@ -126,7 +128,7 @@ def _check_bounds(value: Any, bounds: dict[str, float], path: str) -> None:
     if value is None or not bounds:
         return
     for name, limit in bounds.items():
-        if not BOUNDS[name][1](float(value), float(limit)):
+        if not BOUNDS[name][1](value, limit):  # exact for integers of any size
             allowed = allowed_range(bounds)
             raise ConfigError(f"{path}: must {'lie in' if allowed[0] in '[(' else 'be'} {allowed}, got {value}")
 
