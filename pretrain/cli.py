@@ -84,8 +84,8 @@ def _submit(args: argparse.Namespace) -> None:
                   (("--task",), {"type": int, "help": argparse.SUPPRESS}),  # what each array task runs
                   (("--finalize",), {"action": "store_true", "help": argparse.SUPPRESS})))
 def _prepare_data(args: argparse.Namespace) -> None:
-    from .data.prepared import open_prepared
-    from .data.shards import finalize, plan_work, prepare_data, prepare_slices
+    from .data.prepared import open_prepared, prepare_data
+    from .data.shards import finalize, plan_work, prepare_slices
 
     cfg = _config(args)
     if args.slurm:

@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def embedded(tmp_path_factory):
     """(DataConfig, PreparedData) of a small slice of the embedded corpus, prepared once per session."""
     from pretrain.config import DataConfig
-    from pretrain.data.shards import prepare_data
+    from pretrain.data.prepared import prepare_data
 
     cfg = DataConfig(cache_dir=str(tmp_path_factory.mktemp("embedded")), **SMALL)
     return cfg, prepare_data(cfg, progress=False)

@@ -89,3 +89,11 @@ def test_data_source_is_shorthand_for_a_single_source():
     assert [s.key for s in mixture.data.sources] == ["data.sources[0]", "data.sources[1]"]
     assert config_from_dict({}).data.sources == [SourceConfig()]
     assert config_from_dict(yaml.safe_load(cfg.to_yaml())).data.sources == cfg.data.sources
+
+
+def test_a_base_configs_default_source_gives_way_to_an_override_mixture(tmp_path):
+    (tmp_path / "base.yaml").write_text("data:\n  source: embedded\n")
+    cfg = load_config(tmp_path / "base.yaml", ["data.sources=[{source: embedded, weight: 3}, {source: x.txt}]"])
+    assert [s.weight for s in cfg.data.sources] == [3.0, 1.0]
+    with pytest.raises(ConfigError, match="set either data.source"):
+        load_config(tmp_path / "base.yaml", ["data.source=y.txt", "data.sources=[{source: x.txt}]"])

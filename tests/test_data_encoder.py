@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from pretrain.config import DataConfig
 from pretrain.data.encoder import GPT2_PATTERN, byte_level_alphabet, document_encoder, tiktoken_twin
-from pretrain.data.shards import prepare_data
+from pretrain.data.prepared import prepare_data
 from pretrain.data.sources import TRAIN, plan_sources, source_documents, split_of
 from pretrain.data.tokenizer import EOS_TOKEN, prepare_tokenizer
 
@@ -119,7 +119,7 @@ def test_prepare_data_records_its_encoder(data_cfg, bpe, tmp_path):
     """The trained BPE is packed by tiktoken; a tokenizer that adds a BOS by template is packed by its own
     encoder, BOS kept, with rows equal to its own encoding."""
     data = prepare_data(data_cfg, progress=False)
-    assert data.sources[0].manifest["encoder"] == "tiktoken"
+    assert data.sources[0].manifest.encoder == "tiktoken"
 
     with_bos = Tokenizer.from_str(bpe.to_str())
     bos = with_bos.token_to_id(EOS_TOKEN)
@@ -128,7 +128,7 @@ def test_prepare_data_records_its_encoder(data_cfg, bpe, tmp_path):
     with_bos.save(str(tmp_path / "tokenizer.json"))
     local = prepare_data(replace(data_cfg, tokenizer=str(tmp_path / "tokenizer.json"), cache_dir=str(tmp_path)),
                          progress=False)
-    assert local.sources[0].manifest["encoder"] == "tokenizers"
+    assert local.sources[0].manifest.encoder == "tokenizers"
     texts = source_documents(plan_sources(data_cfg)[0])
     first = next(t for t in texts if split_of(t, data_cfg.val_fraction) == TRAIN)
     expected = with_bos.encode(first).ids + [bos]
@@ -147,5 +147,5 @@ def test_tokenizer_limits_do_not_truncate_documents(data_cfg, bpe, tmp_path):
 
 def test_rows_do_not_depend_on_threads(data_cfg, tmp_path):
     one = prepare_data(replace(data_cfg, num_workers=1, cache_dir=str(tmp_path)), progress=False).sources[0]
-    assert one.manifest["encoder"] == "tiktoken"
+    assert one.manifest.encoder == "tiktoken"
     assert np.array_equal(one.train.to_numpy(), prepare_data(data_cfg, progress=False).sources[0].train.to_numpy())

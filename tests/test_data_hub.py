@@ -25,8 +25,9 @@ import pytest
 import yaml
 
 from pretrain.config import DataConfig, SourceConfig
-from pretrain.data.prepared import open_prepared
-from pretrain.data.shards import REVISION_RECORD, finalize, plan_work, prepare_data, prepare_slices, work_dir
+from pretrain.data.layout import read_revision, work_dir
+from pretrain.data.prepared import open_prepared, prepare_data
+from pretrain.data.shards import finalize, plan_work, prepare_slices
 from pretrain.errors import ConfigError, DataError
 from tests.helpers import SMALL, pretrain
 
@@ -195,7 +196,7 @@ def test_every_task_reads_the_commit_the_planner_recorded(hub, tmp_path):
     planner = plan_work(cfg, progress=False)
     (target,) = planner.targets
     assert hub.resolved == ["main"]
-    assert json.loads((work_dir(target) / REVISION_RECORD).read_text())["revision"] == first
+    assert read_revision(target).revision == first
 
     moved = hub.commit(dataset(["main moved on"] * 30, DOCS[:5], DOCS[5:10]))
     prepare_slices(plan_work(cfg, progress=False), task=0, tasks=2, progress=False)
@@ -208,12 +209,13 @@ def test_every_task_reads_the_commit_the_planner_recorded(hub, tmp_path):
     requests = hub.requests
     (source,) = prepare_data(cfg, progress=False, in_band=True).sources  # training: the data is found prepared
     assert hub.requests == requests  # without asking the hub
-    assert source.revision == source.manifest["revision"] == first != moved
-    assert [s["input"] for s in source.manifest["slices"]] == [
+    assert source.manifest.revision == first != moved
+    assert [s.input for s in source.manifest.slices] == [
         f"hf://datasets/{REPO}@{first}/data/train-{i:05d}-of-00002.parquet" for i in range(2)]
-    assert source.manifest["documents"] == len(DOCS)
-    assert open_prepared(cfg, [target]).sources[0].revision == first
-    (target / "manifest.json").write_text(json.dumps({**source.manifest, "revision": 7}))
+    assert source.manifest.documents == len(DOCS)
+    assert open_prepared(cfg, [target]).sources[0].manifest.revision == first
+    manifest = json.loads((target / "manifest.json").read_text())
+    (target / "manifest.json").write_text(json.dumps({**manifest, "revision": 7}))
     with pytest.raises(DataError, match=f"{target / 'manifest.json'}: revision must be a commit or null, got 7"):
         open_prepared(cfg, [target])
 
@@ -226,11 +228,11 @@ def test_a_pinned_revision_is_read_and_prepared_apart(hub, tmp_path):
     latest = prepare_data(cfg, progress=False, workers=2).sources[0]  # the source, pinned, travels to the workers
     for revision in (old, "v1.0"):
         pinned = prepare_data(replace(cfg, hub_revision=revision), progress=False).sources[0]
-        assert pinned.revision == old and pinned.manifest["documents"] == len(DOCS)
+        assert pinned.manifest.revision == old and pinned.manifest.documents == len(DOCS)
         assert pinned.dir != latest.dir
-    assert latest.revision == new and latest.manifest["documents"] == 20
+    assert latest.manifest.revision == new and latest.manifest.documents == 20
     mixture = DataConfig(sources=[SourceConfig(f"hub:{REPO}", hub_revision=old)], cache_dir=cfg.cache_dir, **SMALL)
-    assert prepare_data(mixture, progress=False).sources[0].revision == old
+    assert prepare_data(mixture, progress=False).sources[0].manifest.revision == old
     assert hub.resolved == ["main", "v1.0"]  # once per preparation: never by the workers, nor for a commit
 
 

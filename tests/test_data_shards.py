@@ -15,8 +15,9 @@ import pytest
 
 from pretrain.config import DataConfig
 from pretrain.data import shards
-from pretrain.data.prepared import open_prepared
-from pretrain.data.shards import finalize, plan_work, prepare_data, prepare_slices, slice_dir
+from pretrain.data.layout import slice_dir, work_dir
+from pretrain.data.prepared import open_prepared, prepare_data
+from pretrain.data.shards import finalize, plan_work, prepare_slices
 from pretrain.data.sources import plan_sources, source_documents
 from pretrain.data.tokenizer import hf_tokenizer
 from pretrain.errors import ConfigError, DataError
@@ -40,7 +41,7 @@ def test_prepare_is_deterministic(embedded, tmp_path):
     """A cold build in another process (other hash seeds, other thread timings) gives the same bytes."""
     cfg, first = embedded
     fields = asdict(replace(cfg, cache_dir=str(tmp_path)))
-    code = ("from pretrain.config import config_from_dict; from pretrain.data.shards import prepare_data; "
+    code = ("from pretrain.config import config_from_dict; from pretrain.data.prepared import prepare_data; "
             f"print(prepare_data(config_from_dict({{'data': {fields!r}}}).data, progress=False).dirs[0])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     second = Path(run.stdout.strip())
@@ -69,16 +70,16 @@ def test_rows_are_documents_packed_with_eos(embedded):
     (source,) = data.sources
     meta, row = source.manifest, cfg.seq_len + 1
     train, val = source.train.to_numpy(), source.val.to_numpy()
-    assert train.shape == (meta["train_rows"], row) and val.shape == (meta["val_rows"], row)
-    assert train.dtype == np.uint16 and meta["train_tokens"] == train.size
-    assert 0 < meta["unigram_entropy"] < np.log(cfg.vocab_size) and data.unigram_entropy == pytest.approx(
-        meta["unigram_entropy"])
-    assert [sh["file"] for sh in meta["shards"]] == ["train-00000.bin", "val-00000.bin"]
+    assert train.shape == (meta.train_rows, row) and val.shape == (meta.val_rows, row)
+    assert train.dtype == np.uint16 and meta.train_tokens == train.size
+    assert 0 < meta.unigram_entropy < np.log(cfg.vocab_size) and data.unigram_entropy == pytest.approx(
+        meta.unigram_entropy)
+    assert [sh.file for sh in meta.shards] == ["train-00000.bin", "val-00000.bin"]
 
     tokenizer = hf_tokenizer(data.tokenizer_path)  # also: transformers can load it
     assert tokenizer.eos_token_id == data.eos_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")
     docs = [doc for doc in source_documents(plan_sources(cfg)[0]) if doc.strip()]
-    assert meta["documents"] == meta["train_documents"] + meta["val_documents"] == len(docs)
+    assert meta.documents == meta.train_documents + meta.val_documents == len(docs)
     streams = {"train": train.ravel().tolist(), "val": val.ravel().tolist()}
     assert max(max(s) for s in streams.values()) < cfg.vocab_size
     pos, where = dict.fromkeys(streams, 0), {}
@@ -120,7 +121,7 @@ def test_rows_do_not_depend_on_workers_or_tasks_and_a_rerun_completes(text_corpu
     reference = files_of(one.dirs[0])
     assert sum(name.startswith("shards/train-00000") for name in reference) > 1  # bounded shards
     assert files_of(two.dirs[0]) == reference and files_of(three.dirs[0]) == reference
-    assert len(one.sources[0].manifest["slices"]) == 3 and not shards.work_dir(one.dirs[0]).exists()
+    assert len(one.sources[0].manifest.slices) == 3 and not work_dir(one.dirs[0]).exists()
 
 
 def test_bounded_shards_hold_the_rows_of_one_file(text_corpus, tmp_path, monkeypatch):
@@ -138,9 +139,9 @@ def test_caps_on_documents_and_tokens(text_corpus, tmp_path):
     cfg = DataConfig(source=str(text_corpus), vocab_size=300, seq_len=16, val_fraction=0.1,
                      cache_dir=str(tmp_path))
     capped = prepare_data(replace(cfg, max_documents=1100), progress=False).sources[0]
-    assert capped.manifest["documents"] == 1100  # all of slice 0, 76 documents of slice 1, none of slice 2
+    assert capped.manifest.documents == 1100  # all of slice 0, 76 documents of slice 1, none of slice 2
     tokens = prepare_data(replace(cfg, max_tokens=17 * 100 + 5), progress=False).sources[0]
-    assert len(tokens.train) == 100 and tokens.manifest["train_tokens"] == 1700
+    assert len(tokens.train) == 100 and tokens.manifest.train_tokens == 1700
 
 
 def test_concurrent_prepares_build_once(tmp_path):

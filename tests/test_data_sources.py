@@ -14,7 +14,7 @@ import pytest
 
 from pretrain.config import DataConfig, SourceConfig
 from pretrain.data import sources
-from pretrain.data.shards import prepare_data
+from pretrain.data.prepared import prepare_data
 from pretrain.data.sources import plan_sources, resolve_source, source_documents
 from pretrain.errors import ConfigError, DataError
 from tests.helpers import SMALL
@@ -57,7 +57,7 @@ def test_every_kind_of_local_source_gives_the_same_rows(tmp_path, kind):
     cfg = replace(cfg, source=source)
     assert list(source_documents(plan_sources(cfg)[0])) == DOCS
     data = prepare_data(replace(cfg, tokenizer=str(reference.tokenizer_path)), progress=False).sources[0]
-    assert data.manifest["documents"] == len(DOCS) and source in data.manifest["source"]
+    assert data.manifest.documents == len(DOCS) and source in data.manifest.source
     for split in ("train", "val"):
         assert np.array_equal(getattr(data, split).to_numpy(), getattr(reference.sources[0], split).to_numpy())
 
@@ -103,8 +103,8 @@ def test_a_record_whose_text_is_not_text_is_named_or_skipped(tmp_path):
                                         r"\(set data.skip_bad_records=true to skip such records\)"):
         prepare_data(cfg, progress=False)
     data = prepare_data(replace(cfg, skip_bad_records=True), progress=False).sources[0]
-    assert data.manifest["skipped_records"] == 3 and data.manifest["documents"] == len(DOCS)
-    assert "line 6" in data.manifest["first_skipped"]
+    assert data.manifest.skipped_records == 3 and data.manifest.documents == len(DOCS)
+    assert "line 6" in data.manifest.first_skipped
 
 
 @pytest.mark.parametrize("changes, setting", [

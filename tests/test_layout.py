@@ -134,6 +134,21 @@ def test_each_subpackage_says_what_it_owns_and_may_import(name):
         assert f"`{module.stem}`" in doc, f"pretrain/{name}/__init__.py does not mention {module.stem}"
 
 
+def test_only_data_layout_names_the_prepared_files_or_reads_and_writes_their_json():
+    """The manifest, the slice statistics and the revision record are read and written through the one schema
+    of `data/layout.py`: no other data module names their files or reads or writes a JSON file; and the writer
+    (`shards`) does not import the reader (`prepared`)."""
+    owned = ("manifest.json", "stats.json", "revision.json", "write_json", "read_json_object")
+    json_file = re.compile(r"json\.(?:load|dump)\(|json\.loads\(.*read_text")  # JSON from or to a file
+    assert all(name in (PACKAGE / "data" / "layout.py").read_text() for name in owned)  # the scan is not vacuous
+    for path in sorted((PACKAGE / "data").glob("*.py")):
+        if path.name != "layout.py":
+            text = path.read_text()
+            found = [name for name in owned if name in text] + json_file.findall(text)
+            assert not found, f"data/{path.name} handles {found}: only data/layout.py may"
+    assert "pretrain.data.prepared" not in imports(PACKAGE / "data" / "shards.py")
+
+
 # Test files named after a concern that spans modules rather than after one module.
 CROSS_CUTTING_TESTS = {"fuzz", "layout", "packaging", "kernels_model", "kernels_launch", "transfer_ablations"}
 

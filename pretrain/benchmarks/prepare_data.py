@@ -32,7 +32,7 @@ from tokenizers import Tokenizer
 from ..bundled import config_path
 from ..config import DataConfig, load_config
 from ..data.encoder import tiktoken_twin, usable_cores
-from ..data.shards import prepare_data
+from ..data.prepared import prepare_data
 from ..data.sources import SPLITS, plan_sources, source_documents, split_of
 from ..data.tokenizer import hf_tokenizer, prepare_tokenizer
 from . import in_fresh_process, measure

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..config import DataConfig, load_config
 from ..data.encoder import usable_cores
+from ..data.layout import read_manifest
 from ..data.sources import plan_sources, source_documents
 from ..data.tokenizer import prepare_tokenizer
 from . import CONFIGS, resident_bytes
@@ -94,10 +95,10 @@ def run(corpus: Path, cache: Path, tokenizer: Path, workers: int) -> dict:
     if proc.returncode:
         raise SystemExit(f"prepare-data failed ({proc.returncode})")
     (target,) = [p for p in cache.iterdir() if p.is_dir() and p.name.startswith("json-")]
-    manifest = json.loads((target / "manifest.json").read_text())
-    tokens = manifest["train_tokens"] + manifest["val_tokens"]
-    return {"workers": workers, "tokens": tokens, "documents": manifest["documents"], "seconds": seconds,
-            "peak_rss": peak[0], "slices": len(manifest["slices"]), "shards": len(manifest["shards"])}
+    manifest = read_manifest(target)
+    return {"workers": workers, "tokens": manifest.train_tokens + manifest.val_tokens,
+            "documents": manifest.documents, "seconds": seconds, "peak_rss": peak[0],
+            "slices": len(manifest.slices), "shards": len(manifest.shards)}
 
 
 def main(argv: list[str] | None = None) -> None:

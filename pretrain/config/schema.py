@@ -118,19 +118,21 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         given = {name: getattr(self, name) for name in SHORTHAND if getattr(self, name) is not None}
+        for name in SHORTHAND:
+            setattr(self, name, None)
         # A copy (`dataclasses.replace`) of a built config holds its shorthand source already, and may change it.
         built = len(self.sources) == 1 and vars(self.sources[0]).get("key") == "data"
-        require(not (given and self.sources and not built), "data.sources", "set either data.source (with "
-                "text_field, hub_config, hub_split, hub_revision) or data.sources, not both")
-        if given or not self.sources:
+        if self.sources and not built:
+            # A base config's `source: embedded` (the default) does not stand against an override's data.sources.
+            require(all(value == getattr(SourceConfig, name) for name, value in given.items()), "data.sources",
+                    "set either data.source (with text_field, hub_config, hub_split, hub_revision) or "
+                    "data.sources, not both")
+            for i, spec in enumerate(self.sources):
+                vars(spec).setdefault("key", f"data.sources[{i}]")
+        else:
             earlier = dataclasses.asdict(self.sources[0]) if built else {}
             self.sources = [SourceConfig(**{**earlier, **given})]
             self.sources[0].key = "data"
-            for name in SHORTHAND:
-                setattr(self, name, None)
-        else:
-            for i, spec in enumerate(self.sources):
-                vars(spec).setdefault("key", f"data.sources[{i}]")
 
     def validate(self) -> None:
         require(self.tokenizer != "bpe" or self.vocab_size >= 257, "data.vocab_size",

@@ -1,11 +1,11 @@
 """Prepared data, opened: the rows of each source's splits across its shard files, checked against the manifest.
 
-`open_prepared` reads what `shards` wrote (see there for the layout): the manifest's fields are checked, every
+`open_prepared` reads what `shards` wrote (the files: see `layout`): the manifest's fields are checked, every
 shard must be there at the size the manifest gives (a missing or truncated shard is named), and the tokenizer
 stored with the shards must load and give the ids they were written with. A hub source's commit is the one its
 manifest records (the hub is not asked again). Rows are addressed across shards by one index, and the token
 ids of every batch read are checked against the vocabulary (a shard overwritten in place, at its size, is
-named with its row).
+named with its row). `prepare_data` is both steps: the data of a config prepared where missing, then opened.
 """
 
 from __future__ import annotations
@@ -17,18 +17,10 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..fileio import read_json_object
-from .cache import FORMAT_VERSION
+from .layout import SHARDS, TOKENIZER, UNIGRAM, Manifest, entropy, read_manifest
+from .shards import prepare
 from .sources import SPLITS, source_name
 from .tokenizer import check_fits, eos_token, id_count, read_tokenizer
-
-MANIFEST = "manifest.json"
-
-
-def entropy(counts: np.ndarray) -> float:
-    """Nats: the entropy of the distribution proportional to `counts`."""
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
 
 
 @dataclass
@@ -72,15 +64,10 @@ class PreparedSource:
     name: str
     weight: float
     dir: Path
-    manifest: dict
+    manifest: Manifest
     train: Rows
     val: Rows
     unigram: np.ndarray  # train token counts
-
-    @property
-    def revision(self) -> str | None:
-        """The commit a hub source was read at, as its preparation recorded it (None: local files)."""
-        return self.manifest.get("revision")
 
 
 @dataclass
@@ -104,67 +91,53 @@ class PreparedData:
         lines = []
         for s in self.sources:
             m = s.manifest
-            lines.append(f"{s.dir}: {m['documents']:,} documents, {m['train_tokens']:,} train tokens "
-                         f"({len(s.train):,} rows in {m['train_shards']} shards), {m['val_tokens']:,} val tokens "
-                         f"({len(s.val):,} rows)" + (f"; hub commit {s.revision}" if s.revision else "")
+            lines.append(f"{s.dir}: {m.documents:,} documents, {m.train_tokens:,} train tokens "
+                         f"({len(s.train):,} rows in {m.train_shards} shards), {m.val_tokens:,} val tokens "
+                         f"({len(s.val):,} rows)" + (f"; hub commit {m.revision}" if m.revision else "")
                          + (f"; weight {s.weight:g}" if len(self.sources) > 1 else ""))
         return "\n".join(lines + [f"unigram entropy {self.unigram_entropy:.4f} nats"])
 
 
-# manifest.json: key -> the type its value must have
-MANIFEST_KEYS = {"format": int, "vocab_size": int, "eos_id": int, "seq_len": int, "dtype": str, "documents": int,
-                 "train_tokens": int, "val_tokens": int, "train_shards": int, "unigram_entropy": float, "shards": list}
+def prepare_data(cfg: DataConfig, progress: bool = True, in_band: bool = False, workers: int = 1) -> PreparedData:
+    """The prepared data of `cfg`, built where missing (see `shards.prepare`) and opened."""
+    return open_prepared(cfg, prepare(cfg, progress, in_band, workers))
 
 
 def open_prepared(cfg: DataConfig, dirs: list[Path] | tuple[Path, ...]) -> PreparedData:
-    """The prepared sources in `dirs` (what `prepare_data` built for `cfg`, in the order of its sources), every
+    """The prepared sources in `dirs` (what `shards.prepare` built for `cfg`, in the order of its sources), every
     shard checked against its manifest."""
     sources = [_open_source(cfg, d, spec.weight, source_name(spec)) for d, spec in zip(dirs, cfg.sources, strict=True)]
-    eos = {s.manifest["eos_id"] for s in sources}
+    eos = {s.manifest.eos_id for s in sources}
     if len(eos) > 1:
         raise DataError(f"the prepared sources disagree on the end-of-document id ({sorted(eos)}); prepare them "
                         "with one tokenizer")
-    return PreparedData(sources, sources[0].dir / "tokenizer.json", eos.pop())
+    return PreparedData(sources, sources[0].dir / TOKENIZER, eos.pop())
 
 
 def _open_source(cfg: DataConfig, target: Path, weight: float, name: str) -> PreparedSource:
-    path = target / MANIFEST
-    manifest = read_json_object(path, DataError, f"; delete {target} to prepare it again")
-    for key, kind in MANIFEST_KEYS.items():
-        value = manifest.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
-            raise DataError(f"{path}: {key} must be {kind.__name__}, got {value!r}; delete {target} to prepare it "
-                            "again")
-    if not isinstance(manifest.get("revision"), str | None):
-        raise DataError(f"{path}: revision must be a commit or null, got {manifest['revision']!r}; delete {target} "
-                        "to prepare it again")
-    if manifest["format"] != FORMAT_VERSION:
-        raise DataError(f"{path}: format {manifest['format']}, expected {FORMAT_VERSION}; delete {target} to "
-                        "prepare it again")
-    _check_tokenizer(target / "tokenizer.json", manifest)
-    check_fits(manifest["vocab_size"], cfg.vocab_size, target / "tokenizer.json")
-    try:
-        dtype = np.dtype(manifest["dtype"])
-        shards = {split: [(sh["file"], int(sh["rows"])) for sh in manifest["shards"] if sh["split"] == split]
-                  for split in SPLITS}
-    except (TypeError, KeyError, ValueError) as err:
-        raise DataError(f"{path}: malformed shard list ({type(err).__name__}: {err}); delete {target} to prepare "
-                        "it again") from None
-    rows = {split: Rows([target / "shards" / f for f, _ in files],
-                        [_memmap(target / "shards" / f, dtype, n, manifest["seq_len"] + 1) for f, n in files],
-                        manifest["vocab_size"]) for split, files in shards.items()}
-    if not (target / "unigram.npy").is_file():
-        raise DataError(f"{target / 'unigram.npy'}: missing; the data is corrupt: delete {target} to prepare it again")
-    unigram = np.load(target / "unigram.npy")
-    return PreparedSource(name, weight, target, manifest, rows["train"], rows["val"], unigram)
+    manifest = read_manifest(target)
+    _check_tokenizer(target / TOKENIZER, manifest)
+    check_fits(manifest.vocab_size, cfg.vocab_size, target / TOKENIZER)
+    rows = {split: _rows(target, manifest, split) for split in SPLITS}
+    if not (target / UNIGRAM).is_file():
+        raise DataError(f"{target / UNIGRAM}: missing; the data is corrupt: delete {target} to prepare it again")
+    return PreparedSource(name, weight, target, manifest, rows["train"], rows["val"], np.load(target / UNIGRAM))
 
 
-def _check_tokenizer(path: Path, manifest: dict) -> None:
+def _rows(target: Path, manifest: Manifest, split: str) -> Rows:
+    """The rows of one split, every shard file there at the size the manifest gives."""
+    shards = [shard for shard in manifest.shards if shard.split == split]
+    files = [target / SHARDS / shard.file for shard in shards]
+    dtype = np.dtype(manifest.dtype)
+    return Rows(files, [_memmap(f, dtype, shard.rows, manifest.seq_len + 1) for f, shard in zip(files, shards)],
+                manifest.vocab_size)
+
+
+def _check_tokenizer(path: Path, manifest: Manifest) -> None:
     """The tokenizer stored with the shards loads, and its ids are the ones the shards were written with."""
     tokenizer = read_tokenizer(path, lambda reason: DataError(
         f"{path}: not a usable tokenizer ({reason}); delete {path.parent} to prepare the data again"))
-    if id_count(tokenizer) != manifest["vocab_size"] or tokenizer.token_to_id(eos_token(tokenizer)) != \
-            manifest["eos_id"]:
+    if id_count(tokenizer) != manifest.vocab_size or tokenizer.token_to_id(eos_token(tokenizer)) != manifest.eos_id:
         raise DataError(f"{path}: not the tokenizer the shards were written with (other ids); delete "
                         f"{path.parent} to prepare the data again")
 

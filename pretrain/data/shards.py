@@ -1,23 +1,17 @@
-"""Prepared data: each source's documents split, encoded and packed into token shards, listed in a manifest.
-
-    DATA_CACHE/<kind>-seq<L>-<key>/      one prepared source (key: its input, the tokenizer, seq_len, split, caps)
-        manifest.json    the shards (split, rows, bytes, digest), token and document counts, unigram entropy,
-                         the commit a hub source was read at
-        tokenizer.json   the tokenizer the ids belong to
-        unigram.npy      train token counts, for the entropy of a mixture
-        shards/train-00000.bin, val-00000.bin, train-00000-001.bin, ...
+"""Preparing data: each source's documents split, encoded and packed into token shards, listed in a manifest
+(the files and their names: see `layout`).
 
 Preparation works slice by slice (see `sources`): a slice's documents are split by hash, encoded (by tiktoken
 where it is an exact twin of the tokenizer, see `encoder`), each followed by EOS (a tokenizer's own template,
 such as a BOS, is kept), concatenated per split and cut into rows of seq_len + 1 tokens (inputs row[:-1],
 targets row[1:]); the tail that does not fill a row is dropped. Rows go to raw uint16 (uint32 past 2^16 ids)
-shard files of at most SHARD_TOKENS tokens. Each slice is published whole into a work directory
-(`.work-<name>/slices/00000/`), so that any number of processes or Slurm array tasks can prepare slices in any
-order and a rerun skips finished ones; `finalize` checks that every slice is there, writes the manifest and
+shard files of at most SHARD_TOKENS tokens. Each slice is published whole into the source's work directory
+(`layout.slice_dir`), so that any number of processes or Slurm array tasks can prepare slices in any order and
+a rerun skips finished ones; `finalize` checks that every slice is there, writes the manifest and
 publishes the directory. The rows depend only on the input and the settings, never on the number of workers.
-A hub source is read at one commit, resolved by the first planner and recorded in the work directory
-(`.work-<name>/revision.json`): every task, rerun and finalize lists its files at that commit, however the
-dataset's branch moves meanwhile, and the manifest keeps it.
+A hub source is read at one commit, resolved by the first planner and recorded in the work directory (a
+`layout.Revision`): every task, rerun and finalize lists its files at that commit, however the dataset's branch
+moves meanwhile, and the manifest keeps it.
 
 `pretrain train` prepares small sources itself (the embedded corpus, small local files: at most
 IN_BAND_TOKENS tokens, seconds of work); a larger or hub source must be prepared first, with
@@ -28,13 +22,12 @@ collective while one rank tokenizes.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
 
@@ -44,30 +37,37 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from ..fileio import atomic_output, checksum, read_json_object, remove, write_json
-from .cache import FORMAT_VERSION, locked
+from ..fileio import atomic_output, checksum, remove
 from .encoder import DocumentEncoder, document_encoder, usable_cores
-from .prepared import MANIFEST, PreparedData, entropy, open_prepared
-from .sources import (
-    SKIP,
-    SPLITS,
-    TRAIN,
-    VAL,
-    BadRecords,
-    HubSource,
-    SourcePlan,
-    documents,
-    fingerprint,
-    plan_sources,
-    split_of,
+from .layout import (
+    SHARDS,
+    TOKENIZER,
+    UNIGRAM,
+    Manifest,
+    Revision,
+    Shard,
+    SliceCounts,
+    SliceStats,
+    data_dir,
+    entropy,
+    locked,
+    read_revision,
+    read_slice_stats,
+    revision_path,
+    shard_name,
+    slice_dir,
+    work_dir,
+    write_manifest,
+    write_revision,
+    write_slice_stats,
 )
+from .sources import SKIP, SPLITS, TRAIN, VAL, BadRecords, HubSource, SourcePlan, documents, plan_sources, split_of
 from .tokenizer import id_count, load_tokenizer, prepare_tokenizer, tokenizer_path
 
 SHARD_TOKENS = 2**28  # a shard file holds at most this many tokens (512 MiB as uint16)
 IN_BAND_TOKENS = 50_000_000  # the most `pretrain train` prepares itself
 BYTES_PER_TOKEN = 3  # for the in-band estimate: BPE tokens of text and code run 3-5 bytes; 3 errs on the safe side
 DOCS_PER_BATCH = 128  # documents per encode call
-REVISION_RECORD = "revision.json"  # in a hub source's work directory: the commit its preparation reads
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def plan_work(cfg: DataConfig, progress: bool = True, in_band: bool = False) -> 
         for plan in plans:
             check_in_band(plan, cfg)
     tokenizer = prepare_tokenizer(cfg, plans, progress)
-    targets = tuple(data_dir(cfg, plan, tokenizer) for plan in plans)
+    targets = tuple(data_dir(cfg, plan.source, tokenizer) for plan in plans)
     if in_band:
         for plan, target in zip(plans, targets):
             if not target.is_dir():
@@ -102,14 +102,15 @@ def plan_work(cfg: DataConfig, progress: bool = True, in_band: bool = False) -> 
     return Work(cfg, tuple(_pinned(plan, target) for plan, target in zip(plans, targets)), tokenizer, targets)
 
 
-def prepare_data(cfg: DataConfig, progress: bool = True, in_band: bool = False, workers: int = 1) -> PreparedData:
-    """The prepared data of `cfg`, built where missing (by `workers` processes) and reused after that."""
+def prepare(cfg: DataConfig, progress: bool = True, in_band: bool = False, workers: int = 1) -> tuple[Path, ...]:
+    """The directories of `cfg`'s prepared sources, in its order: built where missing (by `workers` processes),
+    reused after that."""
     work = plan_work(cfg, progress, in_band)
     if work.pieces():
         with locked(work.targets[0]):  # one builder at a time; the others find its result
             prepare_slices(work, workers=workers, progress=progress)
             finalize(work)
-    return open_prepared(cfg, work.targets)
+    return work.targets
 
 
 def check_in_band(plan: SourcePlan, cfg: DataConfig) -> None:
@@ -127,34 +128,17 @@ def check_in_band(plan: SourcePlan, cfg: DataConfig) -> None:
                           "--workers N` (or --slurm on a cluster) first")
 
 
-def data_dir(cfg: DataConfig, plan: SourcePlan, tokenizer: Path) -> Path:
-    """Where the prepared data of one source lives: named by a digest of everything that shapes it."""
-    key = fingerprint([FORMAT_VERSION, plan.source.identity, checksum(tokenizer)["digest"], cfg.seq_len,
-                       cfg.val_fraction, cfg.max_documents, cfg.max_tokens])
-    return Path(cfg.cache_dir) / f"{plan.source.kind}-seq{cfg.seq_len}-{key}"
-
-
 def _pinned(plan: SourcePlan, target: Path) -> SourcePlan:
     """`plan` with its hub source read at the commit recorded in the work directory of `target`: the first planner
     resolves the commit and records it there, later ones (array tasks, reruns, finalize) read it. Any other
     source, or one already prepared, is left as it is."""
     if not isinstance(plan.source, HubSource) or target.is_dir():
         return plan
-    record = work_dir(target) / REVISION_RECORD
-    if not record.is_file():
+    if not revision_path(target).is_file():
         with locked(target):  # planners racing to record: the first one's commit holds
-            if not record.is_file():
-                write_json(record, {"source": plan.source.description, "revision": plan.source.revision})
-    revision = read_json_object(record, DataError, f"; delete {work_dir(target)} to prepare it again").get("revision")
-    return SourcePlan(plan.source.at(revision), plan.weight, plan.max_documents)
-
-
-def work_dir(target: Path) -> Path:
-    return target.with_name(f".work-{target.name}")
-
-
-def slice_dir(target: Path, index: int) -> Path:
-    return work_dir(target) / "slices" / f"{index:05d}"
+            if not revision_path(target).is_file():
+                write_revision(target, Revision(source=plan.source.description, revision=plan.source.revision))
+    return SourcePlan(plan.source.at(read_revision(target).revision), plan.weight, plan.max_documents)
 
 
 # --- preparing slices ----------------------------------------------------------------------------------------
@@ -205,13 +189,12 @@ def prepare_slice(work: Work, source: int, index: int, threads: int, progress: b
                     if chosen:
                         writer.write(_join(chosen, eos, dtype))
                 bar.update(len(codes))
-        shards = [shard for writer in writers.values() for shard in writer.close()]
-        write_json(staged / "stats.json", {
-            "slice": index, "input": piece.label, "encoder": encoder.name, "dtype": dtype.name, "vocab_size": n_ids,
-            "eos_id": eos, "train_documents": counts[TRAIN], "val_documents": counts[VAL],
-            "skipped_records": bad.count if bad else 0, "first_skipped": bad.first if bad else None,
-            "shards": shards})
-        np.save(staged / "unigram.npy", writers[TRAIN].unigram)
+        write_slice_stats(staged, SliceStats(
+            slice=index, input=piece.label, encoder=encoder.name, dtype=dtype.name, vocab_size=n_ids, eos_id=eos,
+            train_documents=counts[TRAIN], val_documents=counts[VAL], skipped_records=bad.count if bad else 0,
+            first_skipped=bad.first if bad else None,
+            shards=[shard for writer in writers.values() for shard in writer.close()]))
+        np.save(staged / UNIGRAM, writers[TRAIN].unigram)
 
 
 @functools.lru_cache(maxsize=1)
@@ -228,7 +211,7 @@ class _RowWriter:
     tail that does not fill a row is dropped at the end."""
 
     def __init__(self, folder: Path, split: str, index: int, row: int, dtype: np.dtype, n_ids: int):
-        self.folder, self.split, self.stem, self.row, self.dtype = folder, split, f"{split}-{index:05d}", row, dtype
+        self.folder, self.split, self.index, self.row, self.dtype = folder, split, index, row, dtype
         self.rows_per_file = max(1, SHARD_TOKENS // row)
         self.pending = np.empty(0, dtype)
         self.files: list[tuple[str, int]] = []  # (file name, rows)
@@ -241,8 +224,7 @@ class _RowWriter:
         self.unigram += np.bincount(rows.ravel(), minlength=len(self.unigram))[:len(self.unigram)]
         while len(rows):
             if not self.files or self.files[-1][1] == self.rows_per_file:
-                part = len(self.files)
-                self.files.append((f"{self.stem}.bin" if part == 0 else f"{self.stem}-{part:03d}.bin", 0))
+                self.files.append((shard_name(self.split, self.index, len(self.files)), 0))
             name, written = self.files[-1]
             take = rows[:self.rows_per_file - written]
             with open(self.folder / name, "ab") as f:
@@ -250,8 +232,8 @@ class _RowWriter:
             self.files[-1] = (name, written + len(take))
             rows = rows[len(take):]
 
-    def close(self) -> list[dict]:
-        return [{"file": name, "split": self.split, "rows": rows, **checksum(self.folder / name)}
+    def close(self) -> list[Shard]:
+        return [Shard(file=name, split=self.split, rows=rows, **checksum(self.folder / name))
                 for name, rows in self.files]
 
 
@@ -309,49 +291,46 @@ def finalize(work: Work) -> None:
 def _publish_source(work: Work, s: int) -> None:
     plan, target, cfg = work.plans[s], work.targets[s], work.cfg
     source, row = plan.source, cfg.seq_len + 1
-    stats = [json.loads((slice_dir(target, p.index) / "stats.json").read_text()) for p in source.slices]
-    unigram = sum(np.load(slice_dir(target, p.index) / "unigram.npy") for p in source.slices)
-    documents = {split: sum(st[f"{split}_documents"] for st in stats) for split in SPLITS}
-    if not documents["train"] and not documents["val"]:
+    stats = [read_slice_stats(slice_dir(target, p.index)) for p in source.slices]
+    unigram = sum(np.load(slice_dir(target, p.index) / UNIGRAM) for p in source.slices)
+    train_documents, val_documents = sum(st.train_documents for st in stats), sum(st.val_documents for st in stats)
+    if not train_documents and not val_documents:
         raise ConfigError(f"{source.setting}: {source.description} has no non-empty document")
     budget = None if cfg.max_tokens is None else cfg.max_tokens // row  # train rows kept, in slice order
     with atomic_output(target, directory=True) as staged:
-        (staged / "shards").mkdir()
+        (staged / SHARDS).mkdir()
         shards = []
         for st in stats:
-            for shard in st["shards"]:
-                rows = shard["rows"]
-                if shard["split"] == "train" and budget is not None:
+            for shard in st.shards:
+                rows = shard.rows
+                if shard.split == "train" and budget is not None:
                     rows = min(rows, budget)
                     budget -= rows
                 if rows:
-                    _link(slice_dir(target, st["slice"]) / shard["file"], staged / "shards" / shard["file"])
-                    shards.append({**shard, "rows": rows})
-        rows = {split: sum(sh["rows"] for sh in shards if sh["split"] == split) for split in SPLITS}
+                    _link(slice_dir(target, st.slice) / shard.file, staged / SHARDS / shard.file)
+                    shards.append(replace(shard, rows=rows))
+        rows = {split: sum(sh.rows for sh in shards if sh.split == split) for split in SPLITS}
         for split, setting in (("train", "data.max_documents"), ("val", "data.val_fraction")):
             if rows[split] == 0:
                 raise ConfigError(f"{setting}: the {split} split of {source.description} has no complete row of "
                                   f"seq_len + 1 = {row} tokens; use more documents or a shorter data.seq_len")
-        shutil.copyfile(work.tokenizer, staged / "tokenizer.json")
-        np.save(staged / "unigram.npy", unigram)
-        skipped = sum(st["skipped_records"] for st in stats)
-        write_json(staged / MANIFEST, {
-            "format": FORMAT_VERSION, "source": source.description, "identity": source.identity,
-            "revision": source.revision,  # the commit a hub source was read at; None: local files
-            "tokenizer": cfg.tokenizer, "tokenizer_digest": checksum(work.tokenizer)["digest"],
-            "encoder": stats[0]["encoder"], "vocab_size": stats[0]["vocab_size"], "eos_id": stats[0]["eos_id"],
-            "seq_len": cfg.seq_len, "dtype": stats[0]["dtype"],
-            "documents": documents["train"] + documents["val"], "train_documents": documents["train"],
-            "val_documents": documents["val"], "skipped_records": skipped,
-            "first_skipped": next((st["first_skipped"] for st in stats if st["first_skipped"]), None),
-            "train_rows": rows["train"], "val_rows": rows["val"], "train_tokens": rows["train"] * row,
-            "val_tokens": rows["val"] * row,
-            "train_shards": sum(sh["split"] == "train" for sh in shards),
-            "unigram_entropy": entropy(unigram),  # nats, of the train tokens as prepared
-            "val_fraction": cfg.val_fraction, "max_documents": cfg.max_documents, "max_tokens": cfg.max_tokens,
-            "slices": [{"slice": st["slice"], "input": st["input"], "train_documents": st["train_documents"],
-                        "val_documents": st["val_documents"]} for st in stats],
-            "shards": shards})
+        shutil.copyfile(work.tokenizer, staged / TOKENIZER)
+        np.save(staged / UNIGRAM, unigram)
+        first = stats[0]  # every slice was encoded by one tokenizer
+        write_manifest(staged, Manifest(
+            source=source.description, identity=source.identity, revision=source.revision, tokenizer=cfg.tokenizer,
+            tokenizer_digest=checksum(work.tokenizer)["digest"], encoder=first.encoder, vocab_size=first.vocab_size,
+            eos_id=first.eos_id, seq_len=cfg.seq_len, dtype=first.dtype, documents=train_documents + val_documents,
+            train_documents=train_documents, val_documents=val_documents,
+            skipped_records=sum(st.skipped_records for st in stats),
+            first_skipped=next((st.first_skipped for st in stats if st.first_skipped), None),
+            train_rows=rows["train"], val_rows=rows["val"], train_tokens=rows["train"] * row,
+            val_tokens=rows["val"] * row, train_shards=sum(sh.split == "train" for sh in shards),
+            unigram_entropy=entropy(unigram), val_fraction=cfg.val_fraction, max_documents=cfg.max_documents,
+            max_tokens=cfg.max_tokens,
+            slices=[SliceCounts(slice=st.slice, input=st.input, train_documents=st.train_documents,
+                                val_documents=st.val_documents) for st in stats],
+            shards=shards))
 
 
 def _link(source: Path, target: Path) -> None:

@@ -36,6 +36,7 @@ from typing import IO
 from ..config import DataConfig, SourceConfig
 from ..errors import ConfigError, DataError
 from . import hub
+from .layout import fingerprint
 
 EMBEDDED_SKIP_DIRS = frozenset({"site-packages", "test", "tests", "idle_test"})
 READERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -240,11 +241,6 @@ def count_documents(source: Source, piece: Slice) -> int:
             stop = meta.num_row_groups if piece.stop < 0 else piece.stop
             return sum(meta.row_group(i).num_rows for i in range(piece.start, stop))
     return sum(1 for _ in _json_lines(piece))
-
-
-def fingerprint(obj: object) -> str:
-    """A short, stable digest of a JSON-able value: how caches name what they hold."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- resolving ------------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ..config import DataConfig
 from ..errors import ConfigError
-from .cache import FORMAT_VERSION, build_once
-from .sources import TRAIN, BadRecords, SourcePlan, documents, fingerprint, split_of
+from .layout import bpe_path, build_once
+from .sources import TRAIN, BadRecords, SourcePlan, documents, split_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -29,11 +29,7 @@ EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")  # recognised i
 
 def tokenizer_path(cfg: DataConfig, plans: list[SourcePlan]) -> Path:
     """Where the tokenizer.json of `cfg` is: a local file, or the cached BPE (which may not exist yet)."""
-    if cfg.tokenizer != "bpe":
-        return local_tokenizer(cfg.tokenizer)
-    key = fingerprint([FORMAT_VERSION, [p.identity for p in plans], cfg.vocab_size, cfg.tokenizer_sample,
-                       cfg.val_fraction])
-    return Path(cfg.cache_dir) / f"tokenizer-bpe{cfg.vocab_size}-{key}" / "tokenizer.json"
+    return bpe_path(cfg, plans) if cfg.tokenizer == "bpe" else local_tokenizer(cfg.tokenizer)
 
 
 def prepare_tokenizer(cfg: DataConfig, plans: list[SourcePlan], progress: bool = True) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..data.prepared import open_prepared
-from ..data.shards import prepare_data
+from ..data.shards import prepare
 from ..fileio import write_text
 from ..model import mup
 from ..model.transformer import build_model
@@ -28,9 +28,8 @@ def train(cfg: Config) -> TrainResult:
         write_text(out / "config.yaml", cfg.to_yaml())
         (out / "STOP").unlink(missing_ok=True)
     # Rank 0 prepares a small source itself (seconds; a large one must be prepared beforehand) and tells the
-    # others where the data is.
-    dirs = dist.on_main(lambda: prepare_data(cfg.data, in_band=True).dirs)
-    data = open_prepared(cfg.data, dirs)
+    # others where the data is; every rank opens it once.
+    data = open_prepared(cfg.data, dist.on_main(lambda: prepare(cfg.data, in_band=True)))
 
     model = build_model(cfg.model, cfg.vocab_size, seed=cfg.train.seed, device=device)
     engine = build_engine(cfg, model, build_optimizer(model, cfg.model, cfg.optim), dist.world_size(), device)

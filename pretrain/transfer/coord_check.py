@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..data.prepared import prepare_data
 from ..data.sampler import StepSampler, train_micro_batches
-from ..data.shards import prepare_data
 from ..fileio import write_text
 from ..model.loss import cross_entropy
 from ..model.transformer import Transformer, build_model
