@@ -6,6 +6,7 @@ triton before the kernels (`launch_inspection.worker`), spread over the cores. `
 table (so does a failure).
 """
 
+import importlib
 import itertools
 import os
 import subprocess
@@ -49,7 +50,7 @@ def test_every_launch_config_fits_an_h100_and_an_a100():
     report = table(results)
     print(f"\n{report}\n{len(results)} compiles on {WORKERS} processes in {time.monotonic() - start:.0f} s")
     kernel_names = {name for module in ("rms_norm", "swiglu", "flash_attention")
-                    for name in vars(sys.modules[f"pretrain_kernels.{module}"]) if name.endswith("_kernel")}
+                    for name in vars(importlib.import_module(f"pretrain_kernels.{module}")) if name.endswith("_kernel")}
     seen = {(r.kernel, r.arch, r.dtype, r.alignment) for r in results}
     for kernel in kernel_names:  # no kernel left out of its module's launch_configs
         for arch in inspection.SHARED_LIMIT:
@@ -62,7 +63,7 @@ def oversized_configs() -> list[LaunchConfig]:
     """Two configs that cannot run well on either target (called in the worker, where the kernels are compiled
     ones): a whole 65536-element row in the RMSNorm backward's registers, and eight pipelining stages of 128-key
     tiles in the attention forward."""
-    rms, attention = sys.modules["pretrain_kernels.rms_norm"], sys.modules["pretrain_kernels.flash_attention"]
+    rms, attention = (importlib.import_module(f"pretrain_kernels.{op}") for op in ("rms_norm", "flash_attention"))
     configs = []
     for arch in inspection.SHARED_LIMIT:
         configs.append(LaunchConfig.make(rms._rms_norm_bwd_kernel, {"HAS_WEIGHT": True, "BLOCK": 65536}, 32, None,
