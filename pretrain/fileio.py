@@ -5,6 +5,10 @@ complete. A rename within a directory is atomic on POSIX file systems, network o
 finds the old complete version or the new one; a crash leaves only the staging name, which the next writer of
 the same target removes. One writer per target at a time: the staging name is derived from the target alone,
 so that every rank of a distributed save agrees on it and leftovers are easy to find.
+
+What is published has the permissions that creating it would have given under the current umask, whoever wrote
+it: a library that stages its own writes (safetensors saves to a mkstemp file, mode 600, and renames it) would
+otherwise publish files only their owner can read.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,8 +39,42 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def umask() -> int:
+    """The process's umask. Linux reports it; elsewhere it can only be read by setting it, which for a moment
+    applies to files other threads create: the mask held meanwhile, 077, makes those private, not world-writable."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(root: Path) -> None:
+    """Give `root` and everything under it the permissions creating them now would give: 666 for a file, 777 for
+    a directory or an executable file, less the umask. Special bits (a shared directory's setgid) are kept."""
+    mask = umask()
+    for path in _tree(root):
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            continue  # chmod would follow it; a target inside `root` is visited itself
+        wanted = (0o777 if stat.S_ISDIR(mode) or mode & stat.S_IXUSR else 0o666) & ~mask
+        if stat.S_IMODE(mode) & 0o777 != wanted:
+            path.chmod(stat.S_IMODE(mode) & ~0o777 | wanted)
+
+
+def _tree(root: Path) -> Iterator[Path]:
+    """`root` and, for a directory, everything under it (symlinked directories not entered)."""
+    yield root
+    for parent, dirs, files in os.walk(root):
+        yield from (Path(parent, name) for name in (*dirs, *files))
+
+
 def publish(staged: Path, target: Path) -> None:
-    """Move the finished `staged` file or directory onto `target`, replacing what is there."""
+    """Move the finished `staged` file or directory onto `target`, replacing what is there, with the permissions
+    the umask gives new files (see the module docstring)."""
+    apply_umask(staged)
     if staged.is_file():
         with open(staged, "rb+") as f:
             os.fsync(f.fileno())  # the rename must not reach the disk before the bytes it publishes

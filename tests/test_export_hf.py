@@ -1,12 +1,16 @@
 """HF export: vanilla transformers reproduces our logits from really trained checkpoints (any ZeRO stage),
-generates, and tokenizes like us; consolidation, load_model and the CLI's refusals."""
+generates (padded batches too), and tokenizes like us; the files' modes; consolidation, load_model and the CLI's
+refusals."""
 
+import contextlib
 import copy
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pretrain import load_model
 from pretrain.cli import main
+from pretrain.config import load_config
 from pretrain.fileio import checksum
 from pretrain.training.checkpoint import latest_checkpoint, load_consolidated_state_dict
 from tests.helpers import ROOT, pretrain, small_run
@@ -70,6 +75,23 @@ def random_tokens(vocab: int, batch: int = 3, seq: int = 64) -> torch.Tensor:
     return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
 
 
+def greedy(ours, prompt: torch.Tensor, steps: int) -> torch.Tensor:
+    """`prompt` followed by our model's `steps` greedy tokens (past EOS too)."""
+    with torch.no_grad():
+        for _ in range(steps):
+            prompt = torch.cat([prompt, ours(prompt)[:, -1:].argmax(-1)], dim=1)
+    return prompt
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 @pytest.mark.parametrize("name", ["mha_mup", "gqa_sp", "gqa_sp_zero3"])
 def test_vanilla_llama_reproduces_our_logits(runs, tmp_path, name):
     out = export(runs[name], tmp_path / "hf", "--dtype", "fp32", "--max-shard-size", "300KB")
@@ -97,11 +119,53 @@ def test_generate_greedily_continues_like_our_model(runs, tmp_path):
     prompt = random_tokens(ours.vocab_size, batch=1, seq=8)
     generated = hf_model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8,
                                   do_sample=False, eos_token_id=None)
-    expected = prompt
-    with torch.no_grad():
-        for _ in range(8):
-            expected = torch.cat([expected, ours(expected)[:, -1:].argmax(-1)], dim=1)
-    assert torch.equal(generated, expected)
+    assert torch.equal(generated, greedy(ours, prompt, 8))
+
+
+def test_a_padded_batch_scores_and_generates_like_each_prompt_alone(runs, tmp_path):
+    """The exported tokenizer pads with EOS on the left, and the pad id is in generation_config.json only (as
+    config.pad_token_id, Llama would make the EOS embedding row a padding_idx)."""
+    out = export(runs["mha_mup"], tmp_path / "hf", "--dtype", "fp32")
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    hf_model = AutoModelForCausalLM.from_pretrained(out)
+    ours = load_model(runs["mha_mup"])
+    config = json.loads((out / "config.json").read_text())
+    seq_len = load_config(runs["mha_mup"] / "config.yaml").data.seq_len
+    assert tokenizer.pad_token == tokenizer.eos_token and tokenizer.padding_side == "left"
+    assert len(tokenizer) <= config["vocab_size"] == ours.vocab_size  # no token the model was not trained with
+    assert config["pad_token_id"] is None and hf_model.generation_config.pad_token_id == tokenizer.eos_token_id
+    assert config["max_position_embeddings"] == tokenizer.model_max_length == seq_len
+
+    texts = ["short", "a longer text"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    alone = [tokenizer(text, return_tensors="pt")["input_ids"] for text in texts]
+    pads = batch["input_ids"].shape[1] - alone[0].shape[1]
+    assert pads > 0 and alone[1].shape[1] == batch["input_ids"].shape[1]
+    assert batch["attention_mask"][0].tolist() == [0] * pads + [1] * alone[0].shape[1]
+    assert (batch["input_ids"][0, :pads] == tokenizer.eos_token_id).all()
+
+    with torch.no_grad():  # masked, the padding changes nothing (unmasked, it moves these logits by ~0.7)
+        padded = hf_model(**batch).logits
+        diff = max((padded[i, -len(ids[0]):] - ours(ids)[0]).abs().max().item() for i, ids in enumerate(alone))
+    assert diff <= tolerance(ours, random_tokens(ours.vocab_size))
+
+    generated = hf_model.generate(**batch, max_new_tokens=8, do_sample=False, eos_token_id=None)
+    for row, prompt in zip(generated, alone):
+        assert torch.equal(row[-(prompt.shape[1] + 8):], greedy(ours, prompt, 8)[0])
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_exported_files_have_the_modes_of_new_files(runs, tmp_path, mask):
+    """The weights included: safetensors writes them to a mkstemp file (mode 600) and renames it."""
+    with umask(mask):
+        (tmp_path / "new_file").touch()
+        (tmp_path / "new_dir").mkdir()
+        out = export(runs["mha_mup"], tmp_path / "hf", "--max-shard-size", "300KB")
+    new_file, new_dir = (stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("new_file", "new_dir"))
+    exported = [out, *out.rglob("*")]
+    assert sum(p.suffix == ".safetensors" for p in exported) > 1
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in exported} == {
+        p.name: new_dir if p.is_dir() else new_file for p in exported}
 
 
 def test_a_wrong_rope_layout_or_a_missing_mup_fold_is_caught(runs, tmp_path):

@@ -7,6 +7,9 @@ Our model is a Llama up to three μP details, each folded into plain weights so 
 - the readout is untied from the embedding, as `tie_word_embeddings=False` says.
 RoPE already uses Llama's half-split layout with the same inverse frequencies, and SwiGLU is
 silu(gate)·up, Llama's MLP. A ReLU-family MLP has no Llama equivalent and is refused.
+
+`max_position_embeddings` (and the tokenizer's `model_max_length`) is the training sequence length: RoPE has no
+position table, so longer inputs run, but nothing beyond that length was trained or measured.
 """
 
 from __future__ import annotations
@@ -16,16 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from tokenizers import Tokenizer
 
 from ..config import Config, load_config
-from ..data.tokenizer import hf_tokenizer
+from ..data.tokenizer import eos_token
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_output
 from ..model import mup
 from ..training.checkpoint import load_consolidated_state_dict, resolve_checkpoint
 
 if TYPE_CHECKING:
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 # Our parameter names -> Llama's; {i} is the layer index. The one table the export reads.
 KEY_MAP = {
@@ -79,11 +83,23 @@ def llama_config(cfg: Config, eos_token_id: int, dtype: str) -> LlamaConfig:
         num_hidden_layers=m.n_layers, num_attention_heads=m.n_heads, num_key_value_heads=m.kv_heads,
         head_dim=m.head_dim, hidden_act="silu", rms_norm_eps=m.norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": m.rope_base},
-        max_position_embeddings=cfg.data.seq_len,  # the trained context; RoPE itself has no limit
+        max_position_embeddings=cfg.data.seq_len,  # the trained context (module docstring)
         tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
         bos_token_id=eos_token_id, eos_token_id=eos_token_id,  # documents are separated by EOS alone
         architectures=["LlamaForCausalLM"], dtype=DTYPES[dtype],
     )
+
+
+def export_tokenizer(path: Path, seq_len: int) -> PreTrainedTokenizerFast:
+    """The run's tokenizer as the export saves it. Batches are padded with EOS: a new pad token would need an
+    embedding row the model never trained, and padded positions are masked by `attention_mask` anyway. Padding
+    goes on the left, so that `generate` continues every prompt from its own last token. All of it is passed to
+    the constructor, as only constructor arguments and special tokens are saved in tokenizer_config.json."""
+    from transformers import PreTrainedTokenizerFast
+
+    eos = eos_token(Tokenizer.from_file(str(path)))
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=eos, pad_token=eos, padding_side="left",
+                                   model_max_length=seq_len)
 
 
 def export_hf(checkpoint: Path, out: Path, dtype: str = "bf16", max_shard_size: str = "5GB",
@@ -103,15 +119,18 @@ def export_hf(checkpoint: Path, out: Path, dtype: str = "bf16", max_shard_size: 
     cfg = load_config(checkpoint / "config.yaml")
     _require_llama(cfg)
     weights = to_hf(load_consolidated_state_dict(checkpoint), cfg)
-    tokenizer = hf_tokenizer(checkpoint / "tokenizer.json")
-    tokenizer.model_max_length = cfg.data.seq_len
+    tokenizer = export_tokenizer(checkpoint / "tokenizer.json", cfg.data.seq_len)
     config = llama_config(cfg, tokenizer.eos_token_id, dtype)
+    generation = GenerationConfig.from_model_config(config)
+    # The pad id goes here, not in config.json: Llama makes config.pad_token_id its embedding's padding_idx,
+    # which would freeze the EOS row in any fine-tuning.
+    generation.pad_token_id = tokenizer.pad_token_id
 
     with atomic_output(out, directory=True) as staged:  # `out` is never half an export
         save_torch_state_dict({k: v.to(DTYPES[dtype]) for k, v in weights.items()}, staged,
                               max_shard_size=shard_bytes, metadata={"format": "pt"})
         config.save_pretrained(staged)
-        GenerationConfig.from_model_config(config).save_pretrained(staged)
+        generation.save_pretrained(staged)
         tokenizer.save_pretrained(staged)
     return checkpoint
 
