@@ -275,3 +275,24 @@ def test_a_zero3_parameter_keeps_its_partition_in_ds_tensor(device):
     engine = deepspeed_engine(1, device)
     assert all(compat.zero3_partition(p) is p for p in engine.module.parameters())
     engine.destroy()
+
+
+def test_ops_built_just_in_time_go_to_a_folder_per_deepspeed_and_torch_version(tmp_path):
+    """A build left in torch's extension cache by another DeepSpeed version is never loaded: the folder names
+    both versions, and a process that joins the process group uses it unless TORCH_EXTENSIONS_DIR is set."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    import torch
+
+    from pretrain.training.engine import op_build_dir
+
+    folder = op_build_dir()
+    assert folder.name == f"deepspeed-{importlib.metadata.version('deepspeed')}-torch-{torch.__version__}"
+    code = ("import os, torch; from pretrain.training.engine import init_distributed; "
+            "init_distributed(torch.device('cpu')); print(os.environ['TORCH_EXTENSIONS_DIR'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_EXTENSIONS_DIR", "RANK", "WORLD_SIZE")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == str(folder)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import io
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,9 +53,20 @@ def init_distributed(device: torch.device) -> None:
                           MASTER_PORT=os.environ.get("MASTER_PORT") or str(dist.free_port()))
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(op_build_dir()))
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
+
+
+def op_build_dir() -> Path:
+    """Where DeepSpeed's ops built just in time go (the CPU communication op; fused optimizers on GPUs): torch's
+    extension cache, one folder per DeepSpeed and torch version. Torch's own folder names neither, so a build
+    left by another DeepSpeed version would be loaded as it is and fail (TORCH_EXTENSIONS_DIR overrides)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    versions = f"deepspeed-{importlib.metadata.version('deepspeed')}-torch-{torch.__version__}"
+    return Path(get_default_build_root()) / versions
 
 
 def precision(cfg: Config, device: torch.device) -> str:
