@@ -277,22 +277,33 @@ def test_a_zero3_parameter_keeps_its_partition_in_ds_tensor(device):
     engine.destroy()
 
 
-def test_ops_built_just_in_time_go_to_a_folder_per_deepspeed_and_torch_version(tmp_path):
+def test_ops_built_just_in_time_go_to_a_folder_per_deepspeed_and_torch_version():
     """A build left in torch's extension cache by another DeepSpeed version is never loaded: the folder names
-    both versions, and a process that joins the process group uses it unless TORCH_EXTENSIONS_DIR is set."""
+    both versions (a process that joins the process group uses it unless TORCH_EXTENSIONS_DIR is set)."""
     import importlib.metadata
-    import subprocess
-    import sys
 
     import torch
 
     from pretrain.training.engine import op_build_dir
 
-    folder = op_build_dir()
-    assert folder.name == f"deepspeed-{importlib.metadata.version('deepspeed')}-torch-{torch.__version__}"
+    assert op_build_dir().name == f"deepspeed-{importlib.metadata.version('deepspeed')}-torch-{torch.__version__}"
+
+
+def test_the_cpu_backend_starts_without_building_its_shared_memory_op(tmp_path):
+    """On CPUs DeepSpeed would compile its shared-memory all-reduce at the first start (minutes); it is marked
+    unavailable where deepspeed.comm looks, so the group starts on gloo alone and nothing is built."""
+    import subprocess
+    import sys
+
+    from pretrain.training.engine import op_build_dir
+
     code = ("import os, torch; from pretrain.training.engine import init_distributed; "
-            "init_distributed(torch.device('cpu')); print(os.environ['TORCH_EXTENSIONS_DIR'])")
+            "init_distributed(torch.device('cpu')); import deepspeed.comm.comm as c; "
+            "print(os.environ['TORCH_EXTENSIONS_DIR']); print(c.cdb.shm_comm_op)")
     env = {k: v for k, v in os.environ.items() if k not in ("TORCH_EXTENSIONS_DIR", "RANK", "WORLD_SIZE")}
+    env["HOME"] = str(tmp_path)  # torch's extension cache lives under it: a machine that never built anything
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.strip().splitlines()[-1] == str(folder)
+    folder, op = run.stdout.strip().splitlines()[-2:]
+    assert op == "None" and folder.startswith(str(tmp_path)) and folder.endswith(op_build_dir().name)
+    assert not any(tmp_path.rglob("*shm*")), "an op was built"

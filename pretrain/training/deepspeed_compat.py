@@ -14,7 +14,9 @@ them changes:
 - ds_to_universal's `main` and the options of its command line (`ds_to_universal_args`);
 - `zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint`;
 - the classes DeepSpeed pickles into its checkpoints (`checkpoint_classes`);
-- `param.ds_tensor`, the partition of a ZeRO-3 parameter a rank holds (`zero3_partition`).
+- `param.ds_tensor`, the partition of a ZeRO-3 parameter a rank holds (`zero3_partition`);
+- `deepspeed.ops.__compatible_ops__`, where the CPU backend looks before building its shared-memory all-reduce
+  (`skip_cpu_comm_op`).
 
 Checkpoint files are data, never code. DeepSpeed reads its own files with full pickle (`torch.load(...,
 weights_only=False)`); every file it reads for us is read by `load_as_data` instead, which accepts tensors, plain
@@ -86,6 +88,18 @@ def _supported_versions() -> SpecifierSet:
 
 
 check_version(importlib.metadata.version("deepspeed"))
+
+
+def skip_cpu_comm_op() -> None:
+    """Never build DeepSpeed's shared-memory all-reduce for CPUs. Its CPU backend compiles that op just in time at
+    the first start on a machine (minutes of C++, which ate the time cap of whatever ran first), and a build killed
+    midway leaves a lock on which every later start waits forever. Gloo's all-reduce serves the CPU runs here."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False  # what deepspeed.comm asks before building it
 
 
 def checkpoint_classes() -> list[type]:

@@ -56,6 +56,8 @@ def init_distributed(device: torch.device) -> None:
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(op_build_dir()))
     import deepspeed
 
+    if device.type == "cpu":
+        compat.skip_cpu_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
 
 
