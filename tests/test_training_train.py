@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -9,7 +11,8 @@ import time
 
 import pytest
 
-from pretrain.training.checkpoint import latest_checkpoint, list_checkpoints
+from pretrain.config import load_config
+from pretrain.training.checkpoint import latest_checkpoint, list_checkpoints, step_dir_name
 from pretrain.training.metrics import read_metrics
 from tests.helpers import ROOT, losses, pretrain, small_run
 
@@ -33,6 +36,74 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path, cache):
     assert json.loads((last_ckpt / "trainer.json").read_text())["step"] == 40
     assert (last_ckpt / "config.yaml").read_text() == (out / "config.yaml").read_text()
     assert (last_ckpt / "tokenizer.json").exists()
+
+
+def test_the_console_shows_each_eval_and_a_summary_that_summary_json_repeats(tmp_path, cache):
+    out = tmp_path / "run"
+    proc = pretrain("train", "configs/tiny.yaml", *small_run(out, cache, "train.steps=25"))
+    records = read_metrics(out / "metrics.jsonl")
+    evals = {r["step"]: r["eval_loss"] for r in records if "eval_loss" in r}
+    assert list(evals) == [10, 20, 25]  # every train.eval_every steps and at the end
+    per_step = load_config(out / "config.yaml").tokens_per_step()
+    shown = re.findall(r"^eval step (\d+)/25: loss (\S+) nats, ([\d,]+) tokens seen$", proc.stdout, re.M)
+    assert shown == [(str(s), f"{loss:.4f}", f"{s * per_step:,}") for s, loss in evals.items()]
+
+    summary = json.loads((out / "summary.json").read_text())
+    best = min(evals, key=evals.get)
+    assert {k: summary[k] for k in ("ended", "exit_code", "step", "steps", "steps_this_run", "tokens", "mfu",
+                                    "last_eval_step", "last_eval_loss", "best_eval_step", "best_eval_loss")} == {
+        "ended": "finished", "exit_code": 0, "step": 25, "steps": 25, "steps_this_run": 25, "tokens": 25 * per_step,
+        "mfu": None, "last_eval_step": 25, "last_eval_loss": evals[25], "best_eval_step": best,
+        "best_eval_loss": evals[best]}  # MFU: the peak FLOP/s of a CPU is unknown
+    assert summary["tokens_per_s"] == pytest.approx(25 / sum(1 / r["tokens_per_s"] for r in records))
+    assert summary["checkpoint"] == str(latest_checkpoint(out / "checkpoints"))
+    assert summary["next"] == f"pretrain export-hf {out} HF_DIR"
+    assert summary["wall_s"] > 0
+
+    report = proc.stdout.split("\nrun finished ", 1)[1].splitlines()
+    assert report[0].startswith(f"at step 25/25: {25 * per_step:,} tokens trained; this run: 25 steps, ")
+    assert report[1] == f"  throughput  {summary['tokens_per_s']:,.0f} tokens/s (mean over the steps), MFU unknown " \
+                        "(set train.peak_flops, the device's peak FLOP/s)"
+    assert report[2:] == [f"  eval loss   best {evals[best]:.4f} nats at step {best}, last {evals[25]:.4f} nats "
+                          "at step 25",
+                          f"  checkpoint  {summary['checkpoint']}",
+                          f"  summary     {out / 'summary.json'}",
+                          f"eval loss {evals[25]:.4f} nats; unigram entropy of the corpus "
+                          f"{summary['unigram_entropy']:.4f} nats",
+                          f"next: {summary['next']}"]
+    base_lr = records[-1]["lr/embedding"]  # μP gives the embedding group the base LR: optim.lr x the schedule
+    assert f"lr(base)={base_lr:.2e}" in proc.stderr and ", lr=" not in proc.stderr
+
+
+def test_a_stopped_run_says_so_and_its_next_command_resumes_it(tmp_path, cache):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pretrain", "train", "configs/tiny.yaml",
+                             *small_run(out, cache, "train.steps=1000", "train.resume=never")], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") > 10):  # past the eval at step 10
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before step 11"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0
+    summary = json.loads((out / "summary.json").read_text())
+    step = summary["step"]
+    assert summary["ended"] == "stopped" and summary["exit_code"] == 0 and 10 < step < 1000
+    assert summary["checkpoint"] == str(out / "checkpoints" / step_dir_name(step))
+    assert summary["next"] == f"pretrain train {out / 'config.yaml'} train.resume=auto"  # this run's was `never`
+    assert f"\nrun stopped at step {step}/1000: " in stdout and stdout.endswith(f"\nnext: {summary['next']}\n")
+
+    command = shlex.split(summary["next"])
+    assert command[:2] == ["pretrain", "train"]
+    resumed = pretrain(*command[1:], f"train.steps={step + 2}").stdout  # as printed, with a nearer end
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ended"] == "finished" and (summary["step"], summary["steps_this_run"]) == (step + 2, 2)
+    evals = {r["step"]: r["eval_loss"] for r in read_metrics(out / "metrics.jsonl") if "eval_loss" in r}
+    assert 10 in evals  # the eval before the stop counts
+    assert (summary["best_eval_step"], summary["last_eval_step"]) == (min(evals, key=evals.get), step + 2)
+    assert f"this run: 2 steps from step {step}, " in resumed
 
 
 def test_group_lrs_follow_the_schedule_times_mup_multiplier(tmp_path, cache):
@@ -93,6 +164,11 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     message = proc.stderr.strip().splitlines()[-1]
     assert "training diverged" in message and "step_00000004" in message
     assert latest_checkpoint(out / "checkpoints").name == "step_00000004"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ended"] == "diverged" and summary["exit_code"] == 3
+    assert summary["checkpoint"] == str(out / "checkpoints" / "step_00000004")
+    assert summary["next"] == f"pretrain train {out / 'config.yaml'} optim.lr=LOWER_LR"
+    assert f"\nrun diverged at step {summary['step']}/20: " in proc.stdout
 
 
 def test_inspect_shows_roles_stds_and_multipliers(tmp_path):

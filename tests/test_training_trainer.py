@@ -15,7 +15,7 @@ from pretrain.config import config_from_dict
 from pretrain.fileio import checksum
 from pretrain.model.transformer import build_model
 from pretrain.training.checkpoint import Checkpointer, list_checkpoints, read_trainer_state
-from pretrain.training.optim import build_optimizer
+from pretrain.training.optim import build_optimizer, lr_schedule
 from pretrain.training.trainer import Trainer, TrainingDiverged
 
 
@@ -111,6 +111,29 @@ def test_every_step_accumulates_its_micro_batches_logs_and_checkpoints(tmp_path,
     assert all(math.isfinite(m["grad_norm"]) and m["tokens_per_s"] > 0 for _, m in logger.records)
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step_00000004", "step_00000006"]
     assert read_trainer_state(tmp_path / "checkpoints" / "step_00000006")["step"] == 6
+
+
+def test_each_eval_is_a_console_line_and_the_bar_shows_the_base_lr(tmp_path, embedded, capsys):
+    trainer, _, logger = build(tmp_path, embedded)
+    trainer.fit()
+    out, bar = capsys.readouterr()
+    evals = {step: m["eval_loss"] for step, m in logger.records if "eval_loss" in m}
+    assert out.splitlines() == [f"eval step {step}/6: loss {loss:.4f} nats, {step * trainer.tokens_per_step:,} "
+                                "tokens seen" for step, loss in evals.items()]
+    base = 0.01 * lr_schedule(5, trainer.cfg.optim, 6)  # optim.lr times the schedule at the last step (0-based 5)
+    assert f"lr(base)={base:.2e}" in bar
+    assert logger.records[-1][1]["lr/readout"] != pytest.approx(base)  # a group's own LR differs: not the one shown
+    assert "mfu=" not in bar and trainer.mean_throughput()[1] is None  # CPU: peak FLOP/s unknown
+
+
+def test_with_a_known_peak_the_bar_and_the_mean_throughput_give_the_mfu(tmp_path, embedded, capsys):
+    trainer, _, logger = build(tmp_path, embedded, peak_flops=1e9)
+    trainer.fit()
+    tokens_per_s, utilization = trainer.mean_throughput()
+    # the mean rate over the run: tokens over seconds, i.e. the harmonic mean of the per-step rates
+    assert tokens_per_s == pytest.approx(len(logger.records) / sum(1 / m["tokens_per_s"] for _, m in logger.records))
+    assert utilization == pytest.approx(trainer.flops_per_token * tokens_per_s / 1e9)
+    assert f"mfu={logger.records[-1][1]['mfu']:.1%}" in capsys.readouterr().err
 
 
 def test_a_nan_loss_stops_before_the_update_and_names_the_last_checkpoint(tmp_path, embedded):

@@ -1,7 +1,9 @@
-"""`pretrain train`: build every component from the config and run the trainer."""
+"""`pretrain train`: build every component from the config, run the trainer, and report how the run ended."""
 
 from __future__ import annotations
 
+import shlex
+import time
 from pathlib import Path
 
 from ..config import Config
@@ -11,15 +13,20 @@ from ..fileio import write_text
 from ..model import mup
 from ..model.transformer import build_model
 from . import distributed as dist
-from .checkpoint import Checkpointer, read_trainer_state
+from .checkpoint import Checkpointer, latest_checkpoint, read_trainer_state
 from .engine import build_engine, init_distributed
-from .metrics import NullLogger
+from .metrics import NullLogger, RunSummary, read_metrics
 from .optim import build_optimizer
 from .tracking import build_logger
-from .trainer import Trainer, TrainResult
+from .trainer import Trainer, TrainingDiverged, TrainResult
+
+SUMMARY_FILE = "summary.json"
 
 
 def train(cfg: Config) -> TrainResult:
+    """Train as `cfg` says; rank 0 ends with the run's summary, also in OUT/summary.json, when the run finished,
+    stopped on request or diverged (TrainingDiverged is raised after it)."""
+    started = time.perf_counter()
     device = dist.pick_device(cfg.train.device)
     init_distributed(device)
     out = Path(cfg.train.out_dir)
@@ -27,6 +34,7 @@ def train(cfg: Config) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", cfg.to_yaml())
         (out / "STOP").unlink(missing_ok=True)
+        (out / SUMMARY_FILE).unlink(missing_ok=True)  # describes the run that wrote it: a crash leaves none
     # Rank 0 prepares a small source itself (seconds; a large one must be prepared beforehand) and tells the
     # others where the data is; every rank opens it once.
     data = open_prepared(cfg.data, dist.on_main(lambda: prepare(cfg.data, in_band=True)))
@@ -39,6 +47,7 @@ def train(cfg: Config) -> TrainResult:
     resume_from = checkpointer.to_resume(cfg.train.resume)
     resume_step = read_trainer_state(resume_from)["step"] if resume_from else 0
     logger = build_logger(cfg, out, resume_step) if dist.is_main() else NullLogger()
+    diverged = None
     try:
         trainer = Trainer(cfg, engine, data, checkpointer, logger, device)
         if resume_from:
@@ -47,10 +56,46 @@ def train(cfg: Config) -> TrainResult:
                     f"non-embedding), {cfg.model.parametrization}, width multiplier "
                     f"{mup.width_multiplier(cfg.model):g}; {trainer.tokens_per_step:,} tokens/step, world size "
                     f"{dist.world_size()}")
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except TrainingDiverged as err:  # reported like any other end, then raised for its exit status
+            diverged = err
     finally:
         logger.close()
-    if result.eval_loss is not None:
-        dist.print0(f"eval loss {result.eval_loss:.4f} nats; unigram entropy of the corpus "
-                    f"{data.unigram_entropy:.4f} nats")
+    if dist.is_main():
+        ended = "diverged" if diverged else "stopped" if result.stopped_early else "finished"
+        summary = summarize(cfg, trainer, data.unigram_entropy, ended, time.perf_counter() - started)
+        summary.write(out / SUMMARY_FILE)
+        print("\n".join(summary.lines(out / SUMMARY_FILE)), flush=True)
+    if diverged:
+        raise diverged
     return result
+
+
+def summarize(cfg: Config, trainer: Trainer, unigram_entropy: float, ended: str, wall_s: float) -> RunSummary:
+    """The summary of a run that `ended` so, on rank 0: evals from metrics.jsonl, so that those before a resume
+    count too."""
+    out = Path(cfg.train.out_dir)
+    evals = {r["step"]: r["eval_loss"] for r in read_metrics(out / "metrics.jsonl") if "eval_loss" in r}
+    tokens_per_s, mfu = trainer.mean_throughput()
+    checkpoint = latest_checkpoint(trainer.checkpointer.root)
+    return RunSummary.of(ended, evals, step=trainer.step, steps=cfg.train.steps, steps_this_run=trainer.steps_run,
+                         tokens=trainer.step * trainer.tokens_per_step, wall_s=round(wall_s, 3),
+                         tokens_per_s=tokens_per_s, mfu=mfu, unigram_entropy=unigram_entropy,
+                         checkpoint=str(checkpoint) if checkpoint else None,
+                         next=next_command(cfg, ended, trainer.world), world_size=trainer.world)
+
+
+def next_command(cfg: Config, ended: str, world_size: int) -> str:
+    """What to run after a run that `ended` so: export a finished one; resume a stopped one from its newest
+    checkpoint with its own resolved config; resume a diverged one from its last good checkpoint at a lower LR."""
+    out = Path(cfg.train.out_dir)
+    if ended == "finished":
+        return shlex.join(["pretrain", "export-hf", str(out), "HF_DIR"])
+    command = ["pretrain", "train", str(out / "config.yaml")]
+    if cfg.train.resume != "auto":
+        command.append("train.resume=auto")
+    if ended == "diverged":
+        command.append("optim.lr=LOWER_LR")
+    launch = f"  # launched as this run was, {world_size} processes" if world_size > 1 else ""
+    return shlex.join(command) + launch

@@ -112,6 +112,7 @@ class Trainer:
         self.flops_per_token = flops_per_token(cfg)
         self.peak_flops = peak_flops(device, cfg.train.peak_flops)  # None on CPU unless configured: no MFU
         self.step = 0
+        self.steps_run, self.step_seconds = 0, 0.0  # this process's steps and their time: the mean throughput
         self.stop = StopRequest(Path(cfg.train.out_dir) / "STOP")
         self.spikes = LossSpikes(cfg.train.divergence_factor, cfg.train.divergence_steps)
 
@@ -139,28 +140,39 @@ class Trainer:
                 if self.spikes.update(loss):
                     raise TrainingDiverged(self._spike_message(loss))
                 seconds = time.perf_counter() - started
+                self.steps_run += 1
+                self.step_seconds += seconds
                 tokens_per_s = self.tokens_per_step / seconds
                 metrics = {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
                            "mem_gb": peak_memory_gib(self.device),
                            **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups},
                            **self._tokens_per_source()}
                 if self.peak_flops:
-                    metrics["mfu"] = mfu(self.flops_per_token, tokens_per_s, self.world, self.peak_flops)
+                    metrics["mfu"] = self._mfu(tokens_per_s)
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     eval_loss = metrics["eval_loss"] = self.evaluate()
+                    self._print(f"eval step {self.step}/{cfg.steps}: loss {eval_loss:.4f} nats, "
+                                f"{self.step * self.tokens_per_step:,} tokens seen")
                 self.logger.log(metrics, self.step)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.cfg.optim.lr * self._multiplier(self.step - 1):.2e}",
-                                    tok_s=f"{metrics['tokens_per_s']:.0f}")
+                    bar.set_postfix(self._postfix(metrics))
                 periodic = self.step % cfg.checkpoint_every == 0 and not self.spikes.high
                 if stop or periodic or self.step == cfg.steps:
                     self.save()
                 if stop:
-                    dist.print0(f"stop requested: checkpointed at step {self.step}, exiting")
+                    self._print(f"stop requested: checkpointed at step {self.step}, exiting")
                     break
         return TrainResult(self.step, loss, None if math.isnan(eval_loss) else eval_loss,
                            stopped_early=self.step < cfg.steps)
+
+    def mean_throughput(self) -> tuple[float | None, float | None]:
+        """Tokens/s over this process's training steps (evals and checkpoints excluded) and the MFU at that rate;
+        both None before the first step, the MFU also where the device's peak FLOP/s is unknown."""
+        if not self.steps_run:
+            return None, None
+        tokens_per_s = self.steps_run * self.tokens_per_step / self.step_seconds
+        return tokens_per_s, self._mfu(tokens_per_s)
 
     def train_step(self) -> tuple[float, float, bool]:
         """One optimizer step over this rank's micro batches; returns (mean loss, grad norm, stop?)."""
@@ -204,6 +216,26 @@ class Trainer:
                                                                "global_batch": self.sampler.global_batch,
                                                                "lr_multiplier": self._multiplier(self.step),
                                                                "initial_loss": self.spikes.initial})
+
+    def _mfu(self, tokens_per_s: float) -> float | None:
+        return mfu(self.flops_per_token, tokens_per_s, self.world, self.peak_flops) if self.peak_flops else None
+
+    def _postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        """The progress bar's figures for the step just taken. Its LR is the base LR (optim.lr) times the
+        schedule: every group's LR is that times the group's μP multiplier (each is in metrics.jsonl)."""
+        base_lr = self.cfg.optim.lr * self._multiplier(self.step - 1)  # the LR the step just taken used
+        postfix = {"loss": f"{metrics['loss']:.3f}", "lr(base)": f"{base_lr:.2e}",
+                   "tok_s": f"{metrics['tokens_per_s']:.0f}"}
+        if "mfu" in metrics:
+            postfix["mfu"] = f"{metrics['mfu']:.1%}"
+        return postfix
+
+    @staticmethod
+    def _print(line: str) -> None:
+        """A line above the progress bar (rank 0), flushed so that a log file (Slurm, sweeps) has it at once."""
+        if dist.is_main():
+            tqdm.write(line)
+            sys.stdout.flush()
 
     def _tokens_per_source(self) -> dict[str, int]:
         """Training tokens each source has given so far (with several sources)."""
