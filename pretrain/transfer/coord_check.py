@@ -6,6 +6,11 @@ optimizer builders. Forward hooks record the mean |activation| at every step of 
 block's attention output, MLP output and block output, and the logits. Under μP every curve is flat in
 width; under SP the updates grow with width, and so do the activations they feed.
 
+The verdict is read at the last step, after the updates: at init μP's logits shrink with width by design
+(the readout's init std is 1/width, so they start at width^-1/2), and it is the updates that SP gets wrong.
+Each seed gives its own slope against width (a seed draws the same batches at every width), so the seeds'
+spread is the slope's uncertainty.
+
 This is a necessary check, not a sufficient one: transfer itself is shown by an LR sweep.
 """
 
@@ -13,18 +18,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..config import Config
-from ..data.prepared import prepare_data
+from ..data.prepared import PreparedData, prepare_data
 from ..data.sampler import StepSampler, train_micro_batches
 from ..fileio import write_text
 from ..model.loss import cross_entropy
 from ..model.transformer import Transformer, build_model
 from ..training.optim import build_optimizer, set_lr
+
+# The |slope| of log2 mean |activation| per doubling of width, at the last step, below which a quantity is flat:
+# a factor 1.7 over 8x in width. On docs/coord_check_{mup,sp} (widths 32..256, 10 steps, 3 seeds) μP's largest
+# is 0.22 ± 0.03, while under SP the first block's outputs grow by 0.36..0.49 and the logits by 0.30.
+FLAT_SLOPE = 0.25
+LABELS = {"mup": "μP", "sp": "SP"}
 
 
 def watched_modules(model: Transformer) -> dict[str, torch.nn.Module]:
@@ -35,7 +48,8 @@ def watched_modules(model: Transformer) -> dict[str, torch.nn.Module]:
     return modules
 
 
-def _train_and_record(cfg: Config, width: int, seed: int, steps: int, data) -> dict[str, list[float]]:
+def _train_and_record(cfg: Config, width: int, seed: int, steps: int, data: PreparedData,
+                      on_step: Callable[[], object]) -> dict[str, list[float]]:
     """Mean |output| of each watched module at each of `steps` training steps (step 0 = at init)."""
     model_cfg = dataclasses.replace(cfg.model, d_model=width)
     model = build_model(model_cfg, cfg.vocab_size, seed=seed)
@@ -54,26 +68,81 @@ def _train_and_record(cfg: Config, width: int, seed: int, steps: int, data) -> d
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        on_step()
     return record
 
 
-def coord_check(cfg: Config, widths: list[int], steps: int = 10, seeds: int = 3) -> dict:
-    """Per module, the mean |activation| (averaged over seeds) as a list over widths of lists over steps,
-    and per step the slope of log2(mean |activation|) against log2(width): ~0 under μP."""
+def coord_check(cfg: Config, widths: list[int], steps: int = 10, seeds: int = 3, progress: bool = True) -> dict:
+    """Per module: the mean |activation| as a list over widths of lists over steps (geometric mean over seeds),
+    the slope of its log2 against log2(width) at each step (the mean of the seeds' slopes: ~0 under μP), and
+    the verdict at the last step. `progress` shows a bar on stderr, one tick per training step."""
     data = prepare_data(cfg.data, progress=False)
-    activations: dict[str, list[list[float]]] = {}
-    for width in widths:
-        runs = [_train_and_record(cfg, width, cfg.train.seed + s, steps, data) for s in range(seeds)]
-        for name in runs[0]:
-            activations.setdefault(name, []).append(np.mean([run[name] for run in runs], axis=0).tolist())
-    slopes = {name: np.polyfit(np.log2(widths), np.log2(by_width), 1)[0].tolist()
-              for name, by_width in activations.items()}
+    runs = [(width, cfg.train.seed + s) for width in widths for s in range(seeds)]
+    sizes: dict[str, list[list[float]]] = {}
+    with tqdm(total=len(runs) * steps, desc=f"coord-check {LABELS[cfg.model.parametrization]}", unit="step",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for width, seed in runs:
+            bar.set_postfix_str(f"width {width}, seed {seed}")
+            for name, record in _train_and_record(cfg, width, seed, steps, data, bar.update).items():
+                sizes.setdefault(name, []).append(record)
+    # log2 sizes as (width, seed, step); polyfit fits every (seed, step) column at once.
+    log2 = {name: np.log2(records).reshape(len(widths), seeds, steps) for name, records in sizes.items()}
+    seed_slopes = {name: np.polyfit(np.log2(widths), a.reshape(len(widths), -1), 1)[0].reshape(seeds, steps)
+                   for name, a in log2.items()}
+    verdicts = judge({name: s[:, -1] for name, s in seed_slopes.items()})
     return {"parametrization": cfg.model.parametrization, "lr": cfg.optim.lr, "widths": widths,
-            "steps": steps, "seeds": seeds, "activations": activations, "slopes": slopes}
+            "steps": steps, "seeds": seeds,
+            # The geometric mean over seeds, so that each curve's slope is the mean of the seeds' slopes.
+            "activations": {name: np.exp2(a.mean(axis=1)).tolist() for name, a in log2.items()},
+            "slopes": {name: s.mean(axis=0).tolist() for name, s in seed_slopes.items()},
+            "threshold": FLAT_SLOPE, "verdicts": verdicts,
+            "summary": summary(cfg.model.parametrization, verdicts, FLAT_SLOPE)}
+
+
+def judge(seed_slopes: Mapping[str, Sequence[float]], threshold: float = FLAT_SLOPE) -> dict[str, dict]:
+    """Per quantity, from its seeds' slopes: the mean slope, its standard error (None from one seed), the
+    verdict (`flat` when |slope| < threshold, else `grows` or `shrinks`), and whether the seeds leave it open
+    (|slope| within 2 standard errors of the threshold)."""
+    verdicts = {}
+    for name, per_seed in seed_slopes.items():
+        s = np.asarray(per_seed, dtype=float)
+        slope = float(s.mean())
+        stderr = float(s.std(ddof=1) / np.sqrt(len(s))) if len(s) > 1 else None
+        verdicts[name] = {
+            "slope": slope, "stderr": stderr, "seed_slopes": s.tolist(),
+            "verdict": "flat" if abs(slope) < threshold else "grows" if slope > 0 else "shrinks",
+            "near_threshold": stderr is not None and abs(abs(slope) - threshold) < 2 * stderr}
+    return verdicts
+
+
+def summary(parametrization: str, verdicts: Mapping[str, dict], threshold: float = FLAT_SLOPE) -> str:
+    """One line: how many quantities are flat, and whether that is what the parametrization predicts."""
+    flat = sum(v["verdict"] == "flat" for v in verdicts.values())
+    off = "; ".join(f"{kind}: " + ", ".join(n for n, v in verdicts.items() if v["verdict"] == kind)
+                    for kind in ("grows", "shrinks") if any(v["verdict"] == kind for v in verdicts.values()))
+    head = (f"{LABELS[parametrization]} coordinate check: {flat} of {len(verdicts)} quantities flat in width "
+            f"(|slope| < {threshold:g} log2 per doubling)")
+    if parametrization == "mup":
+        return f"{head}: passes" if not off else f"{head}: fails, μP predicts all flat ({off})"
+    if any(v["verdict"] == "grows" for v in verdicts.values()):
+        return f"{head}: not flat, as SP predicts ({off})"
+    return f"{head}: nothing grows, unlike SP; too few steps or too small an LR to tell it from μP"
+
+
+def format_verdicts(result: dict) -> str:
+    """The per-quantity table and, last, the summary line."""
+    spread = f"mean ± s.e. over {result['seeds']} seeds" if result["seeds"] > 1 else "1 seed"
+    lines = [f"log2 mean |activation| per doubling of width at step {result['steps'] - 1}, the last ({spread}):"]
+    for name, v in result["verdicts"].items():
+        error = f" ± {v['stderr']:.2f}" if v["stderr"] is not None else ""
+        near = ", within 2 s.e. of the threshold" if v["near_threshold"] else ""
+        lines.append(f"  {name:<10} {v['slope']:+.2f}{error:<7}  {v['verdict']}{near}")
+    return "\n".join([*lines, result["summary"]])
 
 
 def plot_coord_check(result: dict, path: Path) -> None:
-    """A log-log panel per activation: mean |activation| against width, one line per training step."""
+    """A panel per activation: log2 of its mean |activation| relative to the narrowest width, one line per step,
+    on one y-scale for all panels, with the band a flat quantity stays in at the last step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,23 +151,34 @@ def plot_coord_check(result: dict, path: Path) -> None:
     names = list(result["activations"])
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3 * rows), squeeze=False)
-    steps = sorted({0, *np.linspace(0, result["steps"] - 1, 5).round().astype(int).tolist()})
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3 * rows), squeeze=False, sharex=True, sharey=True)
+    doublings = np.log2(result["widths"]) - np.log2(result["widths"][0])
+    last = result["steps"] - 1
+    steps = sorted({0, *np.linspace(0, last, 5).round().astype(int).tolist()})
     colors = plt.cm.plasma(np.linspace(0, 0.85, len(steps)))
+    band = result["threshold"] * doublings
     for ax, name in zip(axes.flat, names):
-        by_width = result["activations"][name]
+        log2 = np.log2(result["activations"][name])  # (width, step)
+        ax.fill_between(result["widths"], -band, band, color="0.9", lw=0, label=f"|slope| < {result['threshold']:g}")
+        ax.axhline(0, color="0.6", lw=0.6)
         for step, color in zip(steps, colors):
-            ax.plot(result["widths"], [per_step[step] for per_step in by_width], "o-", color=color,
-                    markersize=3, label=f"step {step}")
+            ax.plot(result["widths"], log2[:, step] - log2[0, step], "o-", color=color, markersize=3,
+                    lw=2 if step == last else 1, label=f"step {step}")
+        v = result["verdicts"][name]
+        error = f" ± {v['stderr']:.2f}" if v["stderr"] is not None else ""
+        ax.set_title(f"{name}: {v['slope']:+.2f}{error} per doubling, {v['verdict']}", fontsize=9,
+                     color="black" if v["verdict"] == "flat" else "tab:red")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(f"{name} (slope {result['slopes'][name][-1]:+.2f} at the end)", fontsize=9)
-        ax.set_xlabel("width")
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    axes[0][0].set_ylabel("mean |activation|")
+    for ax in axes[-1]:
+        ax.set_xlabel("width")
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"log2 mean |act| − at width {result['widths'][0]}")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"coord check ({result['parametrization']}, lr {result['lr']:.3g}, {result['seeds']} seeds)")
+    fig.suptitle(f"{result['summary']}\nlr {result['lr']:.3g}, {result['seeds']} seeds; panel titles: the slope at "
+                 f"step {last}, mean ± s.e. over seeds", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
