@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from pretrain.errors import ExitCode
+
 
 @pytest.mark.slow
 def test_prepare_data_benchmark_runs_and_agrees_with_the_recipe(tmp_path, monkeypatch, capsys):
@@ -20,12 +22,13 @@ def test_prepare_data_benchmark_runs_and_agrees_with_the_recipe(tmp_path, monkey
 @pytest.mark.slow
 def test_gpu_check_dry_run_writes_every_part_and_keeps_going_past_a_failure(tmp_path, monkeypatch, capsys):
     """The whole command on CPU (kernels interpreted), with one part given too little time: that part is
-    recorded as timed out, every other part still runs, and the JSON and markdown hold all of them."""
+    recorded as timed out, every other part still runs, the JSON and markdown hold all of them, and the command
+    names the part last and exits 1."""
     from pretrain.benchmarks import gpu_check
     from pretrain.cli import main
 
     monkeypatch.setitem(gpu_check.PARTS, "bench-10b", 1)
-    assert main(["gpu-check", str(tmp_path), "--dry-run"]) == 0
+    assert main(["gpu-check", str(tmp_path), "--dry-run"]) == ExitCode.FAILED
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["environment"]["dry_run"] and report["environment"]["triton"]
     parts = report["parts"]
@@ -44,4 +47,26 @@ def test_gpu_check_dry_run_writes_every_part_and_keeps_going_past_a_failure(tmp_
     for heading in ("| part | status | seconds |", "| op | dtype | shape | max error |", "| op | model | shape | impl",
                     "| model | kernels | precision | batch |"):
         assert heading in table
-    assert "bench-10b | timed out" in table and "1 part(s) not ok: bench-10b" in capsys.readouterr().out
+    assert "bench-10b | timed out" in table
+    assert capsys.readouterr().out.splitlines()[-1] == "1 part(s) not ok: bench-10b"
+
+
+@pytest.mark.parametrize("statuses, code, last_line", [
+    ({}, ExitCode.OK, "every part ok"),
+    ({"kernels-fp16": "failed: AssertionError", "train-torch": "timed out after 70 s (rows so far kept)"},
+     ExitCode.FAILED, "2 part(s) not ok: kernels-fp16, train-torch"),
+], ids=["every part ok", "two parts not ok"])
+def test_gpu_check_exits_0_only_when_every_part_is_ok(tmp_path, monkeypatch, capsys, statuses, code, last_line):
+    """The exit decision without running the parts (the slow test above runs them): each part's status is
+    given, the files are still written whole, and failing parts are named on the last line."""
+    from pretrain.benchmarks import gpu_check
+    from pretrain.cli import main
+
+    monkeypatch.setattr(gpu_check, "_run_part", lambda part, seconds, out, dry_run: {
+        "status": statuses.get(part, "ok"), "seconds": 0.0, "rows": []})
+    assert main(["gpu-check", str(tmp_path), "--dry-run"]) == code
+    parts = json.loads((tmp_path / "gpu_check.json").read_text())["parts"]
+    assert {name: p["status"] for name, p in parts.items()} == {name: statuses.get(name, "ok")
+                                                                for name in gpu_check.PARTS}
+    assert (tmp_path / "gpu_check.md").exists()
+    assert capsys.readouterr().out.splitlines()[-1] == last_line

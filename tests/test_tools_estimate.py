@@ -1,5 +1,5 @@
-"""`pretrain estimate`: ZeRO memory against DeepSpeed's own estimators, activations, the fewest GPUs that fit;
-the proxies differ from the targets only in width."""
+"""`pretrain estimate`: ZeRO memory against DeepSpeed's own estimators, activations, the fewest GPUs that fit and
+run the batch, the run's FLOPs and time to train; the proxies differ from the targets only in width."""
 
 from pathlib import Path
 
@@ -9,11 +9,13 @@ from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem
 
 from pretrain.cli import main
 from pretrain.config import load_config
+from pretrain.errors import ExitCode
 from pretrain.model.flops import count_params
-from pretrain.tools.estimate import activation_bytes, model_state_bytes, stage_estimate
+from pretrain.tools.estimate import activation_bytes, duration, model_state_bytes, stage_estimate
 from tests.helpers import ROOT
 
 PROXIES = sorted((ROOT / "configs" / "proxies").glob("*.yaml"))
+H100 = 989e12  # dense bf16 FLOP/s: the peak `estimate` assumes by default
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +68,22 @@ def test_model_states_agree_with_deepspeeds_estimators(cfg_10b, gpus_per_node, n
     assert zero3_offload == pytest.approx(ours(3, offload=True), abs=1)
 
 
-def test_fewest_gpus_is_the_smallest_count_that_fits(cfg_10b):
+def test_fewest_gpus_is_the_smallest_count_that_fits_and_divides_the_batch(cfg_10b):
     params = count_params(cfg_10b.model, cfg_10b.vocab_size)
     stages = [stage_estimate(cfg_10b, params, stage, 64, 80) for stage in range(4)]
+    t = cfg_10b.train
+
+    def runs(stage: int, n: int) -> bool:
+        return t.global_batch_size % (t.micro_batch_size * n) == 0 and stage_estimate(
+            cfg_10b, params, stage, n, 80).fits
+
     assert stages[0].fewest_gpus is None and not stages[0].fits  # 16 bytes/param: 152 GiB before activations
     for s in stages[1:]:
-        assert s.fits
-        assert stage_estimate(cfg_10b, params, s.stage, s.fewest_gpus, 80).fits
-        assert not stage_estimate(cfg_10b, params, s.stage, s.fewest_gpus - 1, 80).fits
+        assert s.fits and runs(s.stage, s.fewest_gpus)
+        assert not any(runs(s.stage, n) for n in range(1, s.fewest_gpus))
     assert stages[3].fewest_gpus <= stages[2].fewest_gpus <= stages[1].fewest_gpus
+    # ZeRO-3 fits on 3, but 1024 sequences do not split into micro batches of 4 over 3 GPUs
+    assert stage_estimate(cfg_10b, params, 3, 3, 80).fits and stages[3].fewest_gpus == 4
 
 
 def test_activation_checkpointing_keeps_one_layer_and_the_block_inputs(cfg_10b):
@@ -93,4 +102,65 @@ def test_estimate_command_prints_every_stage(capsys):
     assert "FLOPs/token" in out and "activations" in out
     rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
     assert [r[0] for r in rows] == ["0", "1", "2", "3"]
-    assert rows[0][-2:] == ["no", "none"] and rows[3][-2] == "yes"
+    assert rows[0][-3:] == ["no", "none", "-"] and rows[3][-4] == "yes"
+
+
+def _fewest_gpus(out: str, stage: int) -> int:
+    """The fewest-GPUs column of `stage`'s row, under the header that says what the count means."""
+    assert "fewest = fewest GPUs that fit and divide the global batch of 1,024 sequences" in out
+    row = next(line.split() for line in out.splitlines() if line.startswith(f"{stage} "))
+    return int(row[-3])
+
+
+def test_the_fewest_gpus_printed_is_a_count_the_run_accepts(capsys):
+    assert main(["estimate", "10b", "--gpus", "64"]) == ExitCode.OK
+    fewest = _fewest_gpus(capsys.readouterr().out, stage=3)
+    assert main(["estimate", "10b", "--gpus", str(fewest)]) == ExitCode.OK
+    assert _fewest_gpus(capsys.readouterr().out, stage=3) == fewest
+    assert main(["estimate", "10b", "--gpus", str(fewest - 1)]) == ExitCode.USER_ERROR  # 3: fits, but not the batch
+    assert "not a multiple of train.micro_batch_size × processes" in capsys.readouterr().err
+
+
+def _training_flops(cfg) -> float:
+    """steps × tokens per step × (6·N_mm + 6·L·T·H·D), from the config's shapes: attention's q, k, v, o, the
+    SwiGLU MLP's three matrices and the readout (no biases, no norm gains in this config)."""
+    m, d, seq = cfg.model, cfg.model.d_model, cfg.data.seq_len
+    per_layer = 2 * d * m.n_heads * m.head_dim + 2 * d * m.kv_heads * m.head_dim + 3 * d * m.ffn_dim
+    n_matmul = m.n_layers * per_layer + cfg.vocab_size * d
+    assert n_matmul + cfg.vocab_size * d == 10_200_547_328  # with the embedding: the total the command prints
+    per_token = 6 * n_matmul + 6 * m.n_layers * seq * m.n_heads * m.head_dim
+    return cfg.train.steps * cfg.train.global_batch_size * seq * per_token
+
+
+def test_estimate_prints_the_runs_flops_and_time_to_train(cfg_10b, capsys):
+    flops = _training_flops(cfg_10b)
+    assert main(["estimate", "10b", "--gpus", "64"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert f"training     90,000 steps × 2,097,152 tokens/step × 60.84 G FLOPs/token = {flops:.4g} FLOPs" in out
+    days = flops / (64 * H100 * 0.4) / 86400
+    assert f"time         {days:.3g} days at 64 GPUs: 40% MFU of 989 TFLOP/s per GPU (default: the H100's" in out
+    fewest = _fewest_gpus(out, stage=3)
+    row = next(line.split() for line in out.splitlines() if line.startswith("3 "))
+    assert row[-4:] == ["yes", str(fewest), f"{flops / (fewest * H100 * 0.4) / 86400:.3g}", "days"]
+
+    assert main(["estimate", "10b", "--gpus", "8", "--mfu", "0.5", "--peak-tflops", "312"]) == ExitCode.OK
+    days = flops / (8 * 312e12 * 0.5) / 86400
+    assert f"time         {days:.3g} days at 8 GPUs: 50% MFU of 312 TFLOP/s per GPU (--peak-tflops)" in \
+        capsys.readouterr().out
+    assert main(["estimate", "10b", "--gpus", "8", "train.peak_flops=7.56e14"]) == ExitCode.OK
+    days = flops / (8 * 756e12 * 0.4) / 86400
+    assert f"{days:.3g} days at 8 GPUs: 40% MFU of 756 TFLOP/s per GPU (train.peak_flops)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mfu", ["0", "-0.4", "1.01", "nan", "inf", "forty"])
+def test_mfu_outside_0_to_1_is_refused(mfu, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["estimate", "10b", "--mfu", mfu])
+    assert exit_.value.code == ExitCode.USER_ERROR
+    assert f"argument --mfu: expected a number > 0 and <= 1, got {mfu!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seconds, text", [(45, "45 s"), (150, "2.5 min"), (3 * 3600, "3 hours"),
+                                           (47 * 3600, "47 hours"), (84.04 * 86400, "84 days")])
+def test_duration_picks_the_largest_unit_that_keeps_2_or_more(seconds, text):
+    assert duration(seconds) == text

@@ -32,7 +32,7 @@ from ..fileio import write_json, write_text
 from . import CONFIGS, figure
 
 TRAIN_LAYERS = 2  # of configs/1b.yaml's 12: the step's shape (width, heads, MLP, vocab, sequence) is the 1B's
-TRAIN_STEPS = {False: (3, 10), True: (1, 2)}  # (warm-up, timed) steps; dry run: interpreted kernels are slow
+TRAIN_STEPS = {False: (3, 10), True: (1, 1)}  # (warm-up, timed) steps; dry run: interpreted kernels are slow
 # part -> seconds allowed (process start included); 430 s in all, inside 8 minutes with the launch overhead
 PARTS = {"kernels-bf16": 45, "kernels-fp16": 45, "bench-1b": 100, "bench-10b": 100, "train-kernels": 70,
          "train-torch": 70}
@@ -96,6 +96,11 @@ def _run_part(part: str, seconds: int, out: Path, dry_run: bool) -> dict:
         status = f"timed out after {seconds} s (rows so far kept)"
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
     return {"status": status, "seconds": round(time.perf_counter() - started, 1), "rows": rows}
+
+
+def failed_parts(report: dict) -> list[str]:
+    """The parts that did not end ok (failed or timed out), in the order they ran."""
+    return [name for name, part in report["parts"].items() if part["status"] != "ok"]
 
 
 def _last_line(text: str) -> str:
@@ -176,8 +181,9 @@ def bench_training(use_kernels: bool, dry_run: bool) -> Iterator[dict]:
     from ..training.metrics import mfu, peak_flops, peak_memory_gib
     from ..training.optim import build_optimizer
 
+    # the interpreter runs a kernel's programs one at a time, about one per token row: a step costs its tokens
     tiny = ["model.d_model=64", "model.head_dim=32", "data.vocab_size=512", "data.seq_len=64",
-            "train.micro_batch_size=2", "deepspeed.zero_stage=0"]
+            "train.micro_batch_size=1", "deepspeed.zero_stage=0"]
     overrides = [f"model.n_layers={TRAIN_LAYERS}", f"model.use_kernels={str(use_kernels).lower()}",
                  "train.global_batch_size=null", "train.activation_checkpointing=false", *(tiny if dry_run else [])]
     cfg = load_config(CONFIGS / "1b.yaml", overrides)
