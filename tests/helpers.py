@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pretrain.training.metrics import read_metrics
-from pretrain.transfer.sweep import create_sweep, parse_lrs, result_path
+from pretrain.transfer.sweep import Plan, Point, create_sweep, parse_lrs, result_path
 from pretrain_kernels._dispatch import kernels_interpreted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,14 +60,21 @@ def synthetic_sweep(out: Path, optimum, widths=(128, 256, 512, 1024), lrs="2^-12
     plan = create_sweep(ROOT / config, list(widths), parse_lrs(lrs), out, list(overrides), steps)
     rng = random.Random(seed)
     for p in plan.points:
-        x = math.log2(p.lr)
-        diverged = x > diverge_above
-        loss = None if diverged else 3 + 0.1 * (x - optimum(p.width, plan.tokens(p.steps))) ** 2 + rng.gauss(0, noise)
-        result_path(p).parent.mkdir(parents=True)
-        result_path(p).write_text(json.dumps({"index": p.index, "width": p.width, "lr": p.lr,
-                                              "status": "diverged" if diverged else "ok",
-                                              "train_loss": loss, "eval_loss": loss}))
+        synthetic_result(plan, p, optimum, diverge_above, noise, rng)
     return out
+
+
+def synthetic_result(plan: Plan, point: Point, optimum, diverge_above: float = math.inf, noise: float = 0.0,
+                     rng: random.Random | None = None) -> dict:
+    """Write the result `synthetic_sweep` gives `point`, and return it: a stand-in for `sweep.run_point`."""
+    x, best = math.log2(point.lr), optimum(point.width, plan.tokens(point.steps))
+    diverged = x > diverge_above
+    loss = None if diverged else 3 + 0.1 * (x - best) ** 2 + (rng or random.Random(point.index)).gauss(0, noise)
+    result = {"index": point.index, "width": point.width, "lr": point.lr, "status": "diverged" if diverged else "ok",
+              "train_loss": loss, "eval_loss": loss}
+    result_path(point).parent.mkdir(parents=True, exist_ok=True)
+    result_path(point).write_text(json.dumps(result))
+    return result
 
 
 def mup_like(width: int, tokens: int) -> float:
@@ -81,3 +88,9 @@ def sp_like(width: int, tokens: int) -> float:
 def horizon_like(beta: float, at_tokens: float = 4096 * 300):
     """μP across width, falling by β per doubling of tokens, -6.3 at `at_tokens` (tiny.yaml's horizon)."""
     return lambda width, tokens: -6.3 - beta * math.log2(tokens / at_tokens)
+
+
+def drift_like(slope: float, scatter: dict[int, float] | None = None):
+    """-6.3 at width 128, moving by `slope` log2 per doubling of width, plus a fixed offset per width (`scatter`):
+    optima as scattered as noisy ones, reproducibly."""
+    return lambda width, tokens: -6.3 + slope * math.log2(width / 128) + (scatter or {}).get(width, 0.0)

@@ -13,7 +13,7 @@ from pretrain.errors import ConfigError
 from pretrain.transfer.apply_lr import set_optim_lr, transfer
 from pretrain.transfer.report import build_report
 from pretrain.transfer.sweep import load_plan
-from tests.helpers import ROOT, horizon_like, mup_like, sp_like, synthetic_sweep
+from tests.helpers import ROOT, drift_like, horizon_like, mup_like, sp_like, synthetic_sweep
 
 OPTIMUM = 2**-6.3  # mup_like's optimum at every width
 
@@ -93,6 +93,31 @@ def test_a_drifting_sweep_or_an_edge_optimum_is_refused(tmp_path, capsys):
     assert "width 1024: the optimum sits on the grid edge" in capsys.readouterr().err
 
 
+def test_force_names_every_check_it_overrides_in_the_config_line_and_the_output(tmp_path, sweep, capsys):
+    big = target(tmp_path, {"model": "{norm_gains: true}", "train": "{global_batch_size: 32, steps: 150}"})
+    forced = ("applied with --force over: model.norm_gains=true; model.norm_gains: proxy False, target True; batch "
+              "differs (proxy 4,096, target 8,192 tokens per step)")
+    assert main(["apply-lr", str(sweep), str(big), "--force", "--print"]) == 0
+    assert forced in capsys.readouterr().err
+    assert main(["apply-lr", str(sweep), str(big), "--force"]) == 0
+    assert forced in capsys.readouterr().out
+    line = next(line for line in big.read_text().splitlines() if line.strip().startswith("lr:"))
+    assert line.endswith(f"fitted 2^-6.30 at 1.2e+06 tokens ({forced})")
+
+
+def test_a_two_width_sweep_cannot_tell_whether_the_optimum_transfers(tmp_path, capsys):
+    """Two widths leave no residual for an interval: the drift (here -0.32 per doubling) decides nothing, so
+    apply-lr refuses and says what would decide it."""
+    two = synthetic_sweep(tmp_path / "two", drift_like(-0.32), widths=(128, 256))
+    big = target(tmp_path)
+    assert main(["apply-lr", str(two), str(big)]) == 2
+    assert ("the sweep cannot tell whether its optimum moves with width (drift -0.32 log2 per doubling, no interval "
+            "at 0 dof): an interval needs 2 residual dof; to decide it, sweep 2 more widths, or these 2 widths at 2 "
+            "more horizons") in capsys.readouterr().err
+    assert main(["apply-lr", str(two), str(big), "--force"]) == 0
+    assert "(applied with --force over: width transfer undetermined)" in big.read_text()
+
+
 @pytest.mark.parametrize("text", ["model:\n  d_model: 64\n", "optim:\n  # Adam\n  beta2: 0.95\n",
                                   "optim:\n  lr: 0.1  # old\n  beta2: 0.95\ntrain:\n  steps: 5\n"])
 def test_set_optim_lr_edits_one_line(tmp_path, text):
@@ -145,7 +170,8 @@ def test_one_swept_horizon_refuses_another_naming_both_and_the_fix(tmp_path, swe
     assert "--steps 75,150,300" in err and err.count("\n") == 1
     assert main(["apply-lr", str(sweep), str(big), "--force"]) == 0
     assert load_config(big).optim.lr == pytest.approx(OPTIMUM, rel=1e-3)
-    assert "not corrected for the horizon (applied with --force)" in big.read_text()
+    assert ("not corrected for the horizon (applied with --force over: one horizon swept (1.23e+06 tokens, target "
+            "1.97e+07))") in big.read_text()
 
 
 def test_too_far_an_extrapolation_is_refused(tmp_path, horizons, capsys):

@@ -1,16 +1,26 @@
-"""`pretrain report` on synthetic sweeps whose optimum is known: fit, drift, verdict, warnings, plot, JSON."""
+"""`pretrain report` on synthetic sweeps whose optimum is known: fit, drift with its interval, verdict, warnings,
+plot, JSON, and what apply-lr would refuse for a target; the t quantile and the intervals they rest on."""
 
 import ast
 import json
 import math
 
+import numpy as np
 import pytest
 
 from pretrain.cli import main
-from pretrain.transfer.fit import DRIFT_TOLERANCE, fit_optimum, shared_slope
-from pretrain.transfer.report import build_report
-from pretrain.transfer.sweep import load_plan, result_path
-from tests.helpers import ROOT, horizon_like, mup_like, sp_like, synthetic_sweep
+from pretrain.transfer.fit import (
+    DRIFT_TOLERANCE,
+    Optimum,
+    fit_optimum,
+    linear_fit,
+    shared_slope,
+    t_quantile,
+    width_drift,
+)
+from pretrain.transfer.report import build_report, report_sweeps
+from pretrain.transfer.sweep import load_plan, read_result, result_path
+from tests.helpers import ROOT, drift_like, horizon_like, mup_like, sp_like, synthetic_sweep
 
 
 def test_fit_recovers_the_vertex_of_a_parabola():
@@ -51,7 +61,8 @@ def test_sp_like_sweep_drifts_and_diverged_points_are_excluded(tmp_path):
     assert [math.log2(o.lr) for o in report.optima] == pytest.approx([-6.3, -7.3, -8.3, -9.3])
     assert report.drift == pytest.approx(-1.0)
     assert report.spread == pytest.approx(3.0)
-    assert report.verdict == "drifts by -1.00 log2 per doubling"
+    assert report.verdict == "drifts"  # noiseless: the interval is the point -1
+    assert (report.drift_interval.low, report.drift_interval.high) == pytest.approx((-1.0, -1.0))
     assert sum(p.status == "diverged" for p in report.grid) == 4 * 4
 
 
@@ -80,7 +91,9 @@ def test_report_cli_prints_tables_json_and_writes_the_plot(tmp_path, capsys):
     plot = tmp_path / "both.png"
     assert main(["report", str(mup), str(sp), "--plot", str(plot)]) == 0
     text = capsys.readouterr().out
-    assert "verdict: transfers" in text and "verdict: drifts by -1.00 log2 per doubling" in text
+    assert "verdict: transfers" in text
+    assert "drift of log2 lr*: -1.00 per width doubling, 80% interval [-1.00, -1.00], 2 dof" in text
+    assert "verdict: drifts: the whole interval lies outside ±0.2 log2 per doubling" in text
     assert "(sp)" in text and plot.stat().st_size > 10_000
 
 
@@ -145,6 +158,135 @@ def test_report_cli_shows_the_horizon_fit_and_the_target_extrapolation(tmp_path,
     assert (sweep / "loss_vs_lr.png").stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("p, dof, table", [(0.9, 1, 3.0777), (0.9, 2, 1.8856), (0.9, 5, 1.4759),
+                                            (0.95, 2, 2.9200), (0.975, 1, 12.7062), (0.975, 10, 2.2281),
+                                            (0.995, 30, 2.7500), (0.999, 3, 10.2145), (0.9, 120, 1.2886)])
+def test_t_quantile_matches_the_table(p, dof, table):
+    assert t_quantile(p, dof) == pytest.approx(table, abs=5e-5)
+    assert t_quantile(1 - p, dof) == pytest.approx(-table, abs=5e-5)
+
+
+def test_linear_fit_covariance_is_the_textbook_one():
+    """Simple regression: se(slope) = σ/√Sxx, se(intercept) = σ·√(1/n + x̄²/Sxx), σ² = RSS/(n − 2)."""
+    x, y = np.array([1.0, 2, 3, 5, 8]), np.array([2.1, 3.9, 6.2, 9.8, 16.1])
+    fit = linear_fit(np.column_stack([np.ones_like(x), x]), y)
+    slope, intercept = np.polyfit(x, y, 1)
+    sigma = math.sqrt(((y - intercept - slope * x) ** 2).sum() / 3)
+    sxx = ((x - x.mean()) ** 2).sum()
+    assert fit.params == pytest.approx([intercept, slope]) and fit.dof == 3 and fit.sigma == pytest.approx(sigma)
+    assert fit.standard_error([0, 1]) == pytest.approx(sigma / math.sqrt(sxx))
+    assert fit.standard_error([1, 0]) == pytest.approx(sigma * math.sqrt(1 / 5 + x.mean() ** 2 / sxx))
+    at_4 = fit.interval([1, 4])  # the prediction at x = 4: its design row
+    half = t_quantile(0.9, 3) * sigma * math.sqrt(1 / 5 + (4 - x.mean()) ** 2 / sxx)
+    assert (at_4.low, at_4.estimate, at_4.high) == pytest.approx((intercept + 4 * slope - half,
+                                                                   intercept + 4 * slope, intercept + 4 * slope + half))
+
+
+def test_no_interval_below_two_residual_dof():
+    one = linear_fit(np.column_stack([np.ones(3), [0.0, 1, 2]]), np.array([0.0, 1.1, 1.9]))
+    assert one.dof == 1 and one.standard_error([0, 1]) is not None
+    assert not one.interval([0, 1]).determined and str(one.interval([0, 1])) == "no interval at 1 dof"
+    assert linear_fit(np.column_stack([np.ones(2), [0.0, 1]]), np.array([0.0, 1.0])).covariance is None
+
+
+def optima(log2_lrs: dict[tuple[int, int], float]) -> list[Optimum]:
+    """Fitted optima inside the grid, at (width, steps) -> log2 lr*."""
+    return [Optimum(w, s, s * 4096, 2**x, 3.0, 2**x, True, False) for (w, s), x in log2_lrs.items()]
+
+
+def test_the_drift_interval_covers_the_true_drift_as_often_as_it_claims():
+    """400 sweeps of 4 widths x 2 horizons (5 dof), optima drifting by -0.1 per doubling plus Gaussian noise of
+    0.2 log2: the 80% interval holds the true drift in about 80% of them."""
+    rng = np.random.default_rng(0)
+    cells = [(w, s) for w in (128, 256, 512, 1024) for s in (300, 600)]
+    covered = 0
+    for _ in range(400):
+        drift = width_drift(optima({(w, s): -6 - 0.1 * math.log2(w / 128) + rng.normal(0, 0.2) for w, s in cells}))
+        assert drift.interval.dof == 5
+        covered += drift.interval.low <= -0.1 <= drift.interval.high
+    assert 0.72 <= covered / 400 <= 0.88
+
+
+def test_the_verdict_reads_the_whole_interval():
+    widths = (128, 256, 512, 1024)
+    flat = width_drift(optima({(w, 300): -6 + 0.05 * (-1) ** i for i, w in enumerate(widths)}))
+    assert flat.verdict == "transfers" and -DRIFT_TOLERANCE <= flat.interval.low < flat.interval.high <= DRIFT_TOLERANCE
+    steep = width_drift(optima({(w, 300): -6 - 0.6 * math.log2(w / 128) + 0.05 * (-1) ** i
+                                for i, w in enumerate(widths)}))
+    assert steep.verdict == "drifts" and steep.interval.high < -DRIFT_TOLERANCE
+    between = width_drift(optima({(w, 300): -6 - 0.2 * math.log2(w / 128) + 0.05 * (-1) ** i
+                                  for i, w in enumerate(widths)}))
+    assert between.verdict == "undetermined" and between.interval.low < -DRIFT_TOLERANCE < between.interval.high
+    assert "straddles ±0.2 log2 per doubling; to decide it, narrow it" in between.reason
+    three = width_drift(optima({(w, 300): -6 - 0.6 * math.log2(w / 128) for w in widths[:3]}))
+    assert three.verdict == "undetermined" and three.interval.dof == 1  # a perfect line, yet one residual dof
+    assert three.reason == ("an interval needs 2 residual dof; to decide it, sweep 1 more width, or these 3 "
+                            "widths at 1 more horizon")
+    alone = width_drift(optima({(128, 300): -6.0}))
+    assert alone.verdict == "undetermined" and alone.interval is None and "fewer than two widths" in alone.reason
+
+
+def test_a_two_width_sweep_is_undetermined_and_says_what_would_decide_it(tmp_path, capsys):
+    sweep = synthetic_sweep(tmp_path / "two", drift_like(-0.32), widths=(128, 256))
+    assert main(["report", str(sweep)]) == 0
+    text = capsys.readouterr().out
+    assert "drift of log2 lr*: -0.32 per width doubling, no interval at 0 dof" in text
+    assert ("verdict: undetermined: an interval needs 2 residual dof; to decide it, sweep 2 more widths, or these 2 "
+            "widths at 2 more horizons") in text
+    assert main(["report", str(sweep), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["verdict"] == "undetermined" and data["drift"] == pytest.approx(-0.32)
+    assert data["drift_interval"] == {"estimate": pytest.approx(-0.32), "low": None, "high": None,
+                                      "confidence": 0.8, "dof": 0}
+    assert "before_apply" not in data and "target" not in data  # nothing about a target without --target
+
+
+def test_scattered_optima_straddling_the_tolerance_are_undetermined(tmp_path, capsys):
+    scatter = {128: 0.3, 256: -0.3, 512: 0.3, 1024: -0.3}  # drift -0.12, residual σ 0.38 log2
+    assert main(["report", str(synthetic_sweep(tmp_path / "s", drift_like(0, scatter))), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    interval = data["drift_interval"]
+    assert data["drift"] == pytest.approx(-0.12) and interval["dof"] == 2 and interval["confidence"] == 0.8
+    half = t_quantile(0.9, 2) * math.sqrt(0.288 / 2 / 5)  # t · σ/√Sxx, Sxx = 5 over log2 widths 7..10
+    assert (interval["low"], interval["high"]) == pytest.approx((-0.12 - half, -0.12 + half), abs=1e-6)
+    assert data["verdict"] == "undetermined" and data["verdict_reason"].startswith("the interval straddles ±0.2")
+
+
+def big_target(tmp_path, **train) -> str:
+    """tiny.yaml at width 4096 with `train` settings."""
+    path = tmp_path / "big.yaml"
+    path.write_text(f"base: {ROOT / 'configs' / 'tiny.yaml'}\nmodel:\n  d_model: 4096\n"
+                    + ("train:\n" + "".join(f"  {k}: {v}\n" for k, v in train.items()) if train else ""))
+    return str(path)
+
+
+def test_report_with_a_target_lists_what_apply_lr_would_refuse(tmp_path, capsys):
+    sweep = str(synthetic_sweep(tmp_path / "s", mup_like))
+    unset = big_target(tmp_path)  # the swept config's batch rule: no train.global_batch_size
+    assert main(["report", sweep, "--target", unset]) == 0
+    text = capsys.readouterr().out
+    listed = text[text.index("before you apply"):].splitlines()
+    assert listed[0] == "before you apply: `pretrain apply-lr` would refuse the target:"
+    assert listed[1].startswith("  - train.global_batch_size is not set, so the target's tokens per step depend on "
+                                "the GPU count") and listed[2].startswith("plot:")
+    assert main(["report", sweep, "--target", big_target(tmp_path, global_batch_size=16)]) == 0
+    assert "before you apply: nothing `pretrain apply-lr` would refuse" in capsys.readouterr().out
+    larger_batch = big_target(tmp_path, global_batch_size=64, steps=75)  # the swept horizon in tokens
+    assert main(["report", sweep, "--target", larger_batch, "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)["before_apply"]
+    assert [p["brief"] for p in before] == ["batch differs (proxy 4,096, target 16,384 tokens per step)"]
+    assert main(["apply-lr", sweep, larger_batch]) == 2
+    assert before[0]["detail"] in capsys.readouterr().err  # the same check, said the same way
+
+
+def test_report_before_apply_on_a_sweep_with_no_result_yet(tmp_path, capsys):
+    sweep = synthetic_sweep(tmp_path / "s", mup_like, widths=(128, 256))
+    for point in load_plan(sweep).points:
+        result_path(point).unlink()
+    assert main(["report", str(sweep), "--target", big_target(tmp_path, global_batch_size=16)]) == 0
+    assert "  - sweep s has no optimum yet; run its points first" in capsys.readouterr().out
+
+
 def imported_modules(module: str) -> set[str]:
     """Every module `pretrain/transfer/<module>.py` imports, at any depth; relative ones keep their dots."""
     found = set()
@@ -164,3 +306,54 @@ def test_the_fit_reads_no_files_and_only_the_plots_import_matplotlib():
     for module in ("fit", "report", "report_text", "report_plot"):
         uses_matplotlib = any(name.split(".")[0] == "matplotlib" for name in imported_modules(module))
         assert uses_matplotlib == (module == "report_plot"), module
+
+
+def test_report_merges_sweeps_of_one_recipe_into_the_report_of_all_their_points(tmp_path, capsys):
+    """Two halves of an LR grid over two horizons, overlapping at 2^-7, report as the whole grid in one directory
+    does: the same optima, drift and β. A point in both is read from the first sweep listed that has its result."""
+    whole, low, high = (synthetic_sweep(tmp_path / name, horizon_like(0.3), lrs=lrs, steps=[150, 300])
+                        for name, lrs in (("whole", "2^-12:2^-2:0.5"), ("low", "2^-12:2^-7:0.5"),
+                                          ("high", "2^-7:2^-2:0.5")))
+
+    def report(*sweeps) -> dict:
+        assert main(["report", *map(str, sweeps), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    expected, merged = report(whole), report(low, high)
+    for key in ("optima", "drift", "drift_interval", "verdict", "horizon_fit", "steps", "metric", "tokens_per_step"):
+        assert merged[key] == expected[key], key
+    target = ["--target", big_target(tmp_path, global_batch_size=16)]  # checked against the merged plan
+    assert report(low, high, *target)["before_apply"] == report(whole, *target)["before_apply"]
+    assert merged["name"] == "low+high" and len(merged["grid"]) == len(expected["grid"]) == 4 * 2 * 21
+    assert merged["warnings"] == [
+        f"8 points are in more than one sweep; each is read from the first listed that has its result: "
+        f"w128-s150-lr7.8125e-03 from {low} (also in {high}), w128-s300-lr7.8125e-03 from {low} (also in {high}), "
+        f"w256-s150-lr7.8125e-03 from {low} (also in {high}) ..."]
+
+    def loss_at_the_overlap(data: dict) -> float:
+        return next(p["loss"] for p in data["grid"] if (p["width"], p["steps"], p["lr"]) == (128, 150, 2**-7))
+
+    (in_high,) = [p for p in load_plan(high).points if p.name == "w128-s150-lr7.8125e-03"]
+    result_path(in_high).write_text(json.dumps({**read_result(in_high), "eval_loss": 9.0}))
+    assert loss_at_the_overlap(report(low, high)) == loss_at_the_overlap(expected) < 9.0
+    swapped = report(high, low)
+    assert loss_at_the_overlap(swapped) == 9.0 and f"from {high} (also in {low})" in swapped["warnings"][0]
+    (in_low,) = [p for p in load_plan(low).points if p.name == in_high.name]
+    result_path(in_low).unlink()  # not run there: the other sweep's result is read
+    assert loss_at_the_overlap(report(low, high)) == 9.0
+
+
+def test_report_refuses_to_merge_sweeps_of_different_recipes(tmp_path, capsys):
+    """A fit over unlike runs would mean nothing: any difference but the parametrization is refused, named. μP and
+    SP sweeps of one recipe are set side by side, each merged with the sweeps of its own parametrization."""
+    mup = synthetic_sweep(tmp_path / "mup", mup_like)
+    shorter = synthetic_sweep(tmp_path / "shorter", mup_like, overrides=["data.seq_len=128"])
+    assert main(["report", str(mup), str(shorter)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot merge sweeps {mup} and {shorter}: data.seq_len is 256 in {mup}, 128 in {shorter}; sweeps merge "
+        "only under one recipe (those that differ in model.parametrization alone are reported side by side)\n")
+    wider = synthetic_sweep(tmp_path / "wider", mup_like, widths=(2048,))
+    sp = synthetic_sweep(tmp_path / "sp", sp_like, overrides=["model.parametrization=sp"])
+    reports = [report for _, report in report_sweeps([mup, sp, wider])]
+    assert [(r.name, r.parametrization) for r in reports] == [("mup+wider", "mup"), ("sp", "sp")]
+    assert [o.width for o in reports[0].optima] == [128, 256, 512, 1024, 2048] and reports[0].verdict == "transfers"

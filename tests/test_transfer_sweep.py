@@ -1,4 +1,4 @@
-"""LR sweeps: grids, plans, the Slurm submission, and a real smoke sweep that restarts and reports."""
+"""LR sweeps: grids, plans and how they grow, the Slurm submission, and a real smoke sweep that restarts and reports."""
 
 import json
 import math
@@ -10,9 +10,11 @@ from pretrain.cli import main
 from pretrain.config import load_config
 from pretrain.errors import ConfigError
 from pretrain.tools.slurm import SWEEP_SCRIPT
+from pretrain.transfer import sweep as sweep_module
 from pretrain.transfer.report import build_report
 from pretrain.transfer.sweep import (
     create_sweep,
+    grow_sweep,
     load_plan,
     parse_lrs,
     parse_steps,
@@ -20,7 +22,7 @@ from pretrain.transfer.sweep import (
     read_result,
     result_path,
 )
-from tests.helpers import ROOT, small_run
+from tests.helpers import ROOT, mup_like, small_run, synthetic_result, synthetic_sweep
 
 TINY = ROOT / "configs" / "tiny.yaml"
 
@@ -77,26 +79,129 @@ def test_horizons_multiply_the_grid_and_keep_the_warmup_rule(tmp_path):
 
 
 def test_a_width_the_config_cannot_take_fails_at_plan_time(tmp_path):
-    with pytest.raises(ConfigError, match="sweep point width 100, 300 steps: model.head_dim: must divide"):
+    with pytest.raises(ConfigError, match="sweep point width 100, horizon 300, LR 0.01: model.head_dim: must divide"):
         create_sweep(TINY, [128, 100], [0.01], tmp_path / "s")
     assert not (tmp_path / "s").exists()
 
 
-def test_slurm_submits_one_array_task_per_point(tmp_path, monkeypatch, capsys):
-    """A stand-in sbatch records its arguments: the plan is written and the array covers every point."""
-    bin_dir = tmp_path / "bin"
+def test_a_finished_sweep_grows_by_more_lrs_and_widths_and_runs_only_its_new_points(tmp_path, monkeypatch, capsys):
+    """The same recipe with more settings appends the new points of the grown grid; the kept ones keep their
+    index, name and result. A synthetic result stands in for training each point."""
+    sweep = synthetic_sweep(tmp_path / "s", mup_like, widths=(128, 256), lrs="2^-8:2^-6:1")
+    finished = load_plan(sweep).points
+    results = {p.name: (result_path(p).read_bytes(), result_path(p).stat().st_mtime_ns) for p in finished}
+    trained = []
+
+    def run_point(plan, index):
+        trained.append(index)
+        return synthetic_result(plan, plan.points[index], mup_like)
+
+    monkeypatch.setattr(sweep_module, "run_point", run_point)
+
+    def sweep_again(widths: str, lrs: str) -> list[str]:
+        assert main(["sweep", str(TINY), "--widths", widths, "--lrs", lrs, "--out", str(sweep)]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    assert sweep_again("128,256", "2^-8:2^-4:1") == [
+        f"sweep {sweep.resolve()}: 2 widths x 1 horizons x 5 LRs = 10 points; warmup 30 steps at every horizon",
+        "  extended by 2 LRs (2^-5, 2^-4): 4 new points, 6 kept",
+        f"4 points run (0 diverged, 0 failed); next: pretrain report {sweep.resolve()}"]
+    plan = load_plan(sweep)
+    assert plan.points[:6] == finished and trained == [6, 7, 8, 9] and plan.lrs == [2.0**e for e in range(-8, -3)]
+    assert [(p.index, p.width, math.log2(p.lr)) for p in plan.points[6:]] == [(6, 128, -5), (7, 128, -4),
+                                                                             (8, 256, -5), (9, 256, -4)]
+    assert sweep_again("128,256,512", "2^-8:2^-4:1")[1:] == [
+        "  extended by 1 width (512): 5 new points, 10 kept",
+        f"5 points run (0 diverged, 0 failed); next: pretrain report {sweep.resolve()}"]
+    assert trained[4:] == [10, 11, 12, 13, 14] and load_plan(sweep).widths == [128, 256, 512]
+    assert {p.name: (result_path(p).read_bytes(), result_path(p).stat().st_mtime_ns) for p in finished} == results
+
+    report = build_report(load_plan(sweep))  # the grown sweep reads as one grid
+    assert [o.width for o in report.optima] == [128, 256, 512] and not report.warnings
+    assert [math.log2(o.lr) for o in report.optima] == pytest.approx([-6.3] * 3)
+
+
+def test_fewer_settings_keep_the_plan_and_more_on_another_axis_still_grow_it(tmp_path, capsys):
+    sweep = synthetic_sweep(tmp_path / "s", mup_like, widths=(128, 256, 512), lrs="2^-8:2^-6:1")
+    plan_json = (sweep / "plan.json").read_bytes()
+    assert main(["sweep", str(TINY), "--widths", "128", "--lrs", "2^-8:2^-7:1", "--out", str(sweep)]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  this command leaves out 2 widths (256, 512) and 1 LR (2^-6) of the plan, which keeps their 7 points",
+        f"0 points run (0 diverged, 0 failed); next: pretrain report {sweep.resolve()}"]
+    assert (sweep / "plan.json").read_bytes() == plan_json  # not even rewritten
+    # the grid is the union on every axis: a new horizon for width 128 alone is a new horizon for every width
+    growth = grow_sweep(TINY, [128], [2**-8], sweep, steps=[600])
+    assert growth.changes() == [
+        "extended by 1 horizon (600): 9 new points, 9 kept",
+        "this command leaves out 2 widths (256, 512), 1 horizon (300) and 2 LRs (2^-7, 2^-6) of the plan, which "
+        "keeps their 9 points"]
+    assert growth.plan.steps == [300, 600] and {(p.width, p.steps) for p in growth.new_points} == {
+        (w, 600) for w in (128, 256, 512)}
+
+
+def test_a_different_recipe_is_refused_naming_the_difference(tmp_path, capsys):
+    sweep = tmp_path / "s"
+    create_sweep(TINY, [128, 256], [2**-8], sweep, ["model.n_layers=2"])
+    plan_json = (sweep / "plan.json").read_bytes()
+    assert main(["sweep", str(TINY), "--widths", "128,256,512", "--lrs", "2^-8", "--out", str(sweep)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {sweep.resolve()} already holds a different sweep (model.n_layers is 2 there, 4 here); a sweep grows "
+        "only under the same recipe: pass --out with a new directory or delete it\n")
+    with pytest.raises(ConfigError, match="model.n_layers is 2 there, 4 here; model.parametrization is 'mup' "
+                                          "there, 'sp' here"):
+        create_sweep(TINY, [128], [2**-8], sweep, ["model.parametrization=sp"])
+    assert (sweep / "plan.json").read_bytes() == plan_json
+    # what each point sets for itself is no difference of recipe
+    same = grow_sweep(TINY, [128, 256], [2**-8], sweep, ["model.n_layers=2", "model.d_model=512",
+                                                         "train.out_dir=elsewhere", "wandb.group=mine"])
+    assert same.new_points == [] and same.changes() == []
+
+
+@pytest.fixture
+def sbatch_calls(tmp_path, monkeypatch):
+    """A stand-in sbatch on PATH: it answers "Submitted job 42" and appends its arguments, a line per call, to the
+    file returned."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "sbatch.calls"
     bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/sbatch.args\necho Submitted job 42\n')
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho Submitted job 42\n')
     (bin_dir / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+def test_slurm_submits_one_array_task_per_point(tmp_path, sbatch_calls, capsys):
+    """The plan is written and the array covers every point."""
     sweep = tmp_path / "s"
     assert main(["sweep", str(TINY), "--widths", "128,256,512", "--lrs", "2^-8:2^-6:1", "--out", str(sweep),
                  "--slurm", "--max-concurrent", "4", "train.steps=10"]) == 0
     assert "Submitted job 42" in capsys.readouterr().out
-    args = (tmp_path / "sbatch.args").read_text().split()
+    args = sbatch_calls.read_text().split()
     assert args == ["--array=0-8%4", str(SWEEP_SCRIPT), str(sweep.resolve())]
     assert SWEEP_SCRIPT.is_file()
     assert len(load_plan(sweep).points) == 9 and not (sweep / "points").exists()  # nothing ran here
+
+
+def test_slurm_submits_only_the_new_points_of_a_grown_sweep(tmp_path, sbatch_calls, capsys):
+    """Tasks already submitted keep their indices; growing the sweep submits the appended ones, and a rerun
+    without new points submits nothing but says how to rerun the unfinished ones."""
+    sweep = tmp_path / "s"
+    command = ["sweep", str(TINY), "--out", str(sweep), "--slurm", "--max-concurrent", "4", "train.steps=10"]
+    assert main([*command, "--widths", "128,256", "--lrs", "2^-8:2^-6:1"]) == 0
+    assert main([*command, "--widths", "128,256,512", "--lrs", "2^-8:2^-5:1"]) == 0
+    assert "  extended by 1 width (512) and 1 LR (2^-5): 6 new points, 6 kept" in capsys.readouterr().out
+    arrays = [line.split()[0] for line in sbatch_calls.read_text().splitlines()]
+    assert arrays == ["--array=0-5%4", "--array=6-11%4"]
+    plan = load_plan(sweep)
+    assert [(p.width, math.log2(p.lr)) for p in plan.points[6:]] == [(128, -5), (256, -5), (512, -8), (512, -7),
+                                                                    (512, -6), (512, -5)]
+    for point in plan.points:
+        if point.index not in (3, 4, 7):
+            synthetic_result(plan, point, mup_like)
+    assert main([*command, "--widths", "128", "--lrs", "2^-8"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"no new points to submit; 3 are not finished: once their tasks are over, rerun them with sbatch "
+        f"--array=3-4,7%4 {SWEEP_SCRIPT} {sweep.resolve()}")
+    assert len(sbatch_calls.read_text().splitlines()) == 2  # nothing submitted
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ logic lives in shell:
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -53,14 +54,18 @@ def submit(config: str, overrides: list[str], sbatch_args: list[str]) -> Submiss
     return Submission(job_id, run_dir / LOG_PATTERN.replace("%j", job_id))
 
 
-def sweep_command(plan: Plan, max_concurrent: int) -> list[str]:
-    """A job array, one task per point, at most `max_concurrent` running at once."""
-    return ["sbatch", f"--array=0-{len(plan.points) - 1}%{max_concurrent}", str(SWEEP_SCRIPT), plan.dir]
+def sweep_command(plan: Plan, indices: list[int], max_concurrent: int) -> list[str]:
+    """A job array of the points `indices`, at most `max_concurrent` running at once."""
+    # consecutive indices as ranges (Slurm's `0-5,9,12-13`): the new points of a grown sweep are one range
+    runs = [[i for _, i in run] for _, run in itertools.groupby(enumerate(sorted(indices)), lambda p: p[1] - p[0])]
+    spec = ",".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
+    return ["sbatch", f"--array={spec}%{max_concurrent}", str(SWEEP_SCRIPT), plan.dir]
 
 
-def submit_sweep(plan: Plan, max_concurrent: int) -> str:
-    """Submit the sweep as a job array; returns sbatch's answer (the job id)."""
-    return _sbatch(sweep_command(plan, max_concurrent))
+def submit_sweep(plan: Plan, indices: list[int], max_concurrent: int) -> str:
+    """Submit the points `indices` of the sweep (all of a new one, the new ones of a grown one) as a job array;
+    returns sbatch's answer (the job id)."""
+    return _sbatch(sweep_command(plan, indices, max_concurrent))
 
 
 def submit_prepare(config: str, overrides: list[str], tasks: int, work: Work, sbatch_args: list[str]) -> str:

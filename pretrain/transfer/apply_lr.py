@@ -10,15 +10,17 @@ decided per axis, from the target's token horizon (steps × global batch × seq_
 - another global batch (tokens per step) than the proxies': refused (nothing here measures how the optimum
   moves with the batch: sweep the proxies at the target's batch).
 Beyond that, transfer is only claimed for a target that is the swept proxy made wider (and trained on other
-data or hardware), under a recipe the paper found to transfer. Anything else is refused with the reason;
-`--force` applies the LR anyway, and the config line written with it says how it was obtained.
+data or hardware), under a recipe the paper found to transfer, from a sweep whose optimum transfers across
+widths (the report's verdict). Anything else is refused with the reason; `--force` applies the LR anyway, and
+the config line written with it says how it was obtained and which checks it overrode. `pretrain report
+--target` lists the same refusals before you apply (`review`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -40,30 +42,38 @@ SAME_HORIZON = 0.10  # a target within 10% of a swept horizon's tokens uses that
 MAX_EXTRAPOLATION = 100.0  # farthest reach of the horizon fit past the longest swept horizon
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A reason not to apply the LR."""
+
+    brief: str  # a few words naming it, for the note a forced LR is written with
+    detail: str  # what is wrong and what would fix it
+
+
 @dataclass
 class Transfer:
     lr: float  # the LR the target should train at
     case: str  # "same horizon", "extrapolated" or "one horizon" (the naive reuse, only with --force)
     note: str  # how it was obtained, for the config line
-    problems: list[str]  # why it should not be used; empty when transfer applies
+    problems: list[Problem]  # why it should not be used; empty when transfer applies
 
 
-def breaking_settings(cfg: Config) -> list[str]:
+def breaking_settings(cfg: Config) -> list[Problem]:
     """Settings the paper found to break μ-transfer. (It also found Lion to break it; we have no Lion.)"""
     model, optim = cfg.model, cfg.optim
     found = []
     if model.parametrization == "sp":
-        found.append("model.parametrization=sp: under the standard parametrization the optimal LR shrinks "
-                     "with width")
+        found.append(("model.parametrization=sp", "under the standard parametrization the optimal LR shrinks "
+                                                  "with width"))
     if model.norm_gains:
-        found.append("model.norm_gains=true: trainable RMSNorm gains broke transfer in the paper")
+        found.append(("model.norm_gains=true", "trainable RMSNorm gains broke transfer in the paper"))
     if model.parametrization == "mup" and mup.attention_kind(model) == "sp":
-        found.append("model.qk_scale=sp: the 1/sqrt(head_dim) attention scale broke transfer in the paper; "
-                     "use mup")
+        found.append(("model.qk_scale=sp", "the 1/sqrt(head_dim) attention scale broke transfer in the paper; "
+                                           "use mup"))
     if optim.weight_decay > 0 and optim.weight_decay_mode == "coupled":
-        found.append("optim.weight_decay_mode=coupled: LR-coupled weight decay broke transfer in the paper; "
-                     "use independent")
-    return found
+        found.append(("optim.weight_decay_mode=coupled", "LR-coupled weight decay broke transfer in the paper; "
+                                                         "use independent"))
+    return [Problem(setting, f"{setting}: {why}") for setting, why in found]
 
 
 def config_differences(proxy: Config, target: Config) -> list[str]:
@@ -79,20 +89,23 @@ def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
         raise ConfigError(f"sweep {report.name} has no optimum yet; run its points first")
     problems = breaking_settings(target)
     proxy = load_config(plan.config)
-    problems += [f"differs from the proxy in {d}" for d in config_differences(proxy, target)]
+    problems += [Problem(d, f"differs from the proxy in {d}") for d in config_differences(proxy, target)]
     if report.verdict != "transfers":
-        problems.append(f"the sweep's optimum {report.verdict}")
+        problems.append(_width_problem(report))
     widest = max(o.width for o in report.optima)
-    problems += [f"width {o.width}: the optimum sits on the grid edge" for o in report.optima
-                 if o.on_edge and o.width == widest]
+    problems += [Problem(f"width {o.width}'s optimum on the grid edge", f"width {o.width}: the optimum sits on the "
+                         "grid edge") for o in report.optima if o.on_edge and o.width == widest]
     if target.train.global_batch_size is None:
-        problems.append("train.global_batch_size is not set, so the target's tokens per step depend on the GPU "
-                        "count; set it to compare the target's batch and horizon with the sweep's")
+        problems.append(Problem("train.global_batch_size unset", "train.global_batch_size is not set, so the target's "
+                                "tokens per step depend on the GPU count; set it to compare the target's batch and "
+                                "horizon with the sweep's"))
     tokens_per_step = target.tokens_per_step()
     if tokens_per_step != plan.tokens_per_step:
-        problems.append(f"the target trains on {tokens_per_step:,} tokens per step, the proxies on "
-                        f"{plan.tokens_per_step:,}: the optimum moves with the batch and nothing here measures how; "
-                        "sweep the proxies at the target's global batch × seq_len")
+        problems.append(Problem(
+            f"batch differs (proxy {plan.tokens_per_step:,}, target {tokens_per_step:,} tokens per step)",
+            f"the target trains on {tokens_per_step:,} tokens per step, the proxies on {plan.tokens_per_step:,}: "
+            "the optimum moves with the batch and nothing here measures how; sweep the proxies at the target's "
+            "global batch × seq_len"))
     tokens = target.training_tokens()
     swept = {steps: plan.tokens(steps) for steps in plan.steps}
     nearest = min(swept, key=lambda steps: abs(math.log(tokens / swept[steps])))
@@ -101,10 +114,12 @@ def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
         note = f"width {widest}, fitted 2^{math.log2(at_nearest.lr):.2f} at {swept[nearest]:.2g} tokens"
         return Transfer(at_nearest.lr, "same horizon", note, problems)
     if report.horizon_fit is None:
-        problems.append(f"the target trains {tokens:.3g} tokens, the sweep measured the optimum at "
-                        f"{', '.join(f'{t:.3g}' for t in swept.values())} tokens only, and the optimum moves with "
-                        f"the horizon; sweep two or more horizons around it, e.g. `pretrain sweep {plan.config} "
-                        f"--widths {','.join(map(str, plan.widths))} --lrs ... --steps {_ladder(plan, tokens)}`")
+        problems.append(Problem(
+            f"one horizon swept ({swept[nearest]:.3g} tokens, target {tokens:.3g})",
+            f"the target trains {tokens:.3g} tokens, the sweep measured the optimum at "
+            f"{', '.join(f'{t:.3g}' for t in swept.values())} tokens only, and the optimum moves with the horizon; "
+            f"sweep two or more horizons around it, e.g. `pretrain sweep {plan.config} --widths "
+            f"{','.join(map(str, plan.widths))} --lrs ... --steps {_ladder(plan, tokens)}`"))
         lr = at_nearest.lr if at_nearest else report.optima[-1].lr
         note = f"width {widest}, 2^{math.log2(lr):.2f} at {swept[nearest]:.2g} tokens, not corrected for the horizon"
         return Transfer(lr, "one horizon", note, problems)
@@ -112,23 +127,40 @@ def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
     fit = report.horizon_fit
     if not fit.determined:
         se = "no standard error" if fit.beta_se is None else f"standard error {fit.beta_se:.2f}"
-        problems.append(f"the horizon fit's β = {fit.beta:.2f} is undetermined ({se}, more than half of β)")
+        problems.append(Problem(f"β {fit.beta:.2f} undetermined",
+                                f"the horizon fit's β = {fit.beta:.2f} is undetermined ({se}, more than half of β)"))
     shortest = min(swept.values())
     if e["ratio"] > MAX_EXTRAPOLATION:
-        problems.append(f"the target's {tokens:.3g} tokens are {e['ratio']:.3g}x the longest swept horizon "
-                        f"({e['longest_tokens']:.3g}): beyond {MAX_EXTRAPOLATION:g}x the fit is not trusted; sweep "
-                        "longer proxies")
+        problems.append(Problem(
+            f"{e['ratio']:.3g}x past the longest horizon",
+            f"the target's {tokens:.3g} tokens are {e['ratio']:.3g}x the longest swept horizon "
+            f"({e['longest_tokens']:.3g}): beyond {MAX_EXTRAPOLATION:g}x the fit is not trusted; sweep longer proxies"))
     elif shortest / tokens > MAX_EXTRAPOLATION:
-        problems.append(f"the target's {tokens:.3g} tokens are {shortest / tokens:.3g}x shorter than the shortest "
-                        f"swept horizon ({shortest:.3g}); sweep shorter proxies")
+        problems.append(Problem(
+            f"{shortest / tokens:.3g}x short of the shortest horizon",
+            f"the target's {tokens:.3g} tokens are {shortest / tokens:.3g}x shorter than the shortest swept horizon "
+            f"({shortest:.3g}); sweep shorter proxies"))
     if target.optim.weight_decay > 0:
-        problems.append("optim.weight_decay > 0: the best decay changes with the horizon (AdamW averages over "
-                        "about 1/(lr·λ) steps) and no rule for it is fitted here; train the target without decay")
+        problems.append(Problem(
+            f"optim.weight_decay={target.optim.weight_decay:g} across horizons",
+            "optim.weight_decay > 0: the best decay changes with the horizon (AdamW averages over about 1/(lr·λ) "
+            "steps) and no rule for it is fitted here; train the target without decay"))
     reach = "extrapolated" if e["ratio"] > 1 else "interpolated"
     note = (f"width {e['width']}, fitted 2^{e['log2_lr_at_longest']:.2f} at {e['longest_tokens']:.2g} tokens, "
             f"{reach} {e['ratio']:.3g}x to {tokens:.2g} tokens with β {fit.beta:.2f}: 2^{e['log2_lr']:.2f} "
             f"({e['correction']:+.2f} log2)")
     return Transfer(e["lr"], "extrapolated", note, problems)
+
+
+def _width_problem(report: SweepReport) -> Problem:
+    """Why the sweep's verdict across widths stops the transfer: a drift, or a verdict the sweep cannot reach."""
+    if report.verdict == "drifts":
+        return Problem(f"drift {report.drift:+.2f} log2 per width doubling",
+                       f"the sweep's optimum drifts by {report.drift:+.2f} log2 per doubling of width "
+                       f"({report.drift_interval}): {report.verdict_reason}")
+    drift = "" if report.drift is None else f" (drift {report.drift:+.2f} log2 per doubling, {report.drift_interval})"
+    return Problem("width transfer undetermined", f"the sweep cannot tell whether its optimum moves with width"
+                   f"{drift}: {report.verdict_reason}")
 
 
 def _ladder(plan: Plan, tokens: int) -> str:
@@ -137,18 +169,29 @@ def _ladder(plan: Plan, tokens: int) -> str:
     return ",".join(str(max(1, top // 4 * k)) for k in (1, 2, 4))
 
 
+def review(plan: Plan, report: SweepReport, target: Config) -> list[Problem]:
+    """Everything `apply-lr` would refuse for `target`: the problems of `transfer`, or the error that stops it
+    before any check (the sweep has no optimum yet), which --force cannot override."""
+    try:
+        return transfer(plan, report, target).problems
+    except ConfigError as err:
+        return [Problem("cannot transfer", str(err))]
+
+
 def apply_lr(sweep_dir: str | Path, target_path: str | Path, force: bool = False, write: bool = True) -> Transfer:
     """Decide the target's LR from the sweep, then write it into the target's optim.lr (with `write`).
-    Raises ConfigError listing the problems unless `force`."""
+    Raises ConfigError listing the problems unless `force`; forced, the note names the checks it overrode."""
     plan = load_plan(sweep_dir)
     result = transfer(plan, build_report(plan), load_config(target_path))
-    if result.problems and not force:
-        raise ConfigError(f"not applying the LR of sweep {plan.name} to {target_path}: "
-                          + "; ".join(result.problems) + ". Pass --force to apply it anyway.")
-    result.lr = float(f"{result.lr:.4g}")
+    note = result.note
+    if result.problems:
+        if not force:
+            raise ConfigError(f"not applying the LR of sweep {plan.name} to {target_path}: "
+                              + "; ".join(p.detail for p in result.problems) + ". Pass --force to apply it anyway.")
+        note += f" (applied with --force over: {'; '.join(p.brief for p in result.problems)})"
+    result = replace(result, lr=float(f"{result.lr:.4g}"), note=note)
     if write:
-        forced = " (applied with --force)" if result.problems else ""
-        set_optim_lr(Path(target_path), result.lr, f"μ-transferred from {plan.name}: {result.note}{forced}")
+        set_optim_lr(Path(target_path), result.lr, f"μ-transferred from {plan.name}: {result.note}")
     return result
 
 

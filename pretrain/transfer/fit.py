@@ -16,6 +16,10 @@ group (`shared_slope`):
   optimum falling as a power of the token horizon. μP says nothing about β, but predicts the same β at every
   width: a width whose own slope is more than two standard errors from the shared one is a warning. Optima on
   the grid's edge stay out of both fits (they only bound the optimum).
+
+Any linear combination of a least-squares fit's parameters gets a two-sided Student-t interval from the
+residuals (`linear_fit`, `LinearFit.interval`). The drift's interval decides the verdict: "transfers" when it
+lies within ±DRIFT_TOLERANCE, "drifts" when it lies wholly outside, else "undetermined".
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # |drift| ≤ 0.2 log2 per doubling reads as "transfers". Extrapolated from a 128-wide proxy to an 8192-wide
 # model (6 doublings) that misplaces the LR by at most 1.2 log2 (2.3×), inside the flat bottom of the
@@ -33,6 +38,14 @@ import numpy as np
 DRIFT_TOLERANCE = 0.2
 FIT_HALF_WIDTH = 1.0  # log2 units: the fit window around the optimum
 AGREEMENT_SIGMAS = 2.0  # a width's own β this many standard errors from the shared β is a warning
+# Intervals are two-sided at 80% by default. A sweep whose true drift lies beyond DRIFT_TOLERANCE then reads
+# "transfers" at most one time in ten (as often as the interval's far end falls short of the truth), one within
+# it reads "drifts" as rarely; 95% would cost 2.3x the width at 2 dof, leaving far more sweeps undetermined.
+CONFIDENCE = 0.8
+# No interval below 2 residual dof. With none there is no residual to measure the noise by. With one, σ rests
+# on a single residual (σ̂²/σ² is χ²₁: under a tenth one time in four), so the interval's width is mostly luck,
+# and its calibration leans wholly on Gaussian tails that one residual cannot check.
+MIN_DOF = 2
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,53 @@ class Optimum:
     on_edge: bool  # the best grid LR is the smallest or largest of the grid
 
 
+@dataclass(frozen=True)
+class Interval:
+    """A two-sided confidence interval of an estimate; `low` and `high` are None ("undetermined") below MIN_DOF
+    residual degrees of freedom."""
+
+    estimate: float
+    low: float | None
+    high: float | None
+    confidence: float
+    dof: int
+
+    @property
+    def determined(self) -> bool:
+        return self.low is not None
+
+    def __str__(self) -> str:
+        if not self.determined:
+            return f"no interval at {self.dof} dof"
+        return f"{self.confidence:.0%} interval [{self.low:+.2f}, {self.high:+.2f}], {self.dof} dof"
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """y ≈ design·params by least squares, with the parameters' covariance σ²(XᵀX)⁻¹ from the residuals."""
+
+    params: np.ndarray
+    covariance: np.ndarray | None  # None without a residual (as many parameters as points)
+    sigma: float | None  # the residual standard deviation
+    dof: int  # residual degrees of freedom: points − parameters
+
+    def standard_error(self, weights: ArrayLike) -> float | None:
+        """The standard error of weights·params."""
+        if self.covariance is None:
+            return None
+        w = np.asarray(weights, dtype=float)
+        return math.sqrt(max(float(w @ self.covariance @ w), 0.0))  # a tiny negative is rounding
+
+    def interval(self, weights: ArrayLike, confidence: float = CONFIDENCE) -> Interval:
+        """The two-sided Student-t interval of weights·params: of a parameter (weights a unit vector), or of the
+        fit's prediction at a point (its design row)."""
+        estimate = float(np.asarray(weights, dtype=float) @ self.params)
+        if self.dof < MIN_DOF:
+            return Interval(estimate, None, None, confidence, self.dof)
+        half = t_quantile((1 + confidence) / 2, self.dof) * self.standard_error(weights)
+        return Interval(estimate, estimate - half, estimate + half, confidence, self.dof)
+
+
 @dataclass
 class SlopeFit:
     """y = intercept[group] + slope·x by least squares, one slope for all groups."""
@@ -74,6 +134,21 @@ class SlopeFit:
     intercepts: dict[int, float]
     group_slopes: dict[int, float]  # each group's own least-squares slope
     group_slope_se: dict[int, float | None]  # its standard error under the shared residual sigma
+    slope_interval: Interval
+
+
+@dataclass
+class WidthDrift:
+    """log2(lr*) per doubling of width (one slope shared by the horizons), and what its interval says."""
+
+    interval: Interval | None  # None: fewer than two widths have an optimum inside the grid
+    spread: float | None  # max − min of log2(lr*) across widths, at the horizon where it is largest
+    verdict: str  # "transfers", "drifts" or "undetermined"
+    reason: str  # why; for "undetermined", also what would decide it
+
+    @property
+    def slope(self) -> float | None:
+        return None if self.interval is None else self.interval.estimate
 
 
 @dataclass
@@ -137,35 +212,52 @@ def _window_vertex(x: np.ndarray, y: np.ndarray, center: int) -> float | None:
     return float(-b / (2 * a)) if a > 0 else None
 
 
-def shared_slope(groups: dict[int, list[tuple[float, float]]]) -> SlopeFit | None:
+def shared_slope(groups: dict[int, list[tuple[float, float]]], confidence: float = CONFIDENCE) -> SlopeFit | None:
     """Least squares of y = intercept[group] + slope·x over every group's (x, y) points; None when no group
-    has two distinct x. The slope's standard error comes from the residuals (n − groups − 1 degrees of
-    freedom); each group's own slope gets its standard error from the same residual sigma."""
-    groups = {g: pts for g, pts in groups.items() if len({x for x, _ in pts}) >= 2}
-    if not groups:
+    has two distinct x. The slope's standard error and interval come from the residuals (n − groups − 1 degrees
+    of freedom); each group's own slope gets its standard error from the same residual sigma."""
+    own = {g: (np.array([x for x, _ in pts]), np.array([y for _, y in pts])) for g, pts in groups.items()
+           if len({x for x, _ in pts}) >= 2}
+    if not own:
         return None
-    centred = {g: (np.array([x for x, _ in pts]), np.array([y for _, y in pts])) for g, pts in groups.items()}
-    sxx = {g: float(((x - x.mean()) ** 2).sum()) for g, (x, y) in centred.items()}
-    sxy = {g: float(((x - x.mean()) * (y - y.mean())).sum()) for g, (x, y) in centred.items()}
-    slope = sum(sxy.values()) / sum(sxx.values())
-    intercepts = {g: float(y.mean() - slope * x.mean()) for g, (x, y) in centred.items()}
-    rss = sum(float(((y - intercepts[g] - slope * x) ** 2).sum()) for g, (x, y) in centred.items())
-    dof = sum(len(x) for x, _ in centred.values()) - len(centred) - 1
-    sigma = math.sqrt(rss / dof) if dof > 0 else None
+    sxx = {g: float(((x - x.mean()) ** 2).sum()) for g, (x, _) in own.items()}
+    group_slopes = {g: float(((x - x.mean()) * (y - y.mean())).sum()) / sxx[g] for g, (x, y) in own.items()}
+    member = np.repeat(np.arange(len(own)), [len(x) for x, _ in own.values()])
+    design = np.column_stack([member[:, None] == np.arange(len(own)),  # an intercept column per group, then x
+                              np.concatenate([x for x, _ in own.values()])]).astype(float)
+    fit = linear_fit(design, np.concatenate([y for _, y in own.values()]))
+    slope = np.eye(len(own) + 1)[-1]  # the weights that pick the slope out of the parameters
     return SlopeFit(
-        slope=slope, slope_se=sigma / math.sqrt(sum(sxx.values())) if sigma is not None else None, sigma=sigma,
-        dof=dof, intercepts=intercepts, group_slopes={g: sxy[g] / sxx[g] for g in centred},
-        group_slope_se={g: sigma / math.sqrt(sxx[g]) if sigma is not None else None for g in centred})
+        slope=float(fit.params[-1]), slope_se=fit.standard_error(slope), sigma=fit.sigma, dof=fit.dof,
+        intercepts=dict(zip(own, map(float, fit.params[:-1]))), group_slopes=group_slopes,
+        group_slope_se={g: fit.sigma / math.sqrt(sxx[g]) if fit.sigma is not None else None for g in own},
+        slope_interval=fit.interval(slope, confidence))
 
 
-def width_drift(optima: list[Optimum]) -> tuple[float | None, float | None]:
-    """(The drift: log2(lr*) per doubling of width, one slope shared by the horizons; the spread: max − min of
-    log2(lr*) across widths at the horizon where it is largest). None where too few optima are inside the grid."""
+def width_drift(optima: list[Optimum], confidence: float = CONFIDENCE) -> WidthDrift:
+    """The drift across widths with its interval at `confidence`, the spread, and the verdict (see the module
+    docstring)."""
     by_horizon = _log2_groups(optima, by="steps", x="width")
-    fit = shared_slope(by_horizon)
     spread = max((max(y for _, y in pts) - min(y for _, y in pts) for pts in by_horizon.values() if len(pts) > 1),
                  default=None)
-    return (fit.slope if fit is not None else None), spread
+    fit = shared_slope(by_horizon, confidence)
+    if fit is None:
+        return WidthDrift(None, spread, "undetermined", "fewer than two widths have an optimum inside the LR grid; "
+                          "to decide it, sweep two or more widths with LRs on both sides of each optimum")
+    drift, tolerance = fit.slope_interval, f"±{DRIFT_TOLERANCE} log2 per doubling"
+    if not drift.determined:
+        # each width more (at every fitted horizon) adds a dof per horizon; each horizon more, widths − 1 dof
+        missing, widths = MIN_DOF - drift.dof, len({x for pts in by_horizon.values() for x, _ in pts})
+        return WidthDrift(drift, spread, "undetermined", (
+            f"an interval needs {MIN_DOF} residual dof; to decide it, sweep "
+            f"{_more(math.ceil(missing / len(fit.intercepts)), 'width')}, or these {widths} widths at "
+            f"{_more(math.ceil(missing / (widths - 1)), 'horizon')}"))
+    if -DRIFT_TOLERANCE <= drift.low and drift.high <= DRIFT_TOLERANCE:
+        return WidthDrift(drift, spread, "transfers", f"the whole interval lies within {tolerance}")
+    if drift.low > DRIFT_TOLERANCE or drift.high < -DRIFT_TOLERANCE:
+        return WidthDrift(drift, spread, "drifts", f"the whole interval lies outside {tolerance}")
+    return WidthDrift(drift, spread, "undetermined", f"the interval straddles {tolerance}; to decide it, narrow "
+                      "it: sweep more or farther-apart widths, or more horizons")
 
 
 def horizon_fit(optima: list[Optimum]) -> HorizonFit | None:
@@ -190,9 +282,49 @@ def _log2_groups(optima: list[Optimum], by: str, x: str) -> dict[int, list[tuple
     return groups
 
 
-def verdict(drift: float | None) -> str:
-    if drift is None:
-        return "undecided: fewer than two widths have an optimum"
-    if abs(drift) <= DRIFT_TOLERANCE:
-        return "transfers"
-    return f"drifts by {drift:+.2f} log2 per doubling"
+def _more(n: int, noun: str) -> str:
+    return f"{n} more {noun}{'s' if n > 1 else ''}"
+
+
+def linear_fit(design: np.ndarray, y: np.ndarray) -> LinearFit:
+    """Least squares of y on the columns of `design` (full column rank), through its QR decomposition: better
+    conditioned than the normal equations when a column (log2 tokens, say) sits far from zero."""
+    q, r = np.linalg.qr(design)
+    params = np.linalg.solve(r, q.T @ y)
+    dof = len(y) - design.shape[1]
+    if dof == 0:
+        return LinearFit(params, None, None, 0)
+    sigma = math.sqrt(float(((y - design @ params) ** 2).sum()) / dof)
+    r_inv = np.linalg.inv(r)
+    return LinearFit(params, sigma**2 * (r_inv @ r_inv.T), sigma, dof)
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """The p-quantile of Student's t with `dof` (a positive integer) degrees of freedom, by bisection on the
+    angle θ = atan(t/√dof), over which the exact central probability below rises from 0 (θ = 0) to 1 (π/2)."""
+    if not 0 < p < 1 or dof < 1:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and dof >= 1, got p={p}, dof={dof}")
+    if p < 0.5:
+        return -t_quantile(1 - p, dof)
+    target, lo, hi = 2 * p - 1, 0.0, math.pi / 2
+    for _ in range(64):  # the bracket ends below double precision
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_central_probability(mid, dof) < target else (lo, mid)
+    return math.sqrt(dof) * math.tan((lo + hi) / 2)
+
+
+def _t_central_probability(theta: float, dof: int) -> float:
+    """P(|T| < √dof·tan θ) for Student's t with integer `dof`: the finite series of Abramowitz & Stegun 26.7.3
+    (odd dof) and 26.7.4 (even dof), exact up to rounding."""
+    sin, cos2 = math.sin(theta), math.cos(theta) ** 2
+    if dof % 2:  # (2/π)·(θ + sin θ·(cos θ + 2/3·cos³θ + ... + (2·4···(dof−3))/(1·3···(dof−2))·cos^(dof−2) θ))
+        term, series = math.cos(theta), 0.0
+        for k in range(1, (dof - 1) // 2 + 1):
+            series += term
+            term *= cos2 * 2 * k / (2 * k + 1)
+        return 2 / math.pi * (theta + sin * series)
+    term, series = 1.0, 0.0  # sin θ·(1 + 1/2·cos²θ + ... + (1·3···(dof−3))/(2·4···(dof−2))·cos^(dof−2) θ)
+    for k in range(1, dof // 2 + 1):
+        series += term
+        term *= cos2 * (2 * k - 1) / (2 * k)
+    return sin * series

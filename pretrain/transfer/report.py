@@ -9,8 +9,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .fit import AGREEMENT_SIGMAS, HorizonFit, Optimum, SweepPoint, horizon_fit, verdict, width_drift, width_optimum
-from .sweep import Plan, load_plan, read_result
+from ..config import load_config
+from ..errors import ConfigError
+from .fit import AGREEMENT_SIGMAS, HorizonFit, Interval, Optimum, SweepPoint, horizon_fit, width_drift, width_optimum
+from .sweep import Plan, load_plan, merge_plans, read_result, recipe_differences
 
 
 @dataclass
@@ -24,8 +26,10 @@ class SweepReport:
     grid: list[SweepPoint]  # one per point of the plan
     optima: list[Optimum]
     drift: float | None  # log2(lr*) per doubling of width, shared by the horizons
+    drift_interval: Interval | None  # its interval (fit.CONFIDENCE); None where `drift` is
     spread: float | None  # max - min of log2(lr*) across widths, at the worst horizon
-    verdict: str
+    verdict: str  # "transfers", "drifts" or "undetermined", from the drift's interval
+    verdict_reason: str  # why; for "undetermined", also what would decide it
     horizon_fit: HorizonFit | None  # with two or more horizons
     warnings: list[str] = field(default_factory=list)
 
@@ -68,7 +72,7 @@ def build_report(plan: Plan) -> SweepReport:
                 side = "smallest" if optimum.best_lr == edges[0] else "largest"
                 warnings.append(f"{where}: the optimum is the {side} LR of the grid ({optimum.best_lr:.3g}); "
                                 f"the true optimum may lie outside it: extend --lrs")
-    drift, spread = width_drift(optima)
+    drift = width_drift(optima)
     fit = horizon_fit(optima)  # None with one horizon: no width has two
     if fit is not None:
         for width in fit.disagreeing:
@@ -80,7 +84,8 @@ def build_report(plan: Plan) -> SweepReport:
             warnings.append(f"β = {fit.beta:.2f} is undetermined: {se}, more than half of β; sweep more or "
                             "farther-apart horizons before extrapolating")
     return SweepReport(plan.name, plan.parametrization, metric, plan.warmup, plan.tokens_per_step, plan.steps,
-                       grid, optima, drift, spread, verdict(drift), fit, warnings)
+                       grid, optima, drift.slope, drift.interval, drift.spread, drift.verdict, drift.reason, fit,
+                       warnings)
 
 
 def extrapolation(report: SweepReport, tokens: int, width: int | None = None) -> dict | None:
@@ -100,5 +105,33 @@ def extrapolation(report: SweepReport, tokens: int, width: int | None = None) ->
             "correction": log2_lr - log2_lr_at_longest}
 
 
-def report_sweeps(sweep_dirs: list[str | Path]) -> list[SweepReport]:
-    return [build_report(load_plan(d)) for d in sweep_dirs]
+def report_sweeps(sweep_dirs: list[str | Path]) -> list[tuple[Plan, SweepReport]]:
+    """A report per recipe, with the plan it was built from, in the order given: the points of sweeps of one recipe (see
+    `sweep.recipe_differences`) are merged into one report, one fit over all of them. Sweeps whose recipes
+    differ in the parametrization alone are reported side by side (μP beside SP); any other difference is
+    refused, naming it, since a fit over unlike runs would mean nothing."""
+    plans = [load_plan(d) for d in sweep_dirs]
+    first = load_config(plans[0].config)
+    recipes: dict[str, list[int]] = {}  # parametrization -> positions in sweep_dirs
+    for position, plan in enumerate(plans):
+        differences = recipe_differences(first, load_config(plan.config))
+        differences.pop("model.parametrization", None)
+        if differences:
+            mine, theirs = sweep_dirs[0], sweep_dirs[position]
+            named = "; ".join(f"{key} is {a!r} in {mine}, {b!r} in {theirs}" for key, (a, b) in differences.items())
+            raise ConfigError(f"cannot merge sweeps {mine} and {theirs}: {named}; sweeps merge only under one recipe "
+                              "(those that differ in model.parametrization alone are reported side by side)")
+        recipes.setdefault(plan.parametrization, []).append(position)
+    reports = []
+    for positions in recipes.values():
+        plan, overlaps = merge_plans([plans[i] for i in positions])
+        report = build_report(plan)
+        if overlaps:
+            dirs = [sweep_dirs[i] for i in positions]
+            read = [f"{name} from {dirs[used]} (also in {', '.join(str(dirs[i]) for i in others)})"
+                    for name, (used, *others) in overlaps.items()]
+            shown = ", ".join(read[:3]) + (" ..." if len(read) > 3 else "")
+            report.warnings.append(f"{len(read)} points are in more than one sweep; each is read from the first "
+                                   f"listed that has its result: {shown}")
+        reports.append((plan, report))
+    return reports

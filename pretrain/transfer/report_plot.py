@@ -54,7 +54,8 @@ def _plot_losses(ax, report: SweepReport, plt) -> None:
             if optimum is not None:
                 ax.axvline(math.log2(optimum.lr), color=colors[width], linestyle=":", linewidth=0.8)
     title = report.name if report.name == report.parametrization else f"{report.name} ({report.parametrization})"
-    ax.set_title(f"{title}: {report.verdict}", fontsize=9)
+    drift = "" if report.drift is None else f" (drift {report.drift:+.2f}, {report.drift_interval})"
+    ax.set_title(f"{title}: {report.verdict}{drift}", fontsize=9)
     ax.set_xlabel("log2 learning rate")
     ax.set_ylabel(report.metric.replace("_", " "))
     ax.grid(alpha=0.3)

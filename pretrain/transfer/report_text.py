@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-from .fit import DRIFT_TOLERANCE
 from .report import SweepReport, extrapolation
 
 
-def format_report(report: SweepReport, target_tokens: int | None = None) -> str:
+def format_report(report: SweepReport, target_tokens: int | None = None, refusals: list[str] | None = None) -> str:
     """The loss grid (rows LR, columns width and horizon; the best per column starred), the optima, the drift
-    across widths and its verdict, the horizon fit, and (with `target_tokens`) the extrapolation to a target."""
+    across widths with its interval and verdict, the horizon fit, and for a target: the extrapolation to its
+    `target_tokens` and, before you apply, what `apply-lr` would refuse for it (`refusals`)."""
     columns = sorted({(p.width, p.steps) for p in report.grid})
     several = len(report.steps) > 1
     label = {c: f"w{c[0]}/s{c[1]}" if several else str(c[0]) for c in columns}
@@ -36,10 +36,10 @@ def format_report(report: SweepReport, target_tokens: int | None = None) -> str:
                      f"{fitted}{o.lr:>10.3g}")
     widths = sorted({o.width for o in report.optima}) or [1]
     if report.drift is not None:
-        lines.append(f"drift of log2 lr*: {report.drift:+.2f} per width doubling (optima spread "
-                     f"{report.spread or 0:.2f} log2 over {max(widths) // min(widths)}x width"
+        lines.append(f"drift of log2 lr*: {report.drift:+.2f} per width doubling, {report.drift_interval} (optima "
+                     f"spread {report.spread or 0:.2f} log2 over {max(widths) // min(widths)}x width"
                      f"{', at the worst horizon' if several else ''})")
-    lines.append(f"verdict: {report.verdict} (threshold: |drift| <= {DRIFT_TOLERANCE} log2 per doubling)")
+    lines.append(f"verdict: {report.verdict}: {report.verdict_reason}")
     fit = report.horizon_fit
     if fit is not None:
         se = f" ± {fit.beta_se:.2f}" if fit.beta_se is not None else " (no standard error)"
@@ -53,6 +53,10 @@ def format_report(report: SweepReport, target_tokens: int | None = None) -> str:
                          f"{fit.intercepts[w]:>9.2f}{'no' if w in fit.disagreeing else 'yes':>8}")
     if target_tokens is not None:
         lines.append(describe_extrapolation(report, target_tokens))
+    if refusals is not None:
+        lines.append("before you apply: " + ("`pretrain apply-lr` would refuse the target:"
+                                             if refusals else "nothing `pretrain apply-lr` would refuse"))
+        lines += [f"  - {r}" for r in refusals]
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 

@@ -10,26 +10,64 @@ from, so a sweep stays reproducible after the source config changes. A point run
 Locally the points run one after another and a rerun skips finished ones; on Slurm each array task runs one
 point (`slurm/sweep.sbatch` calls `pretrain sweep-point SWEEP_DIR $SLURM_ARRAY_TASK_ID`; the submission is
 `pretrain.tools.slurm`'s).
+
+A sweep grows: planned again into its directory under the same recipe (the config apart from what the points
+set) with more settings on any axis, its grid becomes the union of the old and the new settings. The new
+points are appended; the old ones keep their index, name and results, so array tasks already submitted still
+find their point. A point is identified by its name, which spells its setting on every axis (`AXES`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
-from ..config import load_config, parse_number
+from ..config import Config, load_config, parse_number
 from ..errors import ConfigError, ExitCode
 from ..fileio import write_json, write_text
 from ..training.metrics import read_metrics
 
 SMOOTHING = 0.1  # the "final train loss" is the mean over the last 10% of steps: one batch is too noisy
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A dimension of the grid: a point's setting on it is its Point field `field`, which overrides the config
+    key `key`; the plan lists the swept settings in its field `values`."""
+
+    field: str
+    values: str
+    key: str
+    noun: str  # in messages: "2 widths"
+    label: Callable[[Any], str]  # the setting in point names, which identify points: "w128"
+    text: Callable[[Any], str] = str  # the setting in messages
+
+
+def _lr_text(lr: float) -> str:
+    """`2^-3.5` for an LR on a log2 grid of hundredths, else three significant digits."""
+    exponent = math.log2(lr)
+    return f"2^{round(exponent, 2):g}" if abs(exponent - round(exponent, 2)) < 1e-9 else f"{lr:.3g}"
+
+
+# The grid's dimensions, in the order of point names and overrides. Another axis (global batch, depth) is one
+# more entry, with a Point field and a Plan list of those names.
+AXES = (
+    Axis("width", "widths", "model.d_model", "width", lambda width: f"w{width}"),
+    Axis("steps", "steps", "train.steps", "horizon", lambda steps: f"s{steps}"),
+    Axis("lr", "lrs", "optim.lr", "LR", lambda lr: f"lr{lr:.4e}", _lr_text),
+)
+# What a point's own overrides set; the rest of the config is the sweep's recipe, shared by all its points.
+POINT_KEYS = frozenset({axis.key for axis in AXES} | {"train.out_dir", "wandb.group", "wandb.name"})
 
 
 @dataclass
@@ -63,6 +101,56 @@ class Plan:
     def tokens(self, steps: int) -> int:
         """The token horizon of a point that trains `steps` steps."""
         return steps * self.tokens_per_step
+
+    def values(self, axis: Axis) -> list:
+        """The swept settings on `axis`."""
+        return getattr(self, axis.values)
+
+    def shape(self) -> str:
+        """`4 widths x 1 horizons x 8 LRs = 32 points`."""
+        return " x ".join(f"{len(self.values(axis))} {axis.noun}s" for axis in AXES) + f" = {len(self.points)} points"
+
+
+@dataclass
+class Growth:
+    """What planning a sweep did to its directory: a new plan (every point new), or the plan found there with
+    the points this request added (none for a restart)."""
+
+    plan: Plan
+    new_points: list[Point]
+    before: Plan | None  # the plan found in the directory
+    requested: dict[str, list]  # this request's settings, by Point field
+
+    def changes(self) -> list[str]:
+        """In words, what an existing plan gained, and what of it this request left out (the plan keeps it)."""
+        if self.before is None:
+            return []
+        lines = []
+        if self.new_points:
+            added = {axis: _missing(axis, self.plan.values(axis), self.before.values(axis)) for axis in AXES}
+            lines.append(f"extended by {_in_words(added)}: {len(self.new_points)} new points, "
+                         f"{len(self.before.points)} kept")
+        left_out = {axis: _missing(axis, self.before.values(axis), self.requested[axis.field]) for axis in AXES}
+        if any(left_out.values()):
+            labels = {axis: set(map(axis.label, values)) for axis, values in left_out.items()}
+            outside = sum(any(axis.label(getattr(p, axis.field)) in labels[axis] for axis in AXES)
+                          for p in self.before.points)
+            lines.append(f"this command leaves out {_in_words(left_out)} of the plan, which keeps their {outside} "
+                         "points")
+        return lines
+
+
+def _missing(axis: Axis, values: list, reference: list) -> list:
+    """The settings of `values` that `reference` lacks."""
+    present = {axis.label(v) for v in reference}
+    return [v for v in values if axis.label(v) not in present]
+
+
+def _in_words(settings: dict[Axis, list]) -> str:
+    """`1 width (512) and 2 LRs (2^-5, 2^-4)`, naming the axes with settings only."""
+    parts = [f"{len(values)} {axis.noun}{'s' if len(values) > 1 else ''} ({', '.join(map(axis.text, values))})"
+             for axis, values in settings.items() if values]
+    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
 
 
 def parse_widths(text: str) -> list[int]:
@@ -105,43 +193,106 @@ def parse_lrs(text: str) -> list[float]:
     return sorted(set(lrs))
 
 
-def point_name(width: int, steps: int, lr: float) -> str:
-    return f"w{width}-s{steps}-lr{lr:.4e}"
+def point_name(settings: dict[str, Any]) -> str:
+    """`w128-s300-lr1.5625e-02`: a point's settings (by Point field), which it is identified by."""
+    return "-".join(axis.label(settings[axis.field]) for axis in AXES)
+
+
+def recipe_differences(before: Config, after: Config) -> dict[str, tuple[Any, Any]]:
+    """The settings outside POINT_KEYS where two sweeps' configs differ: key -> (before, after)."""
+    old, new = before.to_dict(), after.to_dict()
+    return {f"{section}.{key}": (value, new[section][key]) for section, settings in old.items()
+            for key, value in settings.items() if f"{section}.{key}" not in POINT_KEYS and new[section][key] != value}
+
+
+def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str | Path | None = None,
+               overrides: list[str] = (), steps: list[int] | None = None) -> Growth:
+    """Plan the grid widths × horizons × LRs on top of CONFIG (plus overrides): a new sweep, or the sweep already
+    in the directory grown to the union of its settings and these on every axis (a restart when nothing is
+    new). `steps` None = the config's train.steps only. A sweep of another recipe there is refused, naming the
+    difference. Every new point's config is validated here, so a bad width fails now rather than in the middle
+    of the sweep."""
+    cfg = load_config(config, overrides)
+    requested = {"width": widths, "steps": steps or [cfg.train.steps], "lr": lrs}
+    sweep_dir = Path(out or f"runs/sweep-{Path(config).stem}-{cfg.model.parametrization}").resolve()
+    before = load_plan(sweep_dir) if (sweep_dir / "plan.json").exists() else None
+    if before is not None:
+        differences = recipe_differences(load_config(before.config), cfg)
+        if differences:
+            named = "; ".join(f"{key} is {old!r} there, {new!r} here" for key, (old, new) in differences.items())
+            raise ConfigError(f"{sweep_dir} already holds a different sweep ({named}); a sweep grows only under the "
+                              "same recipe: pass --out with a new directory or delete it")
+    kept = before.points if before else []
+    grid = {axis.field: _union(axis, before.values(axis) if before else [], requested[axis.field]) for axis in AXES}
+    names = {p.name for p in kept}
+    new = []
+    for combination in itertools.product(*grid.values()):
+        settings = dict(zip(grid, combination))
+        if point_name(settings) in names:
+            continue
+        point = _point(sweep_dir, len(kept) + len(new), settings)
+        try:
+            load_config(config, [*overrides, *point.overrides])
+        except ConfigError as err:
+            where = ", ".join(f"{axis.noun} {axis.text(settings[axis.field])}" for axis in AXES)
+            raise ConfigError(f"sweep point {where}: {err}") from None
+        new.append(point)
+    lists = {axis.values: grid[axis.field] for axis in AXES}
+    if before is None:
+        plan = Plan(name=sweep_dir.name, dir=str(sweep_dir), config=str(sweep_dir / "config.yaml"),
+                    parametrization=cfg.model.parametrization, tokens_per_step=cfg.tokens_per_step(),
+                    warmup=cfg.optim.warmup_rule(), points=new, **lists)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        write_text(Path(plan.config), cfg.to_yaml())
+    else:
+        plan = replace(before, points=[*kept, *new], **lists)
+    if new:
+        write_json(plan.path, asdict(plan))  # atomic: running array tasks may read it meanwhile
+    return Growth(plan, new, before, requested)
 
 
 def create_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str | Path | None = None,
                  overrides: list[str] = (), steps: list[int] | None = None) -> Plan:
-    """Write the plan of the grid widths × horizons × LRs on top of CONFIG (plus overrides), or find the same
-    plan already there (a restart). `steps` None = the config's train.steps only. Every point's config is
-    validated here, so a bad width fails now rather than in the middle of the sweep."""
-    cfg = load_config(config, overrides)
-    horizons = steps or [cfg.train.steps]
-    sweep_dir = Path(out or f"runs/sweep-{Path(config).stem}-{cfg.model.parametrization}").resolve()
-    snapshot = sweep_dir / "config.yaml"
-    points = []
-    for width in widths:
-        for horizon in horizons:
-            for lr in lrs:
-                name = point_name(width, horizon, lr)
-                out_dir = sweep_dir / "points" / name
-                point_overrides = [f"model.d_model={width}", f"train.steps={horizon}", f"optim.lr={lr!r}",
-                                   f"train.out_dir={out_dir}", f"wandb.group={sweep_dir.name}", f"wandb.name={name}"]
-                try:
-                    load_config(config, [*overrides, *point_overrides])
-                except ConfigError as err:
-                    raise ConfigError(f"sweep point width {width}, {horizon} steps: {err}") from None
-                points.append(Point(len(points), name, width, horizon, lr, str(out_dir), point_overrides))
-    plan = Plan(sweep_dir.name, str(sweep_dir), str(snapshot), cfg.model.parametrization, widths, horizons, lrs,
-                cfg.tokens_per_step(), cfg.optim.warmup_rule(), points)
-    if plan.path.exists():
-        if load_plan(sweep_dir) != plan or snapshot.read_text() != cfg.to_yaml():
-            raise ConfigError(f"{sweep_dir} already holds a different sweep; pass --out with a new directory "
-                              f"or delete it")
-        return plan
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_text(snapshot, cfg.to_yaml())
-    write_json(plan.path, asdict(plan))
-    return plan
+    """`grow_sweep`'s plan, for callers that do not report what changed."""
+    return grow_sweep(config, widths, lrs, out, overrides, steps).plan
+
+
+def _union(axis: Axis, *lists: list) -> list:
+    """The settings of `lists`, sorted, one per label: the first list's where two share one (a plan's own)."""
+    by_label = {}
+    for values in lists:
+        for value in values:
+            by_label.setdefault(axis.label(value), value)
+    return sorted(by_label.values())
+
+
+def _point(sweep_dir: Path, index: int, settings: dict[str, Any]) -> Point:
+    name = point_name(settings)
+    out_dir = sweep_dir / "points" / name
+    overrides = [*(f"{axis.key}={settings[axis.field]!r}" for axis in AXES), f"train.out_dir={out_dir}",
+                 f"wandb.group={sweep_dir.name}", f"wandb.name={name}"]
+    return Point(index=index, name=name, out_dir=str(out_dir), overrides=overrides, **settings)
+
+
+def merge_plans(plans: list[Plan]) -> tuple[Plan, dict[str, list[int]]]:
+    """Sweeps of one recipe as one plan, to read their results together (not to run: each point keeps its own
+    run directory). A point in several of them is read from the first listed that has its result, else from the
+    first; also returned: for each such point's name, the positions in `plans` of those holding it, the one
+    read first."""
+    if len(plans) == 1:
+        return plans[0], {}
+    holders: dict[str, list[tuple[int, Point]]] = {}
+    for position, plan in enumerate(plans):
+        for point in plan.points:
+            holders.setdefault(point.name, []).append((position, point))
+    points, overlaps = [], {}
+    for name, held in holders.items():
+        position, point = next((h for h in held if is_done(h[1])), held[0])
+        points.append(replace(point, index=len(points)))
+        if len(held) > 1:
+            overlaps[name] = [position, *(other for other, _ in held if other != position)]
+    lists = {axis.values: _union(axis, *(plan.values(axis) for plan in plans)) for axis in AXES}
+    return replace(plans[0], name="+".join(plan.name for plan in plans), points=points, **lists), overlaps
 
 
 def load_plan(sweep_dir: str | Path) -> Plan:
