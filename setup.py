@@ -26,7 +26,7 @@ setup(
     package_data={"pretrain.configs": ["**/*.yaml"], "pretrain.slurm": ["*.sbatch", "*.sh"]},
     install_requires=[
         "torch>=2.13,<2.15",
-        "deepspeed>=0.19,<0.20",  # private touchpoints: pretrain/training/deepspeed_compat.py
+        "deepspeed>=0.19.2,<0.20",  # private touchpoints: pretrain/training/deepspeed_compat.py
         "transformers>=5.0,<6",
         "datasets>=4.0,<6",
         "huggingface_hub>=1.3,<3",

@@ -37,16 +37,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
-    """An argparse type: a finite number of `kind` above 0."""
+def _positive(kind: type, most: float = math.inf) -> Callable[[str], int | float]:
+    """An argparse type: a finite number of `kind` above 0 (and at most `most`)."""
     def convert(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} > 0, got "
-                                             f"{text!r}")
+        if value is None or not math.isfinite(value) or not 0 < value <= most:
+            bound = "" if most == math.inf else f" and <= {most:g}"
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} > 0{bound}, "
+                                             f"got {text!r}")
         return value
 
     convert.__name__ = kind.__name__
@@ -120,15 +121,23 @@ def _inspect(args: argparse.Namespace) -> None:
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
 
 
-@command("estimate", "parameters, FLOPs per token, and memory per GPU under ZeRO 0-3: what fits, on how many GPUs",
+@command("estimate", "parameters, FLOPs per token and for the run, memory per GPU under ZeRO 0-3: what fits, on how "
+         "many GPUs, in how many days",
          options=((("--gpus",), {"type": _positive(int), "default": 8,
                                  "help": "GPUs in the run (default %(default)s)"}),
                   (("--gpu-mem",), {"type": _positive(float), "default": 80.0,
-                                    "help": "GiB per GPU (default %(default)s)"})))
+                                    "help": "GiB per GPU (default %(default)s)"}),
+                  (("--mfu",), {"type": _positive(float, most=1), "default": 0.4,
+                                "help": "model FLOPs utilization the time to train assumes, in (0, 1] (default "
+                                        "%(default)s: a well-tuned dense run's)"}),
+                  (("--peak-tflops",), {"type": _positive(float),
+                                        "help": "peak dense TFLOP/s per GPU (default: train.peak_flops if set, else "
+                                                "989, the H100's dense bf16)"})))
 def _estimate(args: argparse.Namespace) -> None:
-    from .tools.estimate import format_estimate
+    from .tools.estimate import format_estimate, throughput
 
-    print(format_estimate(_config(args), args.gpus, args.gpu_mem))
+    cfg = _config(args)
+    print(format_estimate(cfg, args.gpus, args.gpu_mem, throughput(cfg, args.mfu, args.peak_tflops)))
 
 
 @command("consolidate", "write a checkpoint's full fp32 weights (any ZeRO stage and world size) as one safetensors "
@@ -164,38 +173,58 @@ def _overrides(args: argparse.Namespace) -> list[str]:
                   (("--seeds",), {"type": _positive(int), "default": 3, "help": "seeds per width (%(default)s)"}),
                   (("--out",), {"help": "output directory (default runs/coord-check-PARAMETRIZATION)"})))
 def _coord_check(args: argparse.Namespace) -> None:
-    from .transfer.coord_check import coord_check, write_coord_check
+    """Exits 0 whatever the verdict: a reading, not a gate (SP is expected to fail it, and
+    scripts/transfer_evidence.sh runs both under `set -e`)."""
+    from .transfer.coord_check import coord_check, format_verdicts, write_coord_check
     from .transfer.sweep import parse_widths
 
+    widths = sorted(set(parse_widths(args.widths)))
+    if len(widths) < 2:
+        raise UserError(f"--widths: a slope against width needs two widths or more, got {args.widths!r}")
     cfg = load_config(args.config, _overrides(args))
-    result = coord_check(cfg, parse_widths(args.widths), args.steps, args.seeds)
+    result = coord_check(cfg, widths, args.steps, args.seeds)
     paths = write_coord_check(result, Path(args.out or f"runs/coord-check-{cfg.model.parametrization}"))
-    for name, slopes in result["slopes"].items():
-        print(f"{name:<12} log2 |activation| per width doubling, at the last step: {slopes[-1]:+.3f}")
     print("wrote " + ", ".join(map(str, paths)))
+    print(format_verdicts(result))
 
 
-@command("sweep", "LR sweep over widths (and horizons): run the points locally (restartable) or as a Slurm array",
+@command("sweep", "LR sweep over widths (and horizons): run the points locally (restartable) or as a Slurm array; "
+         "more widths, horizons or LRs into the same directory grow the sweep",
          options=((("--widths",), {"required": True, "help": "d_model values, e.g. 128,256,512"}),
                   (("--lrs",), {"required": True, "help": "log2 grid LO:HI:STEP (2^-10:2^-4:0.5) or a list"}),
                   (("--steps",), {"help": "training horizons in steps, e.g. 1250,2500,5000 (default: the config's "
                                           "train.steps)"}),
                   _PARAMETRIZATION,
-                  (("--out",), {"help": "sweep directory (default runs/sweep-CONFIGNAME-PARAMETRIZATION)"}),
-                  (("--slurm",), {"action": "store_true", "help": "write the plan and submit a job array"}),
+                  (("--out",), {"help": "sweep directory (default runs/sweep-CONFIGNAME-PARAMETRIZATION); one "
+                                        "holding a sweep of the same recipe grows by the new settings"}),
+                  (("--slurm",), {"action": "store_true", "help": "write the plan and submit its new points as a job "
+                                                                  "array"}),
                   (("--max-concurrent",), {"type": _positive(int), "default": 8,
                                            "help": "Slurm array tasks at once (default %(default)s)"})))
 def _sweep(args: argparse.Namespace) -> None:
-    from .tools.slurm import submit_sweep
-    from .transfer.sweep import create_sweep, parse_lrs, parse_steps, parse_widths, run_local
+    import shlex
+
+    from .tools.slurm import submit_sweep, sweep_command
+    from .transfer.sweep import grow_sweep, is_done, parse_lrs, parse_steps, parse_widths, run_local
 
     widths, lrs = parse_widths(args.widths), parse_lrs(args.lrs)
     steps = parse_steps(args.steps) if args.steps else None
-    plan = create_sweep(args.config, widths, lrs, args.out, _overrides(args), steps)
-    print(f"sweep {plan.dir}: {len(plan.widths)} widths x {len(plan.steps)} horizons x {len(plan.lrs)} LRs = "
-          f"{len(plan.points)} points; warmup {plan.warmup}")
+    growth = grow_sweep(args.config, widths, lrs, args.out, _overrides(args), steps)
+    plan = growth.plan
+    print(f"sweep {plan.dir}: {plan.shape()}; warmup {plan.warmup}")
+    for change in growth.changes():
+        print(f"  {change}")
     if args.slurm:
-        print(submit_sweep(plan, args.max_concurrent))
+        if growth.new_points:
+            print(submit_sweep(plan, [p.index for p in growth.new_points], args.max_concurrent))
+            return
+        # Submitted before: resubmitting would train a point twice in one directory while its task is still queued.
+        unfinished = [p.index for p in plan.points if not is_done(p)]
+        if unfinished:
+            print(f"no new points to submit; {len(unfinished)} are not finished: once their tasks are over, rerun "
+                  f"them with {shlex.join(sweep_command(plan, unfinished, args.max_concurrent))}")
+        else:
+            print("no new points to submit; every point is finished")
         return
     results = run_local(plan)
     counts = {status: sum(r["status"] == status for r in results) for status in ("diverged", "failed")}
@@ -220,28 +249,41 @@ def _sweep_point(args: argparse.Namespace) -> int:
                   (("--json",), {"action": "store_true", "help": "print JSON instead of tables"}),
                   (("--plot",), {"help": "PNG path (default FIRST_SWEEP_DIR/loss_vs_lr.png)"}),
                   (("--target",), {"metavar": "CONFIG", "help": "also extrapolate to this config's token horizon "
-                                                                "(a file or a bundled config)"})))
+                                                                "and list what apply-lr would refuse for it (a "
+                                                                "file or a bundled config)"})))
 def _report(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from .transfer.apply_lr import review
     from .transfer.report import extrapolation, report_sweeps
     from .transfer.report_plot import plot_reports
     from .transfer.report_text import format_report
 
-    reports = report_sweeps(args.sweep_dirs)
-    tokens = load_config(config_path(args.target)).training_tokens() if args.target else None
+    planned = report_sweeps(args.sweep_dirs)  # sweeps of one recipe merged: a (plan, report) pair per recipe
+    reports = [report for _, report in planned]
+    target = load_config(config_path(args.target)) if args.target else None
+    tokens = target.training_tokens() if target is not None else None
+    refusals = [review(plan, report, target) if target is not None else None for plan, report in planned]
     plot = Path(args.plot or Path(args.sweep_dirs[0]) / "loss_vs_lr.png")
     plot_reports(reports, plot, tokens)
     if args.json:
-        dicts = [{**r.to_dict(), **({"target": extrapolation(r, tokens)} if tokens else {})} for r in reports]
+        dicts = [r.to_dict() for r in reports]
+        if target is not None:
+            for d, r, problems in zip(dicts, reports, refusals):
+                d.update(target=extrapolation(r, tokens), before_apply=[asdict(p) for p in problems])
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
     else:
-        print("\n\n".join(format_report(r, tokens) for r in reports) + f"\nplot: {plot}")
+        texts = [format_report(r, tokens, None if problems is None else [p.detail for p in problems])
+                 for r, problems in zip(reports, refusals)]
+        print("\n\n".join(texts) + f"\nplot: {plot}")
 
 
 @command("apply-lr", "write a sweep's transferred LR into a target config, deciding per axis (width, horizon, batch)",
          config=False,
          options=((("sweep_dir",), {"help": "the proxy sweep"}),
                   (("target",), {"help": "the target YAML config (edited in place)"}),
-                  (("--force",), {"action": "store_true", "help": "apply even where transfer is unexpected"}),
+                  (("--force",), {"action": "store_true", "help": "apply even where transfer is unexpected (the "
+                                                                  "note written names each check overridden)"}),
                   (("--print",), {"action": "store_true", "dest": "print_only",
                                   "help": "print the override instead of editing the target"})))
 def _apply_lr(args: argparse.Namespace) -> None:
@@ -274,17 +316,21 @@ def _export_hf(args: argparse.Namespace) -> None:
 
 
 @command("gpu-check", "check and measure the GPU path in minutes: kernels vs references in bf16/fp16, kernel speed, "
-         "training steps; JSON and markdown tables in OUT_DIR", config=False,
+         "training steps; JSON and markdown tables in OUT_DIR; exit 1 if any part fails or times out", config=False,
          options=((("out",), {"metavar": "OUT_DIR", "help": "where gpu_check.json and gpu_check.md go"}),
                   (("--dry-run",), {"action": "store_true",
                                     "help": "the same code paths on CPU at tiny shapes, kernels interpreted"})))
-def _gpu_check(args: argparse.Namespace) -> None:
-    from .benchmarks.gpu_check import run_gpu_check
+def _gpu_check(args: argparse.Namespace) -> int:
+    from .benchmarks.gpu_check import failed_parts, run_gpu_check
 
-    report = run_gpu_check(Path(args.out), dry_run=args.dry_run)
-    failed = [name for name, part in report["parts"].items() if part["status"] != "ok"]
-    print(f"wrote {Path(args.out) / 'gpu_check.json'} and gpu_check.md; "
-          + (f"{len(failed)} part(s) not ok: {', '.join(failed)}" if failed else "every part ok"))
+    out = Path(args.out)
+    failed = failed_parts(run_gpu_check(out, dry_run=args.dry_run))  # the files hold every part, failed or not
+    print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
+    if failed:  # last, so that a log's tail says what to look at
+        print(f"{len(failed)} part(s) not ok: {', '.join(failed)}")
+        return ExitCode.FAILED
+    print("every part ok")
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,13 +34,17 @@ def test_no_other_distribution_provides_our_import_names():
     assert import_name_clashes(owners) == {}
 
 
-def test_the_checkout_does_not_shadow_an_installed_kernels_package():
-    """With the repository root on sys.path (`python -m ...` run there), `import kernels` is still the installed
-    package: kernels/ has no __init__.py, and a namespace folder never wins over a regular package."""
+def test_the_checkout_does_not_shadow_an_installed_kernels_package(tmp_path):
+    """With the repository root first on sys.path (`python -m ...` run there), `import kernels` is still the
+    installed package of that name (Hugging Face's, which transformers imports): kernels/ has no __init__.py, and
+    a namespace folder never wins over a regular package. A stand-in package plays the installed one."""
     assert not (ROOT / "kernels" / "__init__.py").exists()
-    code = "import kernels, transformers.modeling_utils; print(kernels.__file__)"
-    found = _run(sys.executable, "-c", code, cwd=ROOT).strip()
-    assert found == str(Path(distribution("kernels").locate_file("kernels/__init__.py")))
+    installed = tmp_path / "kernels"
+    installed.mkdir()
+    (installed / "__init__.py").write_text("OWNER = 'the installed package'\n")
+    found = _run(sys.executable, "-c", "import kernels; print(kernels.OWNER)", cwd=ROOT,
+                 env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert found.strip() == "the installed package"
 
 
 def test_the_clash_check_sees_a_clash(tmp_path, monkeypatch):
