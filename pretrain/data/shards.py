@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
-from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_output, checksum, remove
+from ..progress import progress_bar
 from .encoder import DocumentEncoder, document_encoder, usable_cores
 from .layout import (
     SHARDS,
@@ -148,7 +148,7 @@ def prepare_slices(work: Work, task: int = 0, tasks: int = 1, workers: int = 1, 
     processes; returns how many were prepared."""
     todo = [(s, i) for n, (s, i) in enumerate(work.pieces()) if n % tasks == task
             and not slice_dir(work.targets[s], i).is_dir()]
-    bar = tqdm(total=len(todo), unit="slice", desc="prepare", disable=not progress or len(todo) < 2)
+    bar = progress_bar(total=len(todo), unit="slice", desc="prepare", disable=not progress or len(todo) < 2)
     if workers > 1 and len(todo) > 1:
         threads = max(1, usable_cores() // workers)
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -181,7 +181,7 @@ def prepare_slice(work: Work, source: int, index: int, threads: int, progress: b
                    for name, code in SPLITS.items()}
         texts = documents(plan.source, piece, limit, bad)
         desc = f"{plan.source.name} slice {index + 1}/{len(plan.source.slices)} ({encoder.name})"
-        with tqdm(unit="doc", desc=desc, disable=not progress, leave=False) as bar:
+        with progress_bar(unit="doc", desc=desc, disable=not progress, leave=False) as bar:
             for codes, ids in _encoded(encoder, texts, cfg.val_fraction):
                 for code, writer in writers.items():
                     chosen = [d for d, c in zip(ids, codes) if c == code]

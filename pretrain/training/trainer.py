@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as tdist
-from tqdm import tqdm
 
 from ..config import Config
 from ..data.prepared import PreparedData
@@ -25,6 +24,7 @@ from ..data.sampler import StepSampler, eval_micro_batches, train_micro_batches
 from ..errors import ExitCode, UserError
 from ..model.flops import flops_per_token
 from ..model.loss import lm_loss
+from ..progress import progress_bar, write_line
 from . import distributed as dist
 from .checkpoint import Checkpointer, latest_checkpoint
 from .engine import Engine
@@ -131,8 +131,8 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.cfg.train
         loss = eval_loss = math.nan
-        with tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not dist.is_main(),
-                  dynamic_ncols=True) as bar:
+        with progress_bar(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not dist.is_main(),
+                          dynamic_ncols=True) as bar:
             while self.step < cfg.steps:
                 started = time.perf_counter()
                 loss, grad_norm, stop = self.train_step()
@@ -154,9 +154,9 @@ class Trainer:
                     self._print(f"eval step {self.step}/{cfg.steps}: loss {eval_loss:.4f} nats, "
                                 f"{self.step * self.tokens_per_step:,} tokens seen")
                 self.logger.log(metrics, self.step)
-                bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    bar.set_postfix(self._postfix(metrics))
+                    bar.set_postfix(self._postfix(metrics), refresh=False)  # drawn by update, at its pace
+                bar.update(1)
                 periodic = self.step % cfg.checkpoint_every == 0 and not self.spikes.high
                 if stop or periodic or self.step == cfg.steps:
                     self.save()
@@ -234,7 +234,7 @@ class Trainer:
     def _print(line: str) -> None:
         """A line above the progress bar (rank 0), flushed so that a log file (Slurm, sweeps) has it at once."""
         if dist.is_main():
-            tqdm.write(line)
+            write_line(line)
             sys.stdout.flush()
 
     def _tokens_per_source(self) -> dict[str, int]:

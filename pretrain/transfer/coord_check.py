@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..config import Config
 from ..data.prepared import PreparedData, prepare_data
@@ -31,6 +30,7 @@ from ..data.sampler import StepSampler, train_micro_batches
 from ..fileio import write_text
 from ..model.loss import cross_entropy
 from ..model.transformer import Transformer, build_model
+from ..progress import progress_bar
 from ..training.optim import build_optimizer, set_lr
 
 # The |slope| of log2 mean |activation| per doubling of width, at the last step, below which a quantity is flat:
@@ -79,8 +79,8 @@ def coord_check(cfg: Config, widths: list[int], steps: int = 10, seeds: int = 3,
     data = prepare_data(cfg.data, progress=False)
     runs = [(width, cfg.train.seed + s) for width in widths for s in range(seeds)]
     sizes: dict[str, list[list[float]]] = {}
-    with tqdm(total=len(runs) * steps, desc=f"coord-check {LABELS[cfg.model.parametrization]}", unit="step",
-              disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(runs) * steps, desc=f"coord-check {LABELS[cfg.model.parametrization]}", unit="step",
+                      disable=not progress, dynamic_ncols=True) as bar:
         for width, seed in runs:
             bar.set_postfix_str(f"width {width}, seed {seed}")
             for name, record in _train_and_record(cfg, width, seed, steps, data, bar.update).items():

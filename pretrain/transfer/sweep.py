@@ -30,11 +30,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ..config import Config, load_config, parse_number
 from ..errors import ConfigError, ExitCode
 from ..fileio import write_json, write_text
+from ..progress import progress_bar, write_line
 from ..training.metrics import read_metrics
 
 SMOOTHING = 0.1  # the "final train loss" is the mean over the last 10% of steps: one batch is too noisy
@@ -352,12 +351,12 @@ def run_local(plan: Plan) -> list[dict]:
     """Run every unfinished point in order, with a progress bar; returns the new results."""
     todo = [p for p in plan.points if not is_done(p)]
     results = []
-    bar = tqdm(todo, desc=f"sweep {plan.name}", unit="point", initial=len(plan.points) - len(todo),
-               total=len(plan.points), dynamic_ncols=True)
+    bar = progress_bar(todo, desc=f"sweep {plan.name}", unit="point", initial=len(plan.points) - len(todo),
+                       total=len(plan.points), dynamic_ncols=True)
     for point in bar:
         bar.set_postfix_str(f"width {point.width}, {point.steps} steps, lr {point.lr:.3g}")
         result = run_point(plan, point.index)
         results.append(result)
         if result["status"] == "failed":
-            tqdm.write(f"point {point.name} failed (exit {result['returncode']}); see its train.log")
+            write_line(f"point {point.name} failed (exit {result['returncode']}); see its train.log")
     return results
