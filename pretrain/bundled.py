@@ -44,4 +44,7 @@ def bundled_config(name: str) -> Path:
 def config_path(argument: str | Path) -> Path:
     """A config argument as a file: the file itself if it exists, else the bundled config of that name."""
     path = Path(argument)
-    return path if path.is_file() else bundled_config(str(argument))
+    try:
+        return path if path.is_file() else bundled_config(str(argument))
+    except PermissionError:  # a file this user may not see: reading it says so
+        return path

@@ -44,8 +44,8 @@ def _positive(kind: type, most: float = math.inf) -> Callable[[str], int | float
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not math.isfinite(value) or not 0 < value <= most:
-            bound = "" if most == math.inf else f" and <= {most:g}"
+        if value is None or not 0 < value <= most or kind is float and not math.isfinite(value):
+            bound = "" if most == math.inf else f" and <= {most:,}"
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} > 0{bound}, "
                                              f"got {text!r}")
         return value
@@ -82,6 +82,9 @@ def _submit(args: argparse.Namespace) -> None:
                                   "help": "submit slurm/prepare.sbatch as a job array plus a finalize job"}),
                   (("--tasks",), {"type": _positive(int),
                                   "help": "array tasks (with --slurm: default one per slice, at most 100)"}),
+                  (("--verify",), {"action": "store_true",
+                                   "help": "check every shard's full SHA-256, not only its size and a sampled "
+                                           "digest (reads all of the prepared data)"}),
                   (("--task",), {"type": int, "help": argparse.SUPPRESS}),  # what each array task runs
                   (("--finalize",), {"action": "store_true", "help": argparse.SUPPRESS})))
 def _prepare_data(args: argparse.Namespace) -> None:
@@ -104,12 +107,12 @@ def _prepare_data(args: argparse.Namespace) -> None:
         prepared = prepare_slices(plan_work(cfg.data), task=args.task, tasks=args.tasks)
         print(f"task {args.task} of {args.tasks}: prepared {prepared} slice(s)")
         return
-    if args.finalize:
+    if args.finalize:  # the end of a cluster job: worth reading every shard back once
         work = plan_work(cfg.data)
         finalize(work)
-        print(open_prepared(cfg.data, work.targets).describe())
+        print(open_prepared(cfg.data, work.targets, verify=True).describe())
         return
-    print(prepare_data(cfg.data, workers=args.workers).describe())
+    print(prepare_data(cfg.data, workers=args.workers, verify=args.verify).describe())
 
 
 @command("inspect", "show every parameter's μP role, measured init std and LR multiplier",
@@ -123,7 +126,7 @@ def _inspect(args: argparse.Namespace) -> None:
 
 @command("estimate", "parameters, FLOPs per token and for the run, memory per GPU under ZeRO 0-3: what fits, on how "
          "many GPUs, in how many days",
-         options=((("--gpus",), {"type": _positive(int), "default": 8,
+         options=((("--gpus",), {"type": _positive(int, most=2**24), "default": 8,  # the run's FLOPs stay a float
                                  "help": "GPUs in the run (default %(default)s)"}),
                   (("--gpu-mem",), {"type": _positive(float), "default": 80.0,
                                     "help": "GiB per GPU (default %(default)s)"}),
@@ -143,16 +146,29 @@ def _estimate(args: argparse.Namespace) -> None:
 @command("consolidate", "write a checkpoint's full fp32 weights (any ZeRO stage and world size) as one safetensors "
          "file", config=False,
          options=((("checkpoint",), {"help": "a checkpoint, or a run dir (its newest checkpoint)"}),
-                  (("out",), {"help": "the .safetensors file to write"})))
+                  (("out",), {"help": "the .safetensors file to write"}),
+                  (("--overwrite",), {"action": "store_true", "help": "replace OUT if consolidate wrote it"})))
 def _consolidate(args: argparse.Namespace) -> None:
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import save_file
 
     from .fileio import atomic_output
+    from .outputs import Kind, check_output
     from .training.checkpoint import load_consolidated_state_dict, resolve_checkpoint
 
+    def consolidated(file: Path) -> bool:
+        """Whether `file` is this command's: safetensors naming the checkpoint it came from."""
+        try:
+            with safe_open(file, "pt") as f:
+                return "checkpoint" in (f.metadata() or {})
+        except (OSError, SafetensorError):
+            return False
+
     path = resolve_checkpoint(Path(args.checkpoint))
+    inputs = [("the checkpoint", path), ("the run", args.checkpoint)]
+    out = check_output(args.out, "OUT", Kind.FILE, "consolidate", inputs, args.overwrite, consolidated)
     state = load_consolidated_state_dict(path)
-    with atomic_output(Path(args.out)) as staged:
+    with atomic_output(out) as staged:
         save_file({name: t.contiguous() for name, t in state.items()}, staged, metadata={"checkpoint": str(path)})
     print(f"{args.out}: {len(state)} tensors, {sum(t.numel() for t in state.values()):,} fp32 parameters from {path}")
 
@@ -171,10 +187,13 @@ def _overrides(args: argparse.Namespace) -> list[str]:
                   _PARAMETRIZATION,
                   (("--steps",), {"type": _positive(int), "default": 10, "help": "steps per width (%(default)s)"}),
                   (("--seeds",), {"type": _positive(int), "default": 3, "help": "seeds per width (%(default)s)"}),
-                  (("--out",), {"help": "output directory (default runs/coord-check-PARAMETRIZATION)"})))
+                  (("--out",), {"help": "output directory (default runs/coord-check-PARAMETRIZATION)"}),
+                  (("--overwrite",), {"action": "store_true", "help": "replace an earlier coord-check's results in "
+                                                                      "--out"})))
 def _coord_check(args: argparse.Namespace) -> None:
     """Exits 0 whatever the verdict: a reading, not a gate (SP is expected to fail it, and
     scripts/transfer_evidence.sh runs both under `set -e`)."""
+    from .outputs import Kind, check_output
     from .transfer.coord_check import coord_check, format_verdicts, write_coord_check
     from .transfer.sweep import parse_widths
 
@@ -182,8 +201,10 @@ def _coord_check(args: argparse.Namespace) -> None:
     if len(widths) < 2:
         raise UserError(f"--widths: a slope against width needs two widths or more, got {args.widths!r}")
     cfg = load_config(args.config, _overrides(args))
-    result = coord_check(cfg, widths, args.steps, args.seeds)
-    paths = write_coord_check(result, Path(args.out or f"runs/coord-check-{cfg.model.parametrization}"))
+    out = check_output(args.out if args.out is not None else f"runs/coord-check-{cfg.model.parametrization}",
+                       "--out", Kind.WORKSPACE, "coord-check", [("the data cache", cfg.data.cache_dir)], args.overwrite)
+    result = coord_check(cfg, widths, args.steps, args.seeds)  # minutes: the output is judged before
+    paths = write_coord_check(result, out)
     print("wrote " + ", ".join(map(str, paths)))
     print(format_verdicts(result))
 
@@ -254,6 +275,7 @@ def _sweep_point(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
+    from .outputs import PNG, Kind, check_output, has_signature
     from .transfer.apply_lr import review
     from .transfer.report import extrapolation, report_sweeps
     from .transfer.report_plot import plot_reports
@@ -264,7 +286,10 @@ def _report(args: argparse.Namespace) -> None:
     target = load_config(config_path(args.target)) if args.target else None
     tokens = target.training_tokens() if target is not None else None
     refusals = [review(plan, report, target) if target is not None else None for plan, report in planned]
-    plot = Path(args.plot or Path(args.sweep_dirs[0]) / "loss_vs_lr.png")
+    plot = check_output(Path(args.sweep_dirs[0]) / "loss_vs_lr.png" if args.plot is None else args.plot, "--plot",
+                        Kind.FILE, "report", [("the sweep's", Path(sweep, name)) for sweep in args.sweep_dirs
+                                              for name in ("plan.json", "config.yaml", "points")],
+                        overwrite=True, owned=has_signature(PNG))  # redrawn by every report: any PNG may be
     plot_reports(reports, plot, tokens)
     if args.json:
         dicts = [r.to_dict() for r in reports]
@@ -310,7 +335,7 @@ def _apply_lr(args: argparse.Namespace) -> None:
 def _export_hf(args: argparse.Namespace) -> None:
     from .export.hf import export_hf
 
-    checkpoint = export_hf(Path(args.checkpoint), Path(args.out), dtype=args.dtype,
+    checkpoint = export_hf(Path(args.checkpoint), args.out, dtype=args.dtype,
                            max_shard_size=args.max_shard_size, overwrite=args.overwrite)
     print(f"{args.out}: LlamaForCausalLM ({args.dtype}) from {checkpoint}")
 
@@ -319,12 +344,15 @@ def _export_hf(args: argparse.Namespace) -> None:
          "training steps; JSON and markdown tables in OUT_DIR; exit 1 if any part fails or times out", config=False,
          options=((("out",), {"metavar": "OUT_DIR", "help": "where gpu_check.json and gpu_check.md go"}),
                   (("--dry-run",), {"action": "store_true",
-                                    "help": "the same code paths on CPU at tiny shapes, kernels interpreted"})))
+                                    "help": "the same code paths on CPU at tiny shapes, kernels interpreted"}),
+                  (("--overwrite",), {"action": "store_true", "help": "replace an earlier gpu-check's results in "
+                                                                      "OUT_DIR"})))
 def _gpu_check(args: argparse.Namespace) -> int:
     from .benchmarks.gpu_check import failed_parts, run_gpu_check
 
     out = Path(args.out)
-    failed = failed_parts(run_gpu_check(out, dry_run=args.dry_run))  # the files hold every part, failed or not
+    report = run_gpu_check(args.out, dry_run=args.dry_run, overwrite=args.overwrite)
+    failed = failed_parts(report)  # the files hold every part, failed or not
     print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
     if failed:  # last, so that a log's tail says what to look at
         print(f"{len(failed)} part(s) not ok: {', '.join(failed)}")

@@ -142,3 +142,20 @@ def read_json_object(path: Path, error: type[Exception], remedy: str = "") -> di
     if not isinstance(data, dict):
         raise error(f"{path}: expected a JSON object, got {type(data).__name__}{remedy}")
     return data
+
+
+def contained(root: Path, name: str) -> Path:
+    """`root / name`, if the relative path `name` (as a manifest lists it) stays inside `root`: not absolute, no
+    `..`, and resolving to a place under `root` through any symbolic link. Else ValueError saying why: a path
+    read from a file must never lead a reader to, or a message to name, anything outside `root`."""
+    relative = Path(name)
+    if "\0" in name or not relative.parts or relative.is_absolute() or ".." in relative.parts:
+        raise ValueError(f"{name!r} is not a relative path inside {root}")
+    path = Path(root, relative)
+    try:
+        inside = path.resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a symbolic link loop (RuntimeError before Python 3.13)
+        inside = False
+    if not inside:
+        raise ValueError(f"{name!r} leads outside {root} (through a symbolic link)")
+    return path

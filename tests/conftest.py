@@ -7,11 +7,26 @@ machine without one, where its interpreter or reference twin runs instead.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import HAS_GPU, SMALL
+
+
+@pytest.fixture(autouse=True)
+def rendezvous_unset():
+    """A command run in-process sets its process group's rendezvous (RANK, MASTER_PORT, ...) in os.environ; a
+    process a later test starts must not inherit it, or it would bind the port this process listens on.
+    LOCAL_RANK stays: DeepSpeed reads it on every engine built in this process."""
+    before = {name: os.environ.get(name) for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

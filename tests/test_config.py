@@ -28,7 +28,15 @@ def test_defaults_and_derived_values():
     ({"optim": {"lr": "fast"}}, "optim.lr: expected a number"),
     ({"model": {"zero_query": "yes"}}, "model.zero_query: expected true or false"),
     ({"optim": {"lr": 10**400}}, "optim.lr: must be a finite number, got inf"),
-    ({"train": {"steps": -(10**400)}}, "train.steps: must be > 0, got -1000"),
+    ({"train": {"steps": -(10**400)}}, "train.steps: must be > 0, got an integer of 1329 bits"),
+    ({"train": {"seed": 2**64}}, "train.seed: must be a 64-bit integer (|n| < 2^63, what numpy and torch hold), "
+                                 "got 18446744073709551616"),
+    ({"train": {"steps": 1e300}}, "train.steps: must be a 64-bit integer"),
+    ({"model": {"d_model": 2**24 + 1}}, "model.d_model: must lie in (0, 2^24], got 16777217"),
+    ({"data": {"sources": [{"weight": 1e308}]}}, "data.sources[0].weight: must lie in [1e-15, 1e+15], got 1e+308"),
+    ({"data": {"sources": [{"weight": float("nan")}]}}, "data.sources[0].weight: must be a finite number, got nan"),
+    ({"train": {"steps": "9" * 5000}}, "train.steps: expected an integer, got '99999"),
+    ({"train": {"steps": "9" * 5000}}, "… (5,002 characters)"),
     ({"model": {"d_model": 100, "head_dim": 64}}, "model.head_dim: must divide model.d_model=100"),
     ({"model": {"d_model": 256, "head_dim": 64, "n_kv_heads": 3}}, "model.n_kv_heads: must divide"),
 ])
@@ -49,6 +57,17 @@ def test_overrides(tmp_path):
         load_config(path, ["model.d_model"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_merge_keys_and_dates(tmp_path):
+    """`<<: *anchor` merges a mapping (its own keys win: no repeated key); a date is text, as in YAML 1.2."""
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  sources:\n    - &code {source: embedded, weight: 3, name: code}\n"
+                    "    - <<: *code\n      weight: 1\n      name: more\nwandb:\n  name: 2024-01-01\n")
+    cfg = load_config(path)
+    assert [(s.source, s.weight, s.name) for s in cfg.data.sources] == [("embedded", 3, "code"),
+                                                                        ("embedded", 1, "more")]
+    assert cfg.wandb.name == "2024-01-01"
 
 
 def test_resolved_config_round_trips():

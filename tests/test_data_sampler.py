@@ -1,6 +1,8 @@
 """The batch sampler: a pure function of (seed, step) over sources and shards, every row once per epoch, the
 same global batch at any world size, mixtures by weight, and rows read across shards as from one array."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,7 @@ def test_a_mixture_draws_by_weight_at_every_step():
 def rows_of(array: np.ndarray, cuts: list[int], vocab: int = 1000) -> Rows:
     """`array` (rows, width) as a Rows object over shards cut at `cuts`."""
     parts = np.split(array, cuts)
-    return Rows([f"shard{i}" for i in range(len(parts))], parts, vocab)
+    return Rows(Path("prepared"), [Path(f"shard{i}") for i in range(len(parts))], parts, vocab)
 
 
 def test_rows_across_shards_are_read_as_from_one_array():

@@ -1,5 +1,7 @@
 """Prepared data: deterministic packing into bounded shards with a manifest, the same rows whatever the number
-of workers, resumable preparation, caps, the in-band budget, and one-line errors for damaged prepared data."""
+of workers, resumable preparation, caps, the in-band budget, and one-line errors for damaged prepared data: every
+file the manifest names kept inside its directory, shards checked by a sampled digest at open and by their full
+SHA-256 on --verify and --finalize, the manifest's fields checked against each other and the config."""
 
 import json
 import shutil
@@ -13,15 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pretrain.cli import main
 from pretrain.config import DataConfig
 from pretrain.data import shards
-from pretrain.data.layout import slice_dir, work_dir
+from pretrain.data.layout import SAMPLE_BLOCKS, SAMPLE_BYTES, sample_digest, slice_dir, work_dir
 from pretrain.data.prepared import open_prepared, prepare_data
 from pretrain.data.shards import finalize, plan_work, prepare_slices
 from pretrain.data.sources import plan_sources, source_documents
 from pretrain.data.tokenizer import hf_tokenizer
 from pretrain.errors import ConfigError, DataError
-from tests.helpers import SMALL
+from pretrain.fileio import checksum
+from tests.helpers import CONFIGS, SMALL
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -201,36 +205,148 @@ def test_a_missing_or_truncated_shard_is_named(embedded, tmp_path):
         open_prepared(cfg, [target])
 
 
-@pytest.mark.parametrize("change, found", [
-    (lambda m: m.pop("shards"), "shards must be list, got None"),
-    (lambda m: m.update(seq_len="long"), "seq_len must be int"),
-    (lambda m: m.update(format=0), "format 0, expected"),
-    (lambda m: m["shards"][0].pop("rows"), "malformed shard list"),
-])
-def test_a_bad_manifest_is_named(embedded, tmp_path, change, found):
-    cfg, target = copy_prepared(embedded, tmp_path)
+def edit_manifest(target: Path, change) -> None:
     manifest = json.loads((target / "manifest.json").read_text())
     change(manifest)
     (target / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match=f"{target / 'manifest.json'}: {found}"):
+
+
+@pytest.mark.parametrize("change, found", [
+    (lambda m: m.pop("shards"), "shards must be list, got None"),
+    (lambda m: m.update(seq_len="long"), "seq_len must be int"),
+    (lambda m: m.update(seq_len=0), r"seq_len must be an integer >= 1, got 0"),
+    (lambda m: m.update(seq_len=16), "seq_len 16, but the config's data.seq_len is 32"),
+    (lambda m: m.update(seq_len=64), r"malformed shard list \(shard 0: .* rows of 130 bytes do not fit"),
+    (lambda m: m.update(format=0), "format 0, expected"),
+    (lambda m: m.update(dtype="uint32"), "malformed shard list .dtype 'uint32', but the ids of a 512-id vocabulary "
+                                         "are written as uint16"),
+    (lambda m: m.update(dtype="float64"), "malformed shard list .dtype 'float64'"),
+    (lambda m: m["shards"][0].pop("rows"), "malformed shard list"),
+    (lambda m: m["shards"][0].update(rows=0), r"malformed shard list \(shard 0: rows must be an integer >= 1"),
+    (lambda m: m["shards"][0].update(rows=10**30), r"malformed shard list \(shard 0: 1,000,.* rows"),
+    (lambda m: m["shards"][0].update(rows=m["shards"][0]["rows"] - 1), "train_rows is .*, but the train shards "
+                                                                       "hold"),
+    (lambda m: m["shards"][1].update(split="train"), "train_rows is .*, but the train shards hold"),
+    (lambda m: m.update(train_rows=0), "train_rows must be an integer >= 1"),
+])
+def test_a_bad_manifest_is_named(embedded, tmp_path, change, found):
+    cfg, target = copy_prepared(embedded, tmp_path)
+    edit_manifest(target, change)
+    with pytest.raises(DataError, match=f"{target / 'manifest.json'}: {found}.*; .*delete {target} to prepare"):
+        open_prepared(cfg, [target])
+
+
+@pytest.mark.parametrize("file", ["../../../outside.bin", "../train-00000.bin", "/ABSOLUTE", "", ".", "a/../../x",
+                                  "symlink out"])
+def test_every_shard_a_manifest_names_is_inside_its_directory(embedded, tmp_path, file):
+    """A shard file that leads outside the prepared directory is refused, even with the right size and digests;
+    the message names the directory to delete, never a place outside it."""
+    cfg, target = copy_prepared(embedded, tmp_path)
+    shard = target / "shards" / "train-00000.bin"
+    outside = tmp_path / "outside.bin"
+    shutil.copyfile(shard, outside)  # the same bytes, so that only where it is can be wrong
+    if file == "symlink out":
+        shard.unlink()
+        shard.symlink_to(outside)
+    else:
+        edit_manifest(target, lambda m: m["shards"][0].update(file=file.replace("/ABSOLUTE", str(outside))))
+    with pytest.raises(DataError, match=rf"manifest.json: malformed shard list \(file .*; delete {target} to "
+                                        "prepare it again$"):
+        open_prepared(cfg, [target])
+
+
+def test_a_manifest_of_another_seq_len_is_refused(embedded, tmp_path):
+    """A prepared directory put where another seq_len's belongs (renamed, copied): its manifest names both."""
+    cfg, target = copy_prepared(embedded, tmp_path)
+    with pytest.raises(DataError, match=f"{target / 'manifest.json'}: seq_len 32, but the config's data.seq_len is "
+                                        f"16; the prepared data is corrupt: delete {target} "):
+        open_prepared(replace(cfg, seq_len=16), [target])
+
+
+def test_a_shard_overwritten_at_its_size_is_found_at_open(embedded, tmp_path):
+    """Other valid ids at the same size (the rows in another order): the sampled digest differs."""
+    cfg, target = copy_prepared(embedded, tmp_path)
+    shard = target / "shards" / "train-00000.bin"
+    rows = np.fromfile(shard, np.uint16).reshape(-1, cfg.seq_len + 1)
+    np.roll(rows, 1, axis=0).tofile(shard)
+    with pytest.raises(DataError, match=f"{shard}: its contents are not the ones written \\(its sampled digest"):
+        open_prepared(cfg, [target])
+
+
+def test_verify_checks_every_byte(embedded, tmp_path):
+    """One token changed where the sample does not look (here: a manifest written before samples were recorded,
+    so the fast check is the size alone) passes the fast check; --verify reads every byte."""
+    cfg, target = copy_prepared(embedded, tmp_path)
+    edit_manifest(target, lambda m: [shard.pop("sample") for shard in m["shards"]])
+    shard = target / "shards" / "val-00000.bin"
+    tokens = np.fromfile(shard, np.uint16)
+    tokens[len(tokens) // 2] ^= 1
+    tokens.tofile(shard)
+    open_prepared(cfg, [target])
+    with pytest.raises(DataError, match=f"{shard}: its contents are not the ones written \\(its SHA-256"):
+        open_prepared(cfg, [target], verify=True)
+
+
+def test_the_sampled_digest_sees_a_rewrite_and_any_long_change(tmp_path):
+    """Blocks spread from the first byte to the last: a change of more than 1/15 of the file anywhere meets one;
+    a small one between blocks is what the full digest is for."""
+    path = tmp_path / "shard.bin"
+    data = np.random.default_rng(0).integers(0, 512, 4 << 20, dtype=np.uint16).tobytes()  # 8 MiB
+    path.write_bytes(data)
+    original, full = sample_digest(path), checksum(path)["digest"]
+    gap = (len(data) - SAMPLE_BYTES) // (SAMPLE_BLOCKS - 1)
+    for start in (0, gap // 3, len(data) // 2, len(data) - gap):
+        changed = bytearray(data)
+        changed[start:start + gap] = bytes(gap)
+        path.write_bytes(changed)
+        assert sample_digest(path) != original, start
+    changed = bytearray(data)
+    changed[SAMPLE_BYTES + 10] ^= 1  # just past the first block
+    path.write_bytes(changed)
+    assert sample_digest(path) == original and checksum(path)["digest"] != full
+
+
+@pytest.mark.parametrize("damage, found", [
+    (lambda p: p.unlink(), "missing"),
+    (lambda p: p.write_bytes(b""), "unreadable"),
+    (lambda p: p.write_bytes(b"\x93NUMPY garbage"), "unreadable"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-8]), "unreadable"),
+    (lambda p: np.save(p, np.array([{"a": 1}], dtype=object)), "unreadable"),
+    (lambda p: np.save(p, np.ones(3, np.int64)), r"not the train token counts of 512 ids \(it holds int64 \(3,\)\)"),
+    (lambda p: np.save(p, np.ones((512, 2), np.int64)), "not the train token counts"),
+    (lambda p: np.save(p, np.ones(512)), r"not the train token counts of 512 ids \(it holds float64"),
+    (lambda p: np.save(p, -np.ones(512, np.int64)), "not the train token counts"),
+    (lambda p: np.save(p, np.zeros(512, np.int64)), "not the train token counts"),
+])
+def test_a_damaged_unigram_is_named(embedded, tmp_path, damage, found):
+    cfg, target = copy_prepared(embedded, tmp_path)
+    damage(target / "unigram.npy")
+    with pytest.raises(DataError, match=f"{target / 'unigram.npy'}: {found}.*; the prepared data is corrupt: delete "
+                                        f"{target} "):
         open_prepared(cfg, [target])
 
 
 def test_a_damaged_tokenizer_in_the_cache_is_found_when_opening(embedded, tmp_path):
     cfg, target = copy_prepared(embedded, tmp_path)
-    (target / "tokenizer.json").write_text("{not json")
-    with pytest.raises(DataError, match=f"{target / 'tokenizer.json'}: not a usable tokenizer"):
+    tokenizer = target / "tokenizer.json"
+    text = tokenizer.read_text()
+    tokenizer.write_text(text + "\n")  # the same ids, other bytes: another tokenizer could map them to other text
+    with pytest.raises(DataError, match=f"{tokenizer}: not the tokenizer the shards were written with \\(its SHA"):
+        open_prepared(cfg, [target])
+    tokenizer.write_text("{not json")
+    with pytest.raises(DataError, match=f"{tokenizer}: not a usable tokenizer"):
         open_prepared(cfg, [target])
 
 
 def test_token_ids_past_the_vocabulary_name_the_shard_and_row(embedded, tmp_path):
-    """A shard overwritten at the same size passes the size check; the batches read from it are checked."""
+    """A shard overwritten while it is read (after its digest was checked at open): the batches read from it are
+    checked."""
     cfg, target = copy_prepared(embedded, tmp_path)
-    shard = target / "shards" / "train-00000.bin"
-    tokens = np.fromfile(shard, np.uint16)
-    tokens[(cfg.seq_len + 1) * 7 + 3] = 60000
-    tokens.tofile(shard)
     rows = open_prepared(cfg, [target]).sources[0].train
+    shard = target / "shards" / "train-00000.bin"
+    with open(shard, "r+b") as f:  # in place: the open memory map sees it
+        f.seek(((cfg.seq_len + 1) * 7 + 3) * 2)
+        f.write(np.uint16(60000).tobytes())
     assert rows.take(np.array([0, 6, 8])).shape == (3, cfg.seq_len + 1)
     with pytest.raises(DataError, match=f"{shard}: row 7 holds token id 60000, past the vocabulary of 512"):
         rows.take(np.array([0, 7]))
@@ -243,3 +359,22 @@ def test_local_tokenizer_must_fit_vocab(embedded, tmp_path):
                           data.sources[0].train.to_numpy())
     with pytest.raises(ConfigError, match="set data.vocab_size to at least 512"):
         prepare_data(replace(local, tokenizer=str(data.tokenizer_path), vocab_size=300))
+
+
+def test_finalize_and_verify_read_every_byte(tmp_path, capsys):
+    """The end of a Slurm preparation (--finalize) checks every shard's full digest: here a slice's shard damaged
+    after its task wrote it; `prepare-data --verify` does the same for prepared data."""
+    argv = ["prepare-data", str(CONFIGS / "tiny.yaml"), f"data.cache_dir={tmp_path}", *(f"data.{k}={v}" for k, v in
+                                                                                         SMALL.items())]
+    cfg = DataConfig(cache_dir=str(tmp_path), **SMALL)
+    work = plan_work(cfg, progress=False)
+    prepare_slices(work, progress=False)
+    shard = slice_dir(work.targets[0], 0) / "train-00000.bin"
+    tokens = np.fromfile(shard, np.uint16)
+    tokens[-1] ^= 1
+    tokens.tofile(shard)
+    assert main([*argv, "--finalize"]) == 2
+    assert f"{work.targets[0] / 'shards' / 'train-00000.bin'}: its contents are not the ones written (its SHA-256" in (
+        capsys.readouterr().err)
+    shutil.rmtree(work.targets[0])
+    assert main([*argv, "--verify"]) == 0

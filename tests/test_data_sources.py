@@ -1,8 +1,12 @@
 """Corpus sources: the embedded corpus, local files read as streams in fixed slices, a hub dataset's files
 (resolved and read through the hub adapter: here a local folder laid out like a hub repository, since the
-tests have no network), bad records, and one-line errors for bad sources."""
+tests have no network), bad records (text that is not text, not valid Unicode, or longer than
+data.max_record_bytes: named or skipped, a long line never held in memory), and one-line errors for bad sources."""
 
 import json
+import re
+import subprocess
+import sys
 import sysconfig
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +21,7 @@ from pretrain.data import sources
 from pretrain.data.prepared import prepare_data
 from pretrain.data.sources import plan_sources, resolve_source, source_documents
 from pretrain.errors import ConfigError, DataError
-from tests.helpers import SMALL
+from tests.helpers import CONFIGS, ROOT, SMALL
 
 DOCS = [f"document {i}: " + " ".join(f"word{i * j % 97}" for j in range(120)) for i in range(40)]
 
@@ -107,6 +111,66 @@ def test_a_record_whose_text_is_not_text_is_named_or_skipped(tmp_path):
     assert "line 6" in data.manifest.first_skipped
 
 
+def bad_corpus(folder: Path, kind: str, bad: bytes | str) -> tuple[str, str, int | None]:
+    """DOCS with `bad` as the text of document 3 (bytes: written raw, inside the JSON string or the parquet
+    string). Returns the data.source, the place an error names, and where the text starts in its file (None:
+    parquet, where an error counts bytes in the text)."""
+    folder.mkdir(parents=True)
+    raw = bad if isinstance(bad, bytes) else bad.encode("utf-8", "surrogatepass")  # JSON escapes a lone surrogate
+    if kind == "txt":
+        for i, doc in enumerate(DOCS):
+            (folder / f"{i:02d}.txt").write_bytes(raw if i == 3 else doc.encode())
+        return str(folder), f"{folder / '03.txt'}: ", 0
+    if kind == "jsonl":
+        lines = [json.dumps({"text": d}).encode() for d in DOCS]
+        lines[3] = b'{"text": "' + raw + b'"}' if isinstance(bad, bytes) else json.dumps({"text": bad}).encode()
+        (folder / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        return str(folder / "a.jsonl"), f"{folder / 'a.jsonl'}: line 4: ", sum(map(len, lines[:3])) + 3 + 10
+    texts = pa.array([raw if i == 3 else d.encode() for i, d in enumerate(DOCS)], pa.binary())
+    strings = pa.Array.from_buffers(pa.string(), len(texts), texts.buffers())  # unchecked: as a writer may leave them
+    pq.write_table(pa.table({"text": strings}), folder / "a.parquet", row_group_size=7)
+    return str(folder / "a.parquet"), f"{folder / 'a.parquet'}: row 3: ", None
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl", "parquet"])
+@pytest.mark.parametrize("bad, at", [
+    (b"caf\xe9 au lait", 3),  # Latin-1
+    (b"ends mid-character \xe2\x82", 19),
+    (b"\xed\xa0\x80 an encoded surrogate", 0),
+    (b"\xc0\xaf an overlong slash", 0),
+    ("x" * 3000, None),
+])
+def test_text_that_is_not_unicode_or_too_long_is_named_or_skipped(tmp_path, kind, bad, at):
+    """Every reader takes a record's bytes, at most data.max_record_bytes of them, and decodes them strictly: a bad
+    one is one error naming the file, the line or row, and the byte, or with data.skip_bad_records counted."""
+    source, place, start = bad_corpus(tmp_path / "corpus", kind, bad)
+    problem = ("longer than data.max_record_bytes=2,000 bytes" if at is None else
+               f"not valid UTF-8 (at byte {at} of its text)" if start is None else
+               f"not valid UTF-8 (at byte {start + at} of the file)")
+    cfg = DataConfig(source=source, cache_dir=str(tmp_path / "cache"), **SMALL, max_record_bytes=2000)
+    with pytest.raises(DataError, match=rf"^{place}{re.escape(problem)}.* \(set data.skip_bad_records=true to skip"):
+        prepare_data(cfg, progress=False)
+    data = prepare_data(replace(cfg, skip_bad_records=True), progress=False).sources[0]
+    assert data.manifest.skipped_records == 1 and data.manifest.documents == len(DOCS) - 1
+    assert data.manifest.first_skipped.startswith(place + problem)
+
+
+def test_a_lone_surrogate_escaped_in_json_is_not_unicode(tmp_path):
+    source, place, _ = bad_corpus(tmp_path / "escape", "jsonl", "half of a pair \ud83d")
+    with pytest.raises(DataError, match=rf"{place}its 'text' holds an unpaired surrogate \(\\ud83d\), not valid "):
+        list(source_documents(plan_sources(DataConfig(source=source))[0]))
+
+
+@pytest.mark.parametrize("size, kept", [(2000, True), (2001, False)])
+def test_the_record_limit_counts_a_line_without_its_newline(tmp_path, size, kept):
+    line = json.dumps({"text": "x" * (size - len('{"text": ""}'))})
+    assert len(line) == size
+    (tmp_path / "a.jsonl").write_text(line + "\n" + json.dumps({"text": "after"}) + "\n")
+    plan = plan_sources(DataConfig(source=str(tmp_path / "a.jsonl"), max_record_bytes=2000))[0]
+    bad = sources.BadRecords()
+    assert len(list(source_documents(plan, bad))) == 1 + kept and bad.count == (not kept)
+
+
 @pytest.mark.parametrize("changes, setting", [
     ({"source": "no/such/file.txt"}, "data.source"),
     ({"source": "no/such/*.csv"}, "data.source"),
@@ -137,3 +201,33 @@ def test_config_errors_are_one_line(tmp_path, changes, setting):
         prepare_data(cfg, progress=False)
     message = str(info.value)
     assert message.startswith(setting) and "\n" not in message, message
+
+
+PEAK_RSS = ("import resource, sys\nfrom pretrain.cli import main\ncode = main(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10, file=sys.stderr)\nsys.exit(code)")
+
+
+@pytest.mark.slow
+def test_a_huge_line_is_never_held_in_memory(tmp_path):
+    """A JSON line of 50 MB, skipped or an error: `prepare-data` (in a fresh process) peaks at the memory of the
+    same corpus without it, give or take the one record it may hold (data.max_record_bytes, 8 MiB)."""
+    def peak(corpus: Path, *extra: str) -> tuple[int, str]:
+        """Exit status and stderr, whose last line is the peak RSS in bytes (each run: a cold cache)."""
+        run = subprocess.run([sys.executable, "-c", PEAK_RSS, "prepare-data", str(CONFIGS / "tiny.yaml"),
+                              f"data.source={corpus}", f"data.cache_dir={tmp_path / f'cache-{corpus.stem}-{extra}'}",
+                              "data.vocab_size=300", "data.seq_len=16", *extra],
+                             capture_output=True, text=True, cwd=ROOT, timeout=600)
+        return run.returncode, run.stderr
+
+    lines = [json.dumps({"text": d}) + "\n" for d in DOCS]
+    (tmp_path / "plain.jsonl").write_text("".join(lines))
+    (tmp_path / "huge.jsonl").write_text("".join(lines[:20]) + '{"text": "' + "x" * (50 << 20) + '"}\n'
+                                         + "".join(lines[20:]))
+    code, err = peak(tmp_path / "plain.jsonl")
+    assert code == 0, err
+    baseline = int(err.splitlines()[-1])
+    code, err = peak(tmp_path / "huge.jsonl", "data.skip_bad_records=true")
+    assert code == 0 and int(err.splitlines()[-1]) < baseline + (24 << 20), (baseline, err[-2000:])
+    code, err = peak(tmp_path / "huge.jsonl")
+    assert code == 2 and int(err.splitlines()[-1]) < baseline + (24 << 20), (baseline, err[-2000:])
+    assert f"error: {tmp_path / 'huge.jsonl'}: line 21: longer than data.max_record_bytes=8,388,608 bytes" in err

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pwd
 import shutil
+import tempfile
+import traceback
 import types
 import typing
 from collections.abc import Callable
@@ -23,10 +26,12 @@ import torch
 
 from pretrain.cli import main
 from pretrain.config import Config
+from pretrain.config.loading import MAX_NESTING
 from pretrain.fileio import checksum
 from pretrain.training.checkpoint import step_dir_name
 from pretrain.training.engine import CHECKSUMS
-from tests.helpers import CONFIGS, pretrain, small_run
+from pretrain.transfer.sweep import Plan, Point
+from tests.helpers import CONFIGS, mup_like, pretrain, small_run, synthetic_sweep
 
 TINY = str(CONFIGS / "tiny.yaml")
 
@@ -407,3 +412,342 @@ def test_the_corpus_is_large():
     counted = (len(config_cases()) + len(OVERRIDES) + len(YAML_FILES) + 2 + len(CLI_CASES) + 4 + len(DATA_FILES)
                + 2 + len(CACHE_DAMAGE) + 2 * len(CHECKPOINT_DAMAGE) + 1)
     assert counted >= 200, counted
+
+
+# --- damaged sweep files ---------------------------------------------------------------------------------------
+
+def a_sweep(tmp_path: Path) -> Path:
+    """A sweep of three finished points (synthetic results), planned in `tmp_path`."""
+    return synthetic_sweep(tmp_path / "sweep", mup_like, widths=(128,), lrs="2^-8:2^-6:1")
+
+
+def first_result(sweep: Path) -> Path:
+    return sorted((sweep / "points").glob("*/result.json"))[0]
+
+
+def edit_json(file: Callable[[Path], Path], change: Callable[[typing.Any], object]) -> Callable[[Path], None]:
+    """A damage: `change` applied in place to the JSON in the sweep's file `file(sweep)`."""
+    def apply(sweep: Path) -> None:
+        data = json.loads(file(sweep).read_text())
+        change(data)
+        file(sweep).write_text(json.dumps(data))
+    return apply
+
+
+def plan_file(sweep: Path) -> Path:
+    return sweep / "plan.json"
+
+
+def write(file: Callable[[Path], Path], content: bytes) -> Callable[[Path], None]:
+    return lambda sweep: file(sweep).write_bytes(content)
+
+
+WRONG = {"int": "12", "float": "0.1", "str": 5, "list[int]": [1.5], "list[float]": ["x"], "list[str]": [1],
+         "list[Point]": {"a": 1}}  # for each type a field is declared with, a value of another
+PLAN_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "not JSON": (write(plan_file, b'{"name": '), "unreadable"),
+    "binary": (write(plan_file, b"\xff\xfe\x00"), "unreadable"),
+    "a list": (write(plan_file, b"[]"), "expected a JSON object, got list"),
+    "unknown key": (edit_json(plan_file, lambda p: p.update(bogus=1)), "bogus unknown"),
+    **{f"without {f.name}": (edit_json(plan_file, lambda p, k=f.name: p.pop(k)), f"{f.name} missing")
+       for f in dataclasses.fields(Plan)},
+    **{f"{f.name} of type {type(WRONG[f.type]).__name__}": (
+        edit_json(plan_file, lambda p, k=f.name, v=WRONG[f.type]: p.update({k: v})),
+        f"{f.name} must be of type {f.type}") for f in dataclasses.fields(Plan)},
+    "an LR not finite": (edit_json(plan_file, lambda p: p.update(lrs=[float("nan")])), "lrs must be of type"),
+    "a point not an object": (edit_json(plan_file, lambda p: p.update(points=[1])), "point 0: expected a JSON object"),
+    **{f"a point without {f.name}": (edit_json(plan_file, lambda p, k=f.name: p["points"][0].pop(k)),
+                                     f"point 0: {f.name} missing") for f in dataclasses.fields(Point)},
+    **{f"a point's {f.name} of type {type(WRONG[f.type]).__name__}": (
+        edit_json(plan_file, lambda p, k=f.name, v=WRONG[f.type]: p["points"][0].update({k: v})),
+        f"point 0: {f.name} must be of type {f.type}") for f in dataclasses.fields(Point)},
+    "a point out of place": (edit_json(plan_file, lambda p: p["points"][0].update(index=2)), "point 0 has index 2"),
+}
+RESULT_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "not JSON": (write(first_result, b'{"status": "o'), "unreadable"),
+    "a list": (write(first_result, b"[1]"), "expected a JSON object, got list"),
+    "no status": (edit_json(first_result, lambda r: r.pop("status")), "status must be one of ok, diverged, failed"),
+    "another status": (edit_json(first_result, lambda r: r.update(status="great")), "status must be one of"),
+    "no eval_loss": (edit_json(first_result, lambda r: r.pop("eval_loss")), "eval_loss must be a finite number"),
+    "eval_loss text": (edit_json(first_result, lambda r: r.update(eval_loss="3.1")), "eval_loss must be"),
+    "train_loss NaN": (edit_json(first_result, lambda r: r.update(train_loss=float("nan"))), "train_loss must be"),
+}
+# The commands that read a sweep: its report, the LR it transfers, a restart, one point (which reads no result).
+SWEEP_READERS: dict[str, Callable[[Path], list]] = {
+    "report": lambda sweep: ["report", sweep],
+    "apply-lr": lambda sweep: ["apply-lr", sweep, TINY, "--print"],
+    "sweep": lambda sweep: ["sweep", TINY, "--widths", "128", "--lrs", "2^-8:2^-6:1", "--out", sweep],
+    "sweep-point": lambda sweep: ["sweep-point", sweep, "0"],
+}
+
+
+@pytest.mark.parametrize("name", PLAN_DAMAGE)
+@pytest.mark.parametrize("command", SWEEP_READERS)
+def test_a_damaged_plan_is_one_line_naming_it(tmp_path, capsys, command, name):
+    sweep = a_sweep(tmp_path)
+    damage, fragment = PLAN_DAMAGE[name]
+    damage(sweep)
+    assert_one_error(capsys, f"{plan_file(sweep)}: {fragment}", *SWEEP_READERS[command](sweep))
+
+
+@pytest.mark.parametrize("name", RESULT_DAMAGE)
+@pytest.mark.parametrize("command", ["report", "apply-lr", "sweep"])
+def test_a_damaged_result_is_one_line_naming_it(tmp_path, capsys, command, name):
+    sweep = a_sweep(tmp_path)
+    damage, fragment = RESULT_DAMAGE[name]
+    damage(sweep)
+    assert_one_error(capsys, f"{first_result(sweep)}: {fragment}", *SWEEP_READERS[command](sweep))
+
+
+METRICS_DAMAGE = {  # line 2 of 3
+    "not JSON": '{"step": 2, "lo',
+    "a list": "[2, 4.9]",
+    "no step": '{"loss": 4.9}',
+    "step text": '{"step": "2", "loss": 4.9}',
+    "no loss": '{"step": 2}',
+    "loss text": '{"step": 2, "loss": "4.9"}',
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*METRICS_DAMAGE, "torn last line"])
+def test_a_damaged_metrics_file_is_one_line_but_a_torn_last_line_is_dropped(checkpoint, tmp_path, capsys, name):
+    """A resumed run (here at its last step: nothing to train) rereads its metrics.jsonl. A crash in the middle of
+    a write leaves the last line cut short: dropped, with a note; a bad line anywhere else is an error."""
+    run_dir = shutil.copytree(checkpoint.parents[1], tmp_path / "run")
+    metrics = run_dir / "metrics.jsonl"
+    argv = ["train", run_dir / "config.yaml", f"train.out_dir={run_dir}"]
+    if name == "torn last line":
+        metrics.write_text(metrics.read_text() + '{"step": 3, "lo')
+        status, err = run(capsys, *argv)
+        assert status == 0 and f"note: {metrics}: ignoring its last line, cut short" in err, err[-2000:]
+        assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]
+        return
+    lines = ['{"step": 1, "loss": 5.0}', METRICS_DAMAGE[name], '{"step": 3, "loss": 4.8}']
+    metrics.write_text("\n".join(lines) + "\n")
+    assert_one_error(capsys, f"{metrics}: line 2 is not a metrics record", *argv)
+
+
+# --- deep nesting ----------------------------------------------------------------------------------------------
+
+def nested_file(form: str, depth: int) -> str:
+    """A config file whose collections nest `depth` deep, the top-level mapping included."""
+    inner = depth - 1  # collections below the top-level mapping
+    return {
+        "flow list": f"a: {'[' * inner}{']' * inner}\n",
+        "flow map": f"a: {'{a: ' * inner}1{'}' * inner}\n",
+        "block map": "".join(f"{' ' * i}a:\n" for i in range(depth)) + f"{' ' * depth}1\n",
+        "block list": f"a:\n  {'- ' * inner}1\n",
+    }[form]
+
+
+NESTING = [(form, depth) for form in ("flow list", "flow map", "block map", "block list")
+           for depth in (MAX_NESTING, MAX_NESTING + 1, 1_500, *((50_000,) if form.startswith("flow") else ()))]
+
+
+@pytest.mark.parametrize("form, depth", NESTING, ids=lambda x: str(x))
+def test_deep_nesting_in_a_file_is_one_line(tmp_path, capsys, form, depth):
+    path = tmp_path / "deep.yaml"
+    path.write_text(nested_file(form, depth))
+    fragment = "nested more than 16 levels deep" if depth > MAX_NESTING else "a: unknown key"
+    assert_one_error(capsys, fragment, "inspect", path)
+
+
+@pytest.mark.parametrize("brackets, depth", [(b, d) for b in ("[]", "{a: }") for d in
+                                             (MAX_NESTING, MAX_NESTING + 1, 1_500, 50_000)], ids=lambda x: str(x))
+def test_deep_nesting_in_an_override_is_one_line(capsys, brackets, depth):
+    value = brackets[:-1] * depth + ("1" if brackets != "[]" else "") + brackets[-1] * depth
+    fragment = ("override model.d_model:1:" if depth > MAX_NESTING
+                else f"model.d_model: expected an integer, got a {'list' if brackets == '[]' else 'mapping'}")
+    assert_one_error(capsys, fragment, "inspect", TINY, f"model.d_model={value}")
+
+
+# --- keys given twice ------------------------------------------------------------------------------------------
+
+def repeated_keys() -> dict[str, tuple[str, str]]:
+    """Config texts that give a key twice in one mapping, at every level, and the error naming both lines."""
+    cases = {"base": ("base: a.yaml\nbase: b.yaml\n", "'base' is given twice in one mapping, on lines 1 and 2"),
+             "source key": ("data:\n  sources:\n    - source: a.txt\n      weight: 1\n      weight: 2\n",
+                            "'weight' is given twice in one mapping, on lines 4 and 5"),
+             "quoted twin": ("model:\n  d_model: 64\n  'd_model': 128\n", "on lines 2 and 3"),
+             "flow": ("optim: {lr: 0.1, lr: 0.2}\n", "'lr' is given twice in one mapping, on line 1 (columns 9 and "
+                                                     "18)"),
+             "top flow": ("{model: {}, model: {}}\n", "on line 1 (columns 2 and 13)")}
+    sections = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        name, key = section.name, dataclasses.fields(sections[section.name])[0].name
+        other = "wandb" if name != "wandb" else "model"
+        cases[f"section {name}"] = (f"{name}:\n  {key}: 1\n{other}: {{}}\n{name}:\n  {key}: 2\n",
+                                    f"'{name}' is given twice in one mapping, on lines 1 and 4")
+        cases[f"{name}.{key}"] = (f"{name}:\n  {key}: 1\n  {key}: 2\n",
+                                  f"'{key}' is given twice in one mapping, on lines 2 and 3")
+    return cases
+
+
+REPEATED = repeated_keys()
+
+
+@pytest.mark.parametrize("name", REPEATED)
+def test_a_key_given_twice_is_one_line_naming_both_lines(tmp_path, capsys, name):
+    text, fragment = REPEATED[name]
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    assert_one_error(capsys, f"{path}:", "inspect", path)
+    assert_one_error(capsys, fragment, "inspect", path)
+
+
+@pytest.mark.parametrize("override, key", [("model={d_model: 64, d_model: 128}", "d_model"),
+                                           ("data.sources=[{source: a.txt, source: b.txt}]", "source"),
+                                           ("wandb={tags: [a], mode: offline, tags: [b]}", "tags")])
+def test_a_key_given_twice_in_an_override_is_one_line(capsys, override, key):
+    assert_one_error(capsys, f"'{key}' is given twice in one mapping, on line 1", "inspect", TINY, override)
+
+
+# --- integers too large ----------------------------------------------------------------------------------------
+
+HUGE = {"2^63": str(2**63), "2^64": str(2**64), "400 digits": "1" + "0" * 400, "float 1e300": "1.0e+300",
+        "-2^63 - 1": str(-(2**63) - 1), "5000 digits": "9" * 5000}
+
+
+def int_keys() -> list[str]:
+    sections = typing.get_type_hints(Config)
+    return [f"{section.name}.{f.name}" for section in dataclasses.fields(Config)
+            for f in dataclasses.fields(sections[section.name])
+            if typing.get_type_hints(sections[section.name])[f.name] in (int, int | None)]
+
+
+@pytest.mark.parametrize("command", ["inspect", "estimate"])
+@pytest.mark.parametrize("value", HUGE)
+@pytest.mark.parametrize("key", int_keys())
+def test_an_integer_too_large_for_any_key_is_one_line(capsys, key, value, command):
+    fragment = f"override {key}:1:1: an integer of 5000 characters" if value == "5000 digits" else f"{key}: must"
+    assert_one_error(capsys, fragment, command, TINY, f"{key}={HUGE[value]}")
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ("model.d_model=1048576", "blocks.0.mlp.w_in.weight has 2,932,120,485,888 elements"),
+    ("data.vocab_size=4294967296", "embed.weight has 549,755,813,888 elements"),
+    ("model.d_model=1048576 model.mlp=relu", "blocks.0.mlp.w_in.weight has 4,398,046,511,104 elements"),
+])
+def test_a_model_too_large_to_draw_is_one_line_for_inspect(capsys, overrides, fragment):
+    assert_one_error(capsys, fragment, "inspect", TINY, *overrides.split())
+    assert_one_error(capsys, "GiB of memory", "inspect", TINY, *overrides.split())
+
+
+ESTIMATE_OPTIONS = [("--gpus", value) for value in HUGE.values()] + [
+    (option, value) for option in ("--gpu-mem", "--peak-tflops", "--mfu") for value in ("1e400", "-1e400", "nan",
+                                                                                         "1" + "0" * 400 + ".0")]
+
+
+@pytest.mark.parametrize("option, value", ESTIMATE_OPTIONS, ids=lambda x: x[:20])
+def test_an_estimate_option_out_of_range_is_one_line(capsys, option, value):
+    assert_one_error(capsys, f"argument {option}: expected", "estimate", TINY, option, value)
+
+
+# --- extreme mixture weights -----------------------------------------------------------------------------------
+
+WEIGHTS = ["1e308", "1.7976931348623157e308", "1e16", "1e-16", "1e-320", "5e-324", ".inf", "-.inf", ".nan", "0",
+           "-1", "-0.0"]
+
+
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("position", [0, 1])
+def test_an_extreme_mixture_weight_is_one_line(tmp_path, capsys, weight, position):
+    weights = ["1", "1"]
+    weights[position] = weight
+    sources = ", ".join(f"{{source: embedded, weight: {w}}}" for w in weights)
+    assert_one_error(capsys, f"data.sources[{position}].weight: must", "inspect", TINY, f"data.sources=[{sources}]")
+    path = tmp_path / "mixture.yaml"
+    path.write_text("data:\n  sources:\n" + "".join(f"    - source: embedded\n      weight: {w}\n" for w in weights))
+    assert_one_error(capsys, f"data.sources[{position}].weight: must", "inspect", path)
+
+
+# --- files that cannot be read ---------------------------------------------------------------------------------
+
+NOT_UTF8 = {"latin-1": "model:\n  d_model: 64 # caf\xe9\n".encode("latin-1"),
+            "utf-16": "model:\n  d_model: 64\n".encode("utf-16"),
+            "lone surrogate": b"model:\n  d_model: 64 # \xed\xa0\x80\n",
+            "overlong": b"model:\n  d_model: 64 # \xc0\xaf\n",
+            "cut short": b"model:\n  d_model: 64 # \xe2\x82"}
+
+
+@pytest.mark.parametrize("name", NOT_UTF8)
+@pytest.mark.parametrize("as_base", [False, True])
+def test_a_config_not_utf8_is_one_line(tmp_path, capsys, name, as_base):
+    (tmp_path / "bad.yaml").write_bytes(NOT_UTF8[name])
+    (tmp_path / "top.yaml").write_text("base: bad.yaml\n")
+    path = tmp_path / ("top.yaml" if as_base else "bad.yaml")
+    assert_one_error(capsys, f"bad.yaml{' (the base of ' if as_base else ''}", "inspect", path)
+    assert_one_error(capsys, "not a UTF-8 text file", "inspect", path)
+
+
+UNREADABLE: dict[str, tuple[Callable[[Path], str], str]] = {  # base: what, made how, and the error's end
+    "/proc/self/mem": (lambda folder: "/proc/self/mem", "top.yaml): cannot be read: Input/output error"),
+    "a folder": (lambda folder: (folder / "sub").mkdir() or "sub", "top.yaml): not a regular file"),
+    "a pipe": (lambda folder: os.mkfifo(folder / "pipe") or "pipe", "top.yaml): not a regular file"),
+}
+
+
+@pytest.mark.parametrize("name", UNREADABLE)
+def test_a_base_that_is_no_readable_file_is_one_line(tmp_path, capsys, name):
+    make, fragment = UNREADABLE[name]
+    base = make(tmp_path)
+    (tmp_path / "top.yaml").write_text(f"base: {base}\n")
+    assert_one_error(capsys, f"{base} (the base of ", "inspect", tmp_path / "top.yaml")
+    assert_one_error(capsys, fragment, "inspect", tmp_path / "top.yaml")
+
+
+def test_a_config_file_that_fails_to_read_is_one_line(capsys):
+    assert_one_error(capsys, "/proc/self/mem: cannot be read", "inspect", "/proc/self/mem")
+
+
+def run_without_root(capsys, *argv: str) -> tuple[int, str]:
+    """`run` as the user `nobody` in a forked child (root reads every file); in this process for anyone else."""
+    if os.geteuid() != 0:
+        return run(capsys, *argv)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, run, report (status, stderr), and leave without pytest's cleanup
+        os.close(read)
+        try:
+            nobody = pwd.getpwnam("nobody")
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            result = run(capsys, *argv)
+        except BaseException:  # a traceback: what the test is there to catch
+            result = (1, traceback.format_exc())
+        with os.fdopen(write, "w") as pipe:
+            json.dump(result, pipe)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        status, err = json.load(pipe)
+    os.waitpid(pid, 0)
+    return status, err
+
+
+LOCKED = {  # the path given to inspect, the file made unreadable, and what the error names
+    "file": ("secret.yaml", "secret.yaml", "secret.yaml: cannot be read: Permission denied"),
+    "base": ("top.yaml", "secret.yaml", "secret.yaml (the base of"),
+    "folder": ("locked/secret.yaml", "locked", "locked/secret.yaml: cannot be read: Permission denied"),
+}
+
+
+@pytest.mark.parametrize("name", LOCKED)
+def test_a_config_the_user_may_not_read_is_one_line(capsys, name):
+    given, locked, fragment = LOCKED[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        folder.chmod(0o755)  # nobody may look inside, not into what is locked
+        (folder / "locked").mkdir()
+        for path in (folder / "secret.yaml", folder / "locked" / "secret.yaml"):
+            path.write_text("model:\n  d_model: 64\n")
+        (folder / "top.yaml").write_text("base: secret.yaml\n")
+        (folder / locked).chmod(0)
+        try:
+            status, err = run_without_root(capsys, "inspect", folder / given)
+        finally:
+            (folder / locked).chmod(0o755)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
+    assert fragment in errors[0] and "Permission denied" in errors[0], errors[0]

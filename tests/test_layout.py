@@ -13,8 +13,8 @@ from tests.helpers import ROOT
 PACKAGE = ROOT / "pretrain"
 # Lower ranks are imported by higher ones, never the other way; packages of equal rank ignore each other.
 RANKS = {
-    "pretrain.errors": 0, "pretrain.fileio": 0, "pretrain.progress": 0,
-    "pretrain.config": 1, "pretrain.bundled": 1,
+    "pretrain.errors": 0, "pretrain.fileio": 0, "pretrain.progress": 0, "pretrain.locks": 0,
+    "pretrain.config": 1, "pretrain.bundled": 1, "pretrain.outputs": 1,
     "pretrain.data": 2, "pretrain.model": 2,
     "pretrain.training": 3,
     "pretrain.transfer": 4, "pretrain.export": 4,

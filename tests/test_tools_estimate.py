@@ -9,6 +9,7 @@ from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem
 
 from pretrain.cli import main
 from pretrain.config import load_config
+from pretrain.config.schema import MAX_VOCAB, MAX_WIDTH
 from pretrain.errors import ExitCode
 from pretrain.model.flops import count_params
 from pretrain.tools.estimate import activation_bytes, duration, model_state_bytes, stage_estimate
@@ -164,3 +165,13 @@ def test_mfu_outside_0_to_1_is_refused(mfu, capsys):
                                            (47 * 3600, "47 hours"), (84.04 * 86400, "84 days")])
 def test_duration_picks_the_largest_unit_that_keeps_2_or_more(seconds, text):
     assert duration(seconds) == text
+
+
+def test_estimate_counts_the_largest_model_a_config_allows(capsys):
+    """Counted on the meta device and in exact integers: the widest model with the largest vocabulary, and a run
+    as long as 64-bit integers go, are figures, not an allocation or a float overflow."""
+    argv = ["estimate", ROOT / "configs" / "tiny.yaml", f"model.d_model={MAX_WIDTH}", f"data.vocab_size={MAX_VOCAB}",
+            f"train.steps={2**63 - 1}", f"data.seq_len={2**63 - 1}"]
+    assert main([str(a) for a in argv]) == ExitCode.OK
+    params = count_params(load_config(argv[1], [str(a) for a in argv[2:]]).model, MAX_VOCAB)
+    assert f"parameters   {params.total:,} total" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Checkpoints as untrusted input: a pickle payload in any file a checkpoint holds is refused, by every entry
 point, with one line naming the file, and never runs; damaged files (truncated, replaced, bit-flipped, missing,
 extra) are found by their checksums; resume=auto falls back to the newest intact checkpoint and reproduces the
-uninterrupted run from there."""
+uninterrupted run from there. A disk that fills up during a save is one line, and the previous checkpoint stays."""
 
 import json
 import os
@@ -17,7 +17,7 @@ from pretrain import load_model
 from pretrain.cli import main
 from pretrain.errors import CheckpointError
 from pretrain.fileio import checksum
-from pretrain.training.checkpoint import step_dir_name
+from pretrain.training.checkpoint import list_checkpoints, step_dir_name, verify_checkpoint
 from pretrain.training.engine import CHECKSUMS, UNIVERSAL_DIR
 from tests.helpers import ROOT, losses, pretrain, small_run
 
@@ -203,3 +203,37 @@ def test_an_explicitly_named_damaged_checkpoint_is_an_error(runs, tmp_path, cach
     assert proc.returncode == 2
     (line,) = error_lines(proc.stderr)
     assert str(checkpoint / "rng" / "rank0.pt") in line and "bytes when it was saved" in line
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs, mounted for the test (a real file system that fills up; mounting needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(small_disk, cache):
+    run = small_disk / "run"
+    train(run, cache, "train.steps=2")
+    (previous,) = list_checkpoints(run / "checkpoints")
+    size = sum(f.stat().st_size for f in previous.rglob("*") if f.is_file())
+    # leave room for half a checkpoint: the next save fills the disk inside DeepSpeed's (torch's) writer
+    (small_disk / "ballast").write_bytes(bytes(shutil.disk_usage(small_disk).free - size // 2))
+    proc = train(run, cache, "train.steps=4", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = error_lines(proc.stderr)
+    assert line.startswith(f"error: {run / 'checkpoints' / step_dir_name(4)}: cannot save the checkpoint, no space "
+                           "left on the device (")
+    assert " free of 64 MiB there after removing the partial save); the previous checkpoint " in line
+    assert f"{previous} (" in line and line.endswith("is intact. Free space (train.keep_checkpoints keeps fewer), "
+                                                     "then resume")
+    assert [p.name for p in (run / "checkpoints").iterdir()] == [previous.name]  # no staging directory
+    assert verify_checkpoint(previous) == previous

@@ -13,7 +13,10 @@ import io
 import multiprocessing
 import os
 import re
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ import torch
 
 from pretrain.config import Config, load_config
 from pretrain.errors import CheckpointError, UserError
+from pretrain.locks import Holder
 from pretrain.model.loss import lm_loss
 from pretrain.model.transformer import build_model
 from pretrain.training import deepspeed_compat as compat
@@ -292,9 +296,6 @@ def test_ops_built_just_in_time_go_to_a_folder_per_deepspeed_and_torch_version()
 def test_the_cpu_backend_starts_without_building_its_shared_memory_op(tmp_path):
     """On CPUs DeepSpeed would compile its shared-memory all-reduce at the first start (minutes); it is marked
     unavailable where deepspeed.comm looks, so the group starts on gloo alone and nothing is built."""
-    import subprocess
-    import sys
-
     from pretrain.training.engine import op_build_dir
 
     code = ("import os, torch; from pretrain.training.engine import init_distributed; "
@@ -308,3 +309,83 @@ def test_the_cpu_backend_starts_without_building_its_shared_memory_op(tmp_path):
     folder, op = run.stdout.strip().splitlines()[-2:]
     assert op == "None" and folder.startswith(str(tmp_path)) and folder.endswith(op_build_dir().name)
     assert not any(tmp_path.rglob("*shm*")), "an op was built"
+
+
+# torch's just-in-time builds (DeepSpeed's ops), each in a process of its own: a build lock that torch no longer
+# takes through `cpp_extension.FileBaton` would be waited on forever, which here is a timeout.
+
+BUILD = """
+import sys
+from torch.utils import cpp_extension
+from pretrain.training import deepspeed_compat
+deepspeed_compat.BUILD_QUIET_S = float(sys.argv[3])
+deepspeed_compat.watch_op_builds()
+print(cpp_extension.load("probe", [sys.argv[2]], build_directory=sys.argv[1], is_python_module=False), flush=True)
+"""
+
+
+def build_probe(tmp_path, quiet_s: float = 10.0) -> subprocess.Popen:
+    """A process building (or, once built, loading) an op through torch's loader; its build directory is
+    tmp_path/probe, where torch takes its lock, tmp_path/probe/lock."""
+    source = tmp_path / "probe.cpp"
+    source.write_text('extern "C" int probe() { return 42; }\n')  # no torch headers: it compiles in a second
+    (tmp_path / "probe").mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path / "probe"), str(source), str(quiet_s)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("left_by", ["a dead builder", "torch, an hour ago"])
+def test_a_stale_build_lock_is_reported_and_removed_and_the_op_builds(tmp_path, left_by):
+    lock = tmp_path / "probe" / "lock"
+    lock.parent.mkdir()
+    if left_by == "a dead builder":
+        pid = dead_pid()
+        lock.write_text(Holder(pid, socket.gethostname(), time.time()).to_json())
+        reason = f"its builder, pid {pid} on this host, is no longer running"
+    else:
+        lock.write_text("")  # torch's own baton writes nothing
+        os.utime(lock, (time.time() - 7200, time.time() - 7200))
+        reason = "its build directory has not changed for 120 min; its builder was an unnamed process"
+    stdout, stderr = build_probe(tmp_path).communicate(timeout=120)
+    assert f"warning: removed the stale build lock {lock} ({reason})\n" in stdout, stdout + stderr[-2000:]
+    assert stdout.endswith(f"{lock.parent / 'probe.so'}\n") and (lock.parent / "probe.so").is_file()
+    assert not lock.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", ["finishes", "dies"])
+def test_a_wait_on_a_live_build_says_what_it_waits_for(tmp_path, builder):
+    assert build_probe(tmp_path).wait(timeout=300) == 0  # the op, built: a waiter that sees the build end loads it
+    lock = tmp_path / "probe" / "lock"
+    live = subprocess.Popen(["sleep", "600"])
+    lock.write_text(Holder(live.pid, socket.gethostname(), time.time()).to_json())
+    waiter = build_probe(tmp_path, quiet_s=0)
+    said = waiter.stdout.readline()
+    assert said.startswith(f"waiting for a build in {lock.parent}: its lock lock is held by pid {live.pid} on host "
+                           f"{socket.gethostname()} since ") and said.endswith(
+        " UTC (a lock whose directory sees no change for 60 min is removed as stale)\n"), said
+    time.sleep(2)
+    assert waiter.poll() is None and lock.exists()
+    if builder == "finishes":
+        lock.unlink()  # as torch's baton does at the end of a build
+        live.kill()
+        live.wait()
+        stdout, stderr = waiter.communicate(timeout=300)
+        assert waiter.returncode == 0 and stdout == f"{lock.parent / 'probe.so'}\n", stderr[-2000:]
+    else:
+        live.kill()
+        live.wait()
+        stdout, stderr = waiter.communicate(timeout=300)
+        reason = f"its builder, pid {live.pid} on this host, is no longer running"
+        assert waiter.returncode != 0 and stdout == f"warning: removed the stale build lock {lock} ({reason})\n"
+        assert stderr.splitlines()[-1] == (f"pretrain.errors.UserError: {lock.parent}: the build this process waited "
+                                           f"for ended unfinished ({reason}); its lock is removed: start again to "
+                                           "build it")
+        assert not lock.exists()

@@ -1,13 +1,16 @@
-"""End-to-end training through the real CLI and DeepSpeed (CPU, gloo): loss, checkpoints, resume, divergence."""
+"""End-to-end training through the real CLI and DeepSpeed (CPU, gloo): loss, checkpoints, resume and what it may
+change, divergence."""
 
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -158,8 +161,9 @@ def test_interrupted_save_is_ignored_and_cleaned(tmp_path, cache):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, cache):
     out = tmp_path / "run"
     pretrain("train", "configs/tiny.yaml", *small_run(out, cache, "train.steps=4", "train.checkpoint_every=2"))
-    proc = pretrain("train", "configs/tiny.yaml",
-                    *small_run(out, cache, "train.steps=20", "optim.lr=1e20", "optim.warmup_steps=0"), check=False)
+    proc = pretrain("train", "configs/tiny.yaml", *small_run(out, cache, "train.steps=20", "optim.lr=1e20",
+                                                             "optim.warmup_steps=0", "train.allow_config_change=true"),
+                    check=False)
     assert proc.returncode == 3
     message = proc.stderr.strip().splitlines()[-1]
     assert "training diverged" in message and "step_00000004" in message
@@ -167,8 +171,20 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ended"] == "diverged" and summary["exit_code"] == 3
     assert summary["checkpoint"] == str(out / "checkpoints" / "step_00000004")
-    assert summary["next"] == f"pretrain train {out / 'config.yaml'} optim.lr=LOWER_LR"
+    assert summary["next"] == f"pretrain train {out / 'config.yaml'} optim.lr=LOWER_LR train.allow_config_change=true"
     assert f"\nrun diverged at step {summary['step']}/20: " in proc.stdout
+
+
+def test_a_loss_that_blows_up_from_the_first_steps_exits_3_and_saves_nothing(tmp_path, cache):
+    out = tmp_path / "run"
+    proc = pretrain("train", "configs/tiny.yaml", *small_run(out, cache, "train.steps=20", "train.checkpoint_every=5",
+                                                             "optim.lr=1e3", "optim.warmup_steps=0"), check=False)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    (message,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert message.startswith("error: step 2: the loss is ") and "above 3x the first step's" in message
+    assert "training diverged and stopped; no checkpoint was written yet" in message
+    assert list_checkpoints(out / "checkpoints") == []
+    assert json.loads((out / "summary.json").read_text())["ended"] == "diverged"
 
 
 def test_inspect_shows_roles_stds_and_multipliers(tmp_path):
@@ -212,3 +228,73 @@ def test_a_mixture_trains_on_each_source_by_weight_and_logs_its_tokens(tmp_path,
     assert last["tokens/code"] == 10 * 12 * 64 and last["tokens/prose"] == 10 * 4 * 64  # 3:1 of 16 per step
     assert [r["tokens/code"] for r in records] == [k * 12 * 64 for k in range(1, 11)]
     assert records[-1]["loss"] < records[0]["loss"]
+
+
+RESUMABLE = ["train.steps=4", "train.checkpoint_every=2", "deepspeed.zero_stage=1"]
+
+
+@pytest.fixture(scope="module")
+def four_steps(tmp_path_factory, cache) -> Path:
+    """A finished 4-step ZeRO-1 run, checkpointed at steps 2 and 4, to resume from."""
+    out = tmp_path_factory.mktemp("resumable") / "run"
+    pretrain("train", "configs/tiny.yaml", *small_run(out, cache, *RESUMABLE))
+    return out
+
+
+def files_of(run: Path) -> dict[str, bytes]:
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("change, named", [
+    ("model.d_model=128", "model.d_model (64 there, 128 here)"),
+    ("model.parametrization=sp", 'model.parametrization ("mup" there, "sp" here)'),
+    ("data.vocab_size=1024", "data.vocab_size (512 there, 1024 here)"),
+    ("deepspeed.zero_stage=3", "deepspeed.zero_stage (1 there, 3 here)"),
+])
+def test_a_resume_with_another_model_or_zero_stage_is_one_line_and_writes_nothing(four_steps, tmp_path, cache, change,
+                                                                                  named):
+    run = shutil.copytree(four_steps, tmp_path / "run")
+    before = files_of(run)
+    proc = pretrain("train", "configs/tiny.yaml", *small_run(run, cache, *RESUMABLE, "train.steps=6", change,
+                                                             "train.allow_config_change=true"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (message,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert message.startswith(f"error: {run / 'checkpoints' / 'step_00000004'}: cannot resume with another model or "
+                              f"state layout: {named}; ")
+    assert files_of(run) == before  # config.yaml, summary.json, metrics.jsonl, checkpoints: as they were
+
+
+def test_a_resume_that_changes_the_optimizer_or_batch_needs_allow_config_change_and_prints_each_change(
+        four_steps, tmp_path, cache):
+    run = shutil.copytree(four_steps, tmp_path / "run")
+    before = files_of(run)
+    changes = [*RESUMABLE, "optim.lr=0.005", "train.micro_batch_size=4", "train.steps=6", "train.eval_every=3"]
+    refused = pretrain("train", "configs/tiny.yaml", *small_run(run, cache, *changes), check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    (message,) = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert message == (f"error: {run / 'checkpoints' / 'step_00000004'}: resuming would change optim.lr (0.015625 "
+                       "there, 0.005 here), the global batch (sequences per step) (8 there, 4 here), continuing the "
+                       "run as another experiment; set train.allow_config_change=true to do so, or keep the "
+                       "checkpoint's settings (train.global_batch_size fixes it at any number of processes)")
+    assert files_of(run) == before
+
+    resumed = pretrain("train", "configs/tiny.yaml", *small_run(run, cache, *changes, "train.allow_config_change=true"))
+    checkpoint = run / "checkpoints" / "step_00000004"
+    shown = resumed.stdout.split(f"resuming with settings that differ from {checkpoint / 'config.yaml'}:\n")[1]
+    assert shown.splitlines()[:6] == ["  optim.lr: 0.015625 -> 0.005 (train.allow_config_change)",
+                                      "  train.steps: 4 -> 6",
+                                      "  train.micro_batch_size: 8 -> 4",
+                                      "  train.eval_every: 10 -> 3",
+                                      f'  train.out_dir: "{four_steps}" -> "{run}"',  # a copy of the run
+                                      "  the global batch (sequences per step): 8 -> 4 (train.allow_config_change)"]
+    assert f"resumed from {checkpoint} at step 4" in resumed.stdout
+    assert sorted(losses(run)) == [1, 2, 3, 4, 5, 6]
+    assert load_config(latest_checkpoint(run / "checkpoints") / "config.yaml").optim.lr == 0.005
+
+
+def test_a_zero1_checkpoint_resumes_under_zero2_exactly(four_steps, tmp_path, cache):
+    run = shutil.copytree(four_steps, tmp_path / "run")
+    shutil.rmtree(run / "checkpoints" / "step_00000004")
+    proc = pretrain("train", "configs/tiny.yaml", *small_run(run, cache, *RESUMABLE, "deepspeed.zero_stage=2"))
+    assert "  deepspeed.zero_stage: 1 -> 2\n" in proc.stdout and "at step 2" in proc.stdout
+    assert losses(run) == losses(four_steps)  # steps 3 and 4 again, under ZeRO-2

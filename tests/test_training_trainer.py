@@ -1,10 +1,12 @@
 """The training loop on its own: a plain-PyTorch engine stands in for DeepSpeed (one process, same interface),
 so the loop's bookkeeping is checked in seconds: steps, accumulation, LR, eval, checkpoints, stop, divergence,
-resume. The real engine is tested end to end in test_training_train.py and test_training_distributed.py."""
+resume, a full disk. The real engine is tested end to end in test_training_train.py and test_training_distributed.py."""
 
+import errno
 import math
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 from pretrain.config import config_from_dict
 from pretrain.fileio import checksum
 from pretrain.model.transformer import build_model
-from pretrain.training.checkpoint import Checkpointer, list_checkpoints, read_trainer_state
+from pretrain.training.checkpoint import Checkpointer, DiskFullError, list_checkpoints, read_trainer_state
 from pretrain.training.optim import build_optimizer, lr_schedule
 from pretrain.training.trainer import Trainer, TrainingDiverged
 
@@ -27,7 +29,9 @@ class PlainEngine:
         self.module, self.optimizer, self.accumulation, self.clip = model, optimizer, accumulation, clip
         self.backward_calls = self.step_calls = 0
         self.poison_loss_at: int | None = None  # backward call number whose loss is replaced by NaN
-        self.inflate = lambda step: 1.0  # step (0-based) -> factor on the reported loss, to fake a blow-up
+        # optimizer steps taken -> factor on the loss of the weights they left, to fake a blow-up
+        self.inflate = lambda steps_taken: 1.0
+        self.save_error: BaseException | None = None  # raised by `save` once its file is written: a full disk
 
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         loss = self.module(inputs, targets) * self.inflate(self.step_calls)
@@ -56,6 +60,8 @@ class PlainEngine:
         (checkpoint / "ds").mkdir()
         torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()},
                    checkpoint / "ds" / "states.pt")
+        if self.save_error is not None:
+            raise self.save_error
         digest = Future()
         digest.set_result(checksum(checkpoint / "ds" / "states.pt"))
         return {"ds/states.pt": digest}
@@ -139,7 +145,7 @@ def test_with_a_known_peak_the_bar_and_the_mean_throughput_give_the_mfu(tmp_path
 def test_a_nan_loss_stops_before_the_update_and_names_the_last_checkpoint(tmp_path, embedded):
     trainer, engine, _ = build(tmp_path, embedded)
     engine.poison_loss_at = 4 * 4 + 1  # the second micro batch of step 5
-    with pytest.raises(TrainingDiverged, match="at step 5.*step_00000004") as info:
+    with pytest.raises(TrainingDiverged, match="step 5: the loss is nan.*step_00000004") as info:
         trainer.fit()
     assert info.value.exit_code == 3
     assert engine.step_calls == 4  # step 5's update never happened
@@ -171,23 +177,80 @@ def test_resume_continues_with_the_uninterrupted_losses(tmp_path, embedded):
     assert {step: m["loss"] for step, m in resumed_log.records} == {5: losses[5], 6: losses[6]}
 
 
-def test_a_loss_that_explodes_without_reaching_inf_is_a_divergence(tmp_path, embedded):
+def test_a_loss_far_above_the_first_steps_stops_the_run_at_once(tmp_path, embedded):
+    trainer, engine, logger = build(tmp_path, embedded)
+    engine.inflate = lambda steps_taken: 1e3 if steps_taken >= 1 else 1.0  # step 1's update wrecks the weights
+    stopped = r"^step 2: the loss is \S+, above 3x the first step's \(6\.\d+\): training diverged and stopped; " \
+              r"no checkpoint was written yet\."
+    with pytest.raises(TrainingDiverged, match=stopped) as info:
+        trainer.fit()
+    assert info.value.exit_code == 3
+    assert engine.step_calls == 1 and len(logger.records) == 1  # step 2's update never happened
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_weights_an_update_wrecked_are_never_checkpointed(tmp_path, embedded):
+    trainer, engine, _ = build(tmp_path, embedded)  # a checkpoint every 2 steps
+    engine.inflate = lambda steps_taken: 1e3 if steps_taken >= 4 else 1.0  # step 4's update wrecks the weights
+    with pytest.raises(TrainingDiverged, match=r"^after the update of step 4 \(checked before saving it\), the loss "
+                                               r"is \S+, above 3x .*the last good checkpoint is \S+step_00000002\. "
+                                               r"Lower optim.lr .* and resume with train.allow_config_change=true"):
+        trainer.fit()
+    assert engine.step_calls == 4  # the update was taken; its weights were checked, not saved
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000002"]
+
+
+def spike(at: range, factor: float) -> Callable[[int], float]:
+    """Loss factors by optimizer steps taken: `factor` for `at`, and 10 for the first step, which makes room
+    between 3x the running median (~6 here) and 3x the first loss (~60), where only the running-median rule
+    judges."""
+    return lambda steps_taken: 10.0 if steps_taken == 0 else factor if steps_taken in at else 1.0
+
+
+def test_a_loss_that_explodes_more_slowly_is_a_divergence_after_some_steps(tmp_path, embedded):
     trainer, engine, logger = build(tmp_path, embedded, steps=30, checkpoint_every=2, keep_checkpoints=20)
-    engine.inflate = lambda step: 1e5 if step >= 20 else 1.0  # steps 21, 22, 23 report ~5e5
-    with pytest.raises(TrainingDiverged, match=r"at step 23 has stayed above 3x its running median.*for 3 steps"
-                                               r".*the last good checkpoint is .*step_00000020") as info:
+    engine.inflate = spike(range(20, 30), 20.0)  # steps 21, 22, 23 report ~120
+    with pytest.raises(TrainingDiverged, match=r"^step 23: the loss \S+ has stayed above 3x its running median .*for "
+                                               r"3 steps.*the last good checkpoint is .*step_00000020") as info:
         trainer.fit()
     assert info.value.exit_code == 3
     assert list_checkpoints(tmp_path / "checkpoints")[-1].name == "step_00000020"  # none saved in the spike
 
 
-def test_a_short_spike_passes_and_the_check_can_be_turned_off(tmp_path, embedded):
+def test_a_short_spike_passes_and_the_checks_can_be_turned_off(tmp_path, embedded):
     trainer, engine, _ = build(tmp_path / "short", embedded, steps=20)
-    engine.inflate = lambda step: 1e5 if step in (12, 13) else 1.0  # two high steps: fewer than 3
+    engine.inflate = spike(range(12, 14), 20.0)  # two high steps: fewer than 3
     assert trainer.fit().step == 20
     trainer, engine, _ = build(tmp_path / "off", embedded, steps=20, divergence_factor=0)
-    engine.inflate = lambda step: 1e5 if step >= 12 else 1.0
+    engine.inflate = lambda steps_taken: 1e5 if steps_taken >= 12 else 1.0
     assert trainer.fit().step == 20
+
+
+TORCH_SHORT_WRITE = "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"  # its full-disk error
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), RuntimeError(TORCH_SHORT_WRITE)],
+                         ids=["python", "torch"])
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, embedded, error):
+    """The errors a full disk gives, as Python and torch's writer raise them (torch's has no errno); the real
+    thing, on a small tmpfs, is in test_training_checkpoint.py."""
+    trainer, engine, _ = build(tmp_path, embedded)
+    original = engine.save
+
+    def full_after_step_2(checkpoint):
+        engine.save_error = error if trainer.step > 2 else None
+        return original(checkpoint)
+
+    engine.save = full_after_step_2
+    with pytest.raises(DiskFullError) as info:
+        trainer.fit()
+    message = str(info.value)
+    assert "\n" not in message and info.value.exit_code == 2
+    assert message.startswith(f"{tmp_path / 'checkpoints' / 'step_00000004'}: cannot save the checkpoint, no space "
+                              "left on the device (")
+    assert " free of " in message and f"the previous checkpoint {tmp_path / 'checkpoints' / 'step_00000002'} (" \
+        in message
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000002"]  # no staging directory
 
 
 def test_ctrl_c_checkpoints_and_stops_and_a_second_one_aborts(tmp_path, embedded):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import write_json, write_text
+from ..outputs import Kind, check_output, claim
 from . import CONFIGS, figure
 
 TRAIN_LAYERS = 2  # of configs/1b.yaml's 12: the step's shape (width, heads, MLP, vocab, sequence) is the 1B's
@@ -39,14 +40,17 @@ PARTS = {"kernels-bf16": 45, "kernels-fp16": 45, "bench-1b": 100, "bench-10b": 1
 TOLERANCE = {"bfloat16": 5e-2, "float16": 1e-2}  # of the kernel against an fp32 reference
 
 
-def run_gpu_check(out: Path, dry_run: bool) -> dict:
-    """Run every part in its own process; returns (and writes) the report."""
+def run_gpu_check(out: str | Path, dry_run: bool, overwrite: bool = False) -> dict:
+    """Run every part in its own process; returns (and writes) the report. `out` follows `pretrain.outputs`'
+    rule: with `overwrite`, only an earlier gpu-check's results are replaced."""
     import torch
 
     if not dry_run and not torch.cuda.is_available():
         raise UserError("gpu-check: no CUDA GPU is visible; run it on a GPU node, or pass --dry-run to check the "
                         "code paths on this CPU")
+    out = check_output(out, "OUT_DIR", Kind.WORKSPACE, "gpu-check", overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    claim(out, "gpu-check")
     report = {"environment": environment(dry_run), "parts": {}}
     for part, seconds in PARTS.items():
         report["parts"][part] = _run_part(part, seconds, out, dry_run)

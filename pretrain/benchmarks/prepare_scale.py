@@ -29,6 +29,7 @@ from ..data.tokenizer import prepare_tokenizer
 from . import CONFIGS, resident_bytes
 
 BYTES_PER_FILE = 256 << 20
+TOKENS_PER_BYTE = 3_481_579 / 12_200_000  # the embedded corpus at the 4096-token BPE: ~3.5 bytes per token
 
 
 def build_corpus(folder: Path, tokens: float, tokens_per_byte: float) -> int:
@@ -110,12 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.dir or tempfile.mkdtemp(prefix="prepare-scale-"))
     cfg = load_config(CONFIGS / "tiny.yaml").data
     tokenizer = prepare_tokenizer(cfg, plan_sources(cfg), progress=False)
-    tokens_per_byte = 3_481_579 / 12_200_000  # the embedded corpus at this BPE: ~3.5 bytes per token
     sizes = {"large": args.tokens, "small": args.small}
     corpora = {name: root / f"corpus-{name}" for name in sizes}
     for name, tokens in sizes.items():
         if not corpora[name].is_dir():
-            written = build_corpus(corpora[name], tokens, tokens_per_byte)
+            written = build_corpus(corpora[name], tokens, TOKENS_PER_BYTE)
             print(f"corpus {name}: {written / 2**30:.2f} GiB of JSON lines in {corpora[name]}", flush=True)
     results = []
     for corpus, workers in (("small", 1), ("large", 1), ("large", 2)):

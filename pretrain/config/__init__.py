@@ -1,9 +1,11 @@
 """Typed run configuration: YAML in, nested dataclasses out, every error naming its key.
 
 - `checking`: how a setting is declared (`setting`: default, documentation, bounds) and the engine that checks
-  raw values against the declarations (type, choices, bounds, finite numbers, non-empty text).
+  raw values against the declarations (type, choices, bounds, finite numbers, 64-bit integers, non-empty
+  text).
 - `schema`: the sections and their settings, the values derived from them, and the rules relating two settings.
-- `loading`: YAML files with `base:` chains and `key.sub=value` overrides, checked into a `Config`.
+- `loading`: YAML files with `base:` chains and `key.sub=value` overrides, checked into a `Config`; no key
+  given twice, nesting bounded.
 - `reference`: the README's table of every setting, from the declarations (`python -m pretrain.config`).
 
 A config file is a mapping of the sections; anything left out takes its default. `data.source` (with

@@ -3,8 +3,8 @@
 A setting is a dataclass field declared with `setting`: its default, one line of documentation, and the bounds
 its value must respect. `build` turns a raw mapping into such a dataclass, checking every value against its
 declaration: the type (integers, numbers, which may be written as powers such as `2^-6`, booleans, text,
-choices, optional values, lists, nested sections), bounds, finite numbers and non-empty text. Every error is
-one line that names the key. The engine knows nothing of the sections themselves (see `schema`).
+choices, optional values, lists, nested sections), bounds, finite numbers, 64-bit integers and non-empty text.
+Every error is one line that names the key. The engine knows nothing of the sections themselves (see `schema`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 
+INT64 = 2**63  # past the config every integer is a 64-bit one (numpy, torch)
 BOUNDS = {"gt": (">", operator.gt), "ge": ("≥", operator.ge), "lt": ("<", operator.lt), "le": ("≤", operator.le)}
 
 
@@ -114,7 +115,9 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
         return float(value) if abs(value) <= sys.float_info.max else math.inf  # an integer beyond any float
     if isinstance(value, str):
         try:
@@ -125,12 +128,16 @@ def _number(value: Any) -> float | None:
 
 
 def _check_bounds(value: Any, bounds: dict[str, float], path: str) -> None:
-    if value is None or not bounds:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # null, text, a list, a section
         return
     for name, limit in bounds.items():
         if not BOUNDS[name][1](value, limit):  # exact for integers of any size
             allowed = allowed_range(bounds)
-            raise ConfigError(f"{path}: must {'lie in' if allowed[0] in '[(' else 'be'} {allowed}, got {value}")
+            raise ConfigError(f"{path}: must {'lie in' if allowed[0] in '[(' else 'be'} {allowed}, "
+                              f"got {describe(value)}")
+    if isinstance(value, int) and not -INT64 <= value < INT64:
+        raise ConfigError(f"{path}: must be a 64-bit integer (|n| < 2^63, what numpy and torch hold), "
+                          f"got {describe(value)}")
 
 
 def allowed_range(bounds: dict[str, float]) -> str:
@@ -138,9 +145,17 @@ def allowed_range(bounds: dict[str, float]) -> str:
     low = next(((k, v) for k, v in bounds.items() if k in ("gt", "ge")), None)
     high = next(((k, v) for k, v in bounds.items() if k in ("lt", "le")), None)
     if low and high:
-        return f"{'(' if low[0] == 'gt' else '['}{low[1]:g}, {high[1]:g}{')' if high[0] == 'lt' else ']'}"
+        return (f"{'(' if low[0] == 'gt' else '['}{_limit(low[1])}, {_limit(high[1])}"
+                f"{')' if high[0] == 'lt' else ']'}")
     kind, limit = low or high
-    return f"{BOUNDS[kind][0]} {limit:g}"
+    return f"{BOUNDS[kind][0]} {_limit(limit)}"
+
+
+def _limit(limit: float) -> str:
+    """`2^24` for a large power of two (as sizes are bounded), else `1e-15`, `0.5`, `100`."""
+    if isinstance(limit, int) and limit >= 2**10 and limit & (limit - 1) == 0:
+        return f"2^{limit.bit_length() - 1}"
+    return f"{limit:g}"
 
 
 def describe(value: Any) -> str:
@@ -152,4 +167,7 @@ def describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return repr(value)
+    if isinstance(value, int) and abs(value) >= 10**30:  # its digits would fill the line (or fail past 4300)
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}… ({len(text):,} characters)"

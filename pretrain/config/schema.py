@@ -14,19 +14,26 @@ import yaml
 from ..errors import ConfigError
 from .checking import require, setting
 
+# Sizes: a matrix is at most vocabulary × width, and (2^32 × 2^24 elements) × 4 bytes still has a 64-bit size (torch
+# counts in int64), so every config describes a model `estimate` can count on the meta device; the widest models
+# trained are under 2^15 wide. Layers are modules, built one by one even on the meta device (about 1 ms each, so
+# 2^12 take seconds); the deepest transformers trained have about 1,000.
+MAX_WIDTH, MAX_LAYERS, MAX_VOCAB = 2**24, 2**12, 2**32
+
 
 @dataclass
 class ModelConfig:
     """The transformer's shape and its parametrization."""
 
-    d_model: int = setting(256, "residual width; the μP width multiplier is d_model / base_width", gt=0)
-    n_layers: int = setting(4, "transformer blocks", gt=0)
+    d_model: int = setting(256, "residual width; the μP width multiplier is d_model / base_width", gt=0,
+                           le=MAX_WIDTH)
+    n_layers: int = setting(4, "transformer blocks", gt=0, le=MAX_LAYERS)
     head_dim: int = setting(64, "fixed across widths: heads grow with width (n_heads = d_model / head_dim)", gt=0)
     n_kv_heads: int | None = setting(None, "null = one per query head (MHA); 1 = MQA; else GQA", gt=0)
     mlp: Literal["swiglu", "relu", "relu2"] = setting("swiglu", "the MLP; relu2 is squared ReLU")
     d_ff: int | None = setting(None, "MLP width; null = 4·d_model (relu family) or a multiple of ffn_multiple_of "
-                                     "near 8/3·d_model (SwiGLU)", gt=0)
-    ffn_multiple_of: int = setting(256, "rounding of the SwiGLU width", gt=0)
+                                     "near 8/3·d_model (SwiGLU)", gt=0, le=4 * MAX_WIDTH)
+    ffn_multiple_of: int = setting(256, "rounding of the SwiGLU width", gt=0, le=MAX_WIDTH)
     parametrization: Literal["mup", "sp"] = setting("mup", "`sp` = standard parametrization, for baselines")
     base_width: int = setting(128, "the width at which μP equals SP", gt=0)
     qk_scale: Literal["auto", "mup", "sp"] = setting("auto", "attention scale: mup 1/head_dim, sp "
@@ -70,7 +77,9 @@ class SourceConfig:
     """One corpus of a mixture (`data.sources`)."""
 
     source: str = setting("embedded", '"embedded", a local file/dir/glob (.txt/.jsonl/.parquet), or "hub:NAME"')
-    weight: float = setting(1.0, "share of each step's sequences drawn from it, relative to the others", gt=0)
+    weight: float = setting(1.0, "share of each step's sequences drawn from it, relative to the others (shares or "
+                                 "token counts: within 1e±15 every sum and ratio of weights is an ordinary float)",
+                            ge=1e-15, le=1e15)
     text_field: str = setting("text", "column holding the text (jsonl, parquet, hub)")
     hub_config: str | None = setting(None, "dataset config name for hub sources")
     hub_split: str = setting("train", "split of a hub dataset")
@@ -107,12 +116,16 @@ class DataConfig:
                                                 "text_field, hub_config, hub_split, hub_revision, name}")
     tokenizer: str = setting("bpe", '"bpe" = train a byte-level BPE on the corpus; else a local tokenizer path')
     tokenizer_sample: int = setting(2**30, "bytes of text (spread over the corpus) the BPE trains on", gt=0)
-    vocab_size: int = setting(4096, "the BPE size, and the model's embedding rows", gt=0)
+    vocab_size: int = setting(4096, "the BPE size, and the model's embedding rows (token ids are stored in at "
+                                    "most 32 bits)", gt=0, le=MAX_VOCAB)
     seq_len: int = setting(256, "tokens per training sequence", gt=0)
     val_fraction: float = setting(0.01, "share of documents held out for eval", gt=0, lt=1)
     max_documents: int | None = setting(None, "cap each source at its first N documents (quick experiments)", gt=0)
     max_tokens: int | None = setting(None, "cap each source's train split at N tokens (whole rows, in order)", gt=0)
-    skip_bad_records: bool = setting(False, "skip (and count) records whose text is not text, instead of an error")
+    max_record_bytes: int = setting(8 << 20, "the longest record read (a text file, a JSON line, a parquet text); "
+                                             "a longer one is a bad record, never held whole", gt=0)
+    skip_bad_records: bool = setting(False, "skip (and count) bad records (text that is not text or not valid "
+                                            "UTF-8, or longer than max_record_bytes) instead of an error")
     cache_dir: str = setting("data_cache", "prepared data is cached here, keyed by source, tokenizer and seq_len")
     num_workers: int = setting(0, "encoder threads; 0 = all usable cores", ge=0)
 
@@ -186,15 +199,19 @@ class TrainConfig:
     out_dir: str = setting("runs/default", "the run directory: config.yaml, metrics.jsonl, checkpoints/")
     resume: str = setting("auto", '"auto" = latest complete checkpoint in out_dir if any; "never"; or a '
                                   "checkpoint path")
+    allow_config_change: bool = setting(False, "let a resume change the optimizer, schedule, data, global batch or "
+                                               "seed (each change is printed); the model's shape and μP never "
+                                               "change, nor the ZeRO stage (but between 1 and 2)")
     seed: int = setting(0, "init and data order", ge=0)
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "`auto` = CUDA if present")
     activation_checkpointing: bool = setting(False, "recompute each block in the backward: far less activation "
                                                     "memory")
     peak_flops: float | None = setting(None, "per-device peak FLOP/s for MFU; null = looked up from the GPU's "
                                              "name", gt=0)
-    divergence_factor: float = setting(3.0, "stop as diverged when the loss stays above this multiple of its "
-                                            "running median, and above the first step's, for divergence_steps "
-                                            "steps in a row; 0 = off", ge=0)
+    divergence_factor: float = setting(3.0, "stop as diverged when the loss exceeds this multiple of the first "
+                                            "step's (at once), or stays above this multiple of its running median, "
+                                            "and above the first step's, for divergence_steps steps in a row; "
+                                            "0 = off (NaN and inf always stop)", ge=0)
     divergence_steps: int = setting(3, "steps in a row the loss must stay that high", ge=1)
 
     def accumulation(self, world_size: int) -> int:

@@ -4,8 +4,8 @@
         tokenizer-bpe<V>-<key>/tokenizer.json   a trained BPE (key: the sources, vocab_size, the sample, the split)
         <kind>-seq<L>-<key>/                     one prepared source (key: its input, the tokenizer, seq_len, the
                                                  split, the caps)
-            manifest.json    `Manifest`: the shards (split, rows, bytes, digest), token and document counts,
-                             unigram entropy, the commit a hub source was read at
+            manifest.json    `Manifest`: the shards (split, rows, bytes, digest, sampled digest), token and
+                             document counts, unigram entropy, the commit a hub source was read at
             tokenizer.json   the tokenizer the ids belong to
             unigram.npy      train token counts, for the entropy of a mixture
             shards/train-00000.bin, val-00000.bin, train-00000-001.bin, ...   (split, slice, part)
@@ -17,13 +17,12 @@
 A key digests everything that shapes what its directory holds, FORMAT_VERSION included: other settings land in
 another directory, and a directory, once published, is never rewritten. Each JSON record is a dataclass, written
 from it and read back into it: reading checks every field against its annotation, and anything amiss is one
-DataError naming the file and the field.
+DataError naming the file and the field. Every shard file a manifest names must lie inside its directory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -38,7 +37,8 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..fileio import atomic_output, checksum, read_json_object, write_json
+from ..fileio import atomic_output, checksum, contained, read_json_object, write_json
+from ..locks import Lock
 
 if TYPE_CHECKING:
     from .sources import Source, SourcePlan
@@ -51,6 +51,7 @@ UNIGRAM = "unigram.npy"
 SHARDS = "shards"
 STATS = "stats.json"
 REVISION = "revision.json"
+SAMPLE_BLOCKS, SAMPLE_BYTES = 16, 64 << 10  # a shard's sampled digest reads 1 MiB of it (a shard: up to 512 MiB)
 
 
 # --- where things are ------------------------------------------------------------------------------------------
@@ -95,11 +96,11 @@ def shard_name(split: str, index: int, part: int) -> str:
 
 @contextlib.contextmanager
 def locked(target: Path) -> Iterator[None]:
-    """Hold the lock of `target` (a file beside it) for the block: builders of one target take turns (flock:
-    on a cluster, put data.cache_dir on a file system that honours it)."""
+    """Hold the lock of `target` (a file beside it) for the block: builders of one target take turns, and one
+    that waits says for whom (`pretrain.locks`; on a cluster, put data.cache_dir on a file system with flock)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+    with Lock(target.parent / f".{target.name}.lock") as lock:
+        lock.wait(f"another process building {target}")
         yield
 
 
@@ -119,6 +120,25 @@ def build_once(target: Path, build: Callable[[Path], None]) -> None:
             build(staged)
 
 
+def token_dtype(n_ids: int) -> np.dtype:
+    """What shards store token ids in: uint16, or uint32 past 2^16 ids."""
+    return np.dtype(np.uint16 if n_ids <= 2**16 else np.uint32)
+
+
+def sample_digest(path: Path) -> str:
+    """SHA-256 of a file's size and of SAMPLE_BLOCKS blocks of SAMPLE_BYTES spread evenly over it, from its first
+    byte to its last: what opening prepared data checks of each shard, in milliseconds. A shard rewritten whole
+    (other ids, the same size) differs in every block, and any changed span longer than 1/15 of the file meets
+    one; a smaller change is left to the full digest (`pretrain prepare-data --verify`)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(size.to_bytes(8, "little"))
+    with open(path, "rb") as f:
+        for block in range(SAMPLE_BLOCKS):
+            f.seek(block * max(size - SAMPLE_BYTES, 0) // (SAMPLE_BLOCKS - 1))
+            digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
 def entropy(counts: np.ndarray) -> float:
     """Nats: the entropy of the distribution proportional to `counts` (a manifest's unigram_entropy is that of
     its unigram.npy)."""
@@ -131,16 +151,23 @@ def entropy(counts: np.ndarray) -> float:
 COMMIT = {"must_be": "a commit or null"}  # a field's metadata: how a message names what it holds
 
 
+def at_least(low: int) -> Any:
+    """An int field that must be `low` or more."""
+    return field(metadata={"min": low})
+
+
 @dataclass(frozen=True, kw_only=True)
 class Shard:
     """One shard file: the split it holds rows of, how many, and its checksum (`fileio.checksum`)."""
 
     noun: ClassVar[str] = "shard"  # in messages about a list of them
-    file: str
+    file: str  # in shards/
     split: str
-    rows: int
+    rows: int = at_least(1)
     digest: str
-    bytes: int
+    bytes: int = at_least(0)
+    # `sample_digest`. Absent from manifests written before it was recorded: such shards are checked by size.
+    sample: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,17 +209,17 @@ class Manifest:
     tokenizer: str  # data.tokenizer as set
     tokenizer_digest: str
     encoder: str
-    vocab_size: int
-    eos_id: int
-    seq_len: int
-    dtype: str  # of the shards' tokens: uint16, or uint32 past 2^16 ids
+    vocab_size: int = at_least(1)
+    eos_id: int = at_least(0)
+    seq_len: int = at_least(1)
+    dtype: str  # of the shards' tokens (`token_dtype`)
     documents: int
     train_documents: int
     val_documents: int
     skipped_records: int
     first_skipped: str | None
-    train_rows: int
-    val_rows: int
+    train_rows: int = at_least(1)
+    val_rows: int = at_least(1)
     train_tokens: int
     val_tokens: int
     train_shards: int
@@ -204,11 +231,21 @@ class Manifest:
     shards: list[Shard]
 
     def __post_init__(self):
-        """Beyond the types: the shards must be readable at `dtype`."""
-        try:
-            np.dtype(self.dtype)
-        except TypeError as err:  # the shards cannot be read at it
-            raise _Malformed(f"malformed shard list ({type(err).__name__}: {err})") from None
+        """Beyond the types: the shards hold ids at the dtype of their vocabulary, each shard's rows fit in its
+        bytes, and a split's rows are its shards' (a damaged count would read past a file, or fewer rows)."""
+        dtype = token_dtype(self.vocab_size)
+        if self.dtype != dtype.name:
+            raise _Malformed(f"malformed shard list (dtype {self.dtype!r}, but the ids of a {self.vocab_size}-id "
+                             f"vocabulary are written as {dtype.name})")
+        row_bytes = (self.seq_len + 1) * dtype.itemsize
+        for i, shard in enumerate(self.shards):
+            if shard.rows * row_bytes > shard.bytes:
+                raise _Malformed(f"malformed shard list (shard {i}: {shard.rows:,} rows of {row_bytes:,} bytes do "
+                                 f"not fit in its {shard.bytes:,} bytes)")
+        for split, rows in (("train", self.train_rows), ("val", self.val_rows)):
+            listed = sum(shard.rows for shard in self.shards if shard.split == split)
+            if listed != rows:
+                raise _Malformed(f"{split}_rows is {rows:,}, but the {split} shards hold {listed:,} rows")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,8 +261,25 @@ def write_manifest(target: Path, manifest: Manifest) -> None:
 
 
 def read_manifest(target: Path) -> Manifest:
-    """The manifest of the prepared source in `target`; one of another format is refused whatever its fields."""
-    return _read(Manifest, target / MANIFEST, f"; delete {target} to prepare it again", versioned=True)
+    """The manifest of the prepared source in `target`, every shard file it names inside `target`; one of another
+    format is refused whatever its fields."""
+    manifest = _read(Manifest, target / MANIFEST, _remedy(target), versioned=True)
+    for shard in manifest.shards:
+        shard_path(target, shard)
+    return manifest
+
+
+def shard_path(target: Path, shard: Shard) -> Path:
+    """Where a shard of the prepared source in `target` is: inside it, or an error naming the manifest (no
+    absolute path, no `..`, no symbolic link out of the directory)."""
+    try:
+        return contained(contained(target, SHARDS), shard.file)
+    except ValueError as err:
+        raise DataError(f"{target / MANIFEST}: malformed shard list (file {err}){_remedy(target)}") from None
+
+
+def _remedy(target: Path) -> str:
+    return f"; delete {target} to prepare it again"
 
 
 def write_slice_stats(folder: Path, stats: SliceStats) -> None:
@@ -269,12 +323,14 @@ def _read(cls: type[R], path: Path, remedy: str, versioned: bool = False) -> R:
 
 def _decode(cls: type[R], data: dict) -> R:
     """`cls` from a JSON object, each field checked against its annotation (one with a default may be absent)."""
-    return cls(**{f.name: _value(f.name, _hints(cls)[f.name], data.get(f.name), f.metadata.get("must_be"))
+    return cls(**{f.name: _value(f.name, _hints(cls)[f.name], data.get(f.name), f.metadata.get("must_be"),
+                                 f.metadata.get("min"))
                   for f in fields(cls) if f.name in data or f.default is MISSING})
 
 
-def _value(name: str, hint: Any, value: Any, must_be: str | None = None) -> Any:
-    """`value` of the field `name` if `hint` (int, float, str, a list of records, or any of them | None) allows it."""
+def _value(name: str, hint: Any, value: Any, must_be: str | None = None, low: int | None = None) -> Any:
+    """`value` of the field `name` if `hint` (int, float, str, a list of records, or any of them | None) allows it,
+    and it is `low` or more where given."""
     kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in kinds:
         return None
@@ -283,6 +339,8 @@ def _value(name: str, hint: Any, value: Any, must_be: str | None = None) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float) if base is float else base):
         expected = must_be or (f"{base.__name__} or null" if len(kinds) > 1 else base.__name__)
         raise _Malformed(f"{name} must be {expected}, got {value!r}")
+    if low is not None and value < low:
+        raise _Malformed(f"{name} must be an integer >= {low}, got {value!r}")
     if base is list:
         (record,) = typing.get_args(kind)
         return [_entry(record, i, entry) for i, entry in enumerate(value)]

@@ -54,8 +54,10 @@ from .layout import (
     read_revision,
     read_slice_stats,
     revision_path,
+    sample_digest,
     shard_name,
     slice_dir,
+    token_dtype,
     work_dir,
     write_manifest,
     write_revision,
@@ -107,7 +109,10 @@ def prepare(cfg: DataConfig, progress: bool = True, in_band: bool = False, worke
     reused after that."""
     work = plan_work(cfg, progress, in_band)
     if work.pieces():
-        with locked(work.targets[0]):  # one builder at a time; the others find its result
+        # One builder at a time: another (a second job on the same data, a sweep's points) waits, saying for
+        # whom, then finds the result; refusing would fail jobs that can use it. The array tasks of
+        # `prepare-data --slurm` call prepare_slices without it: each publishes only its own slices.
+        with locked(work.targets[0]):
             prepare_slices(work, workers=workers, progress=progress)
             finalize(work)
     return work.targets
@@ -173,7 +178,7 @@ def prepare_slice(work: Work, source: int, index: int, threads: int, progress: b
     piece, limit = plan.source.slices[index], plan.limits[index]
     tokenizer, eos, encoder = _slice_encoder(work.tokenizer, cfg.vocab_size, threads)
     n_ids = id_count(tokenizer)
-    dtype = np.dtype(np.uint16 if n_ids <= 2**16 else np.uint32)
+    dtype = token_dtype(n_ids)
     bad = BadRecords() if cfg.skip_bad_records else None
     counts = {TRAIN: 0, VAL: 0}
     with atomic_output(slice_dir(target, index), directory=True) as staged:
@@ -233,8 +238,8 @@ class _RowWriter:
             rows = rows[len(take):]
 
     def close(self) -> list[Shard]:
-        return [Shard(file=name, split=self.split, rows=rows, **checksum(self.folder / name))
-                for name, rows in self.files]
+        return [Shard(file=name, split=self.split, rows=rows, sample=sample_digest(self.folder / name),
+                      **checksum(self.folder / name)) for name, rows in self.files]
 
 
 def _encoded(encoder: DocumentEncoder, texts: Iterator[str], val_fraction: float) -> Iterator[tuple[list, list]]:

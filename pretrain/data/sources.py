@@ -19,6 +19,7 @@ validation split by a hash of its text (`split_of`), so the split does not depen
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import gzip
@@ -27,6 +28,7 @@ import json
 import os
 import sys
 import sysconfig
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -74,12 +76,13 @@ class Source:
     revision: str | None = None  # the commit a hub source is read at; local files have none
 
     def __init__(self, name: str, kind: str, description: str, identity: str, text_field: str, setting: str,
-                 list_slices: Callable[[], list[Slice]]):
+                 list_slices: Callable[[], list[Slice]], max_record_bytes: int):
         self.name = name  # short, for metrics (tokens/NAME)
         self.kind = kind  # "embedded", "text", "json", "parquet" or "hub"
         self.description = description  # for people: stored in the manifest and printed
         self.identity = identity  # changes whenever the documents may have changed
         self.text_field, self.setting = text_field, setting  # setting: the config key that names it
+        self.max_record_bytes = max_record_bytes  # a longer record is a bad one, never read whole
         self._list_slices = list_slices
 
     @functools.cached_property
@@ -99,7 +102,7 @@ class HubSource(Source):
     """A split of a hub dataset, read at one commit: the one its `hub_revision` (default: the dataset's default
     branch) points to when first needed, or the one a preparation recorded (`at`). A slice is a data file."""
 
-    def __init__(self, spec: SourceConfig):
+    def __init__(self, spec: SourceConfig, max_record_bytes: int):
         self.spec, self.dataset = spec, spec.source.removeprefix(HUB_PREFIX)
         setting = f"{spec.key}.source"
         if not self.dataset:
@@ -110,7 +113,7 @@ class HubSource(Source):
         pinned = f", revision {spec.hub_revision}" if spec.hub_revision else ""
         description = f"hub:{self.dataset} (config {spec.hub_config}, split {spec.hub_split}{pinned})"
         super().__init__(source_name(spec), "hub", description, identity, spec.text_field, setting,
-                         self._data_files)
+                         self._data_files, max_record_bytes)
 
     @functools.cached_property
     def revision(self) -> str | None:
@@ -119,7 +122,7 @@ class HubSource(Source):
 
     def at(self, revision: str | None) -> HubSource:
         """This source read at `revision` (the commit its preparation recorded), without asking the hub."""
-        pinned = HubSource(self.spec)
+        pinned = HubSource(self.spec, self.max_record_bytes)
         pinned.revision = revision  # takes the cached property's place: nothing is resolved
         return pinned
 
@@ -164,28 +167,30 @@ class SourcePlan:
 
 @dataclass
 class BadRecords:
-    """Records whose text is not text, skipped under data.skip_bad_records; the first one, for the message."""
+    """Bad records (text that is not text or not valid Unicode, or longer than data.max_record_bytes), skipped
+    and counted under data.skip_bad_records; the first one, for the message."""
 
     count: int = 0
     first: str | None = None
 
 
-def resolve_source(spec: SourceConfig) -> Source:
-    """The source `spec` names, with its slices (local files are listed and measured; nothing is read)."""
+def resolve_source(spec: SourceConfig, max_record_bytes: int = DataConfig.max_record_bytes) -> Source:
+    """The source `spec` names, with its slices (local files are listed and measured; nothing is read), reading
+    records of at most `max_record_bytes`."""
     if spec.source.startswith(HUB_PREFIX):
-        return HubSource(spec)
+        return HubSource(spec, max_record_bytes)
     setting = f"{spec.key}.source"
     if spec.hub_revision is not None:
         raise ConfigError(f"{spec.key}.hub_revision: only a hub:NAME source has revisions, not '{spec.source}'")
     if spec.source == "embedded":
-        return _embedded_source()
+        return _embedded_source(max_record_bytes)
     files = _local_files(spec.source, setting)
     reader = READERS[files[0].suffix]
     stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     identity = fingerprint([reader, spec.text_field if reader != "text" else None, stats])
     description = f"{spec.source} ({len(files)} {reader} file{'s' * (len(files) > 1)})"
     return Source(source_name(spec), reader, description, identity, spec.text_field, setting,
-                  lambda: list(_local_slices(reader, files)))
+                  lambda: list(_local_slices(reader, files)), max_record_bytes)
 
 
 def plan_sources(cfg: DataConfig) -> list[SourcePlan]:
@@ -194,7 +199,8 @@ def plan_sources(cfg: DataConfig) -> list[SourcePlan]:
     if len(set(names)) < len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise ConfigError(f"data.sources: two sources are named {twice!r}; give each a distinct name")
-    return [SourcePlan(resolve_source(spec), spec.weight, cfg.max_documents) for spec in cfg.sources]
+    return [SourcePlan(resolve_source(spec, cfg.max_record_bytes), spec.weight, cfg.max_documents)
+            for spec in cfg.sources]
 
 
 def source_name(spec: SourceConfig) -> str:
@@ -208,9 +214,10 @@ def source_name(spec: SourceConfig) -> str:
 
 def documents(source: Source, piece: Slice, limit: int | None = None,
               bad: BadRecords | None = None) -> Iterator[str]:
-    """The documents of one slice, in order: at most `limit`. A record whose text is not text (a number, a
-    list, ...) is an error naming its file and line or row, unless `bad` is given: then it is counted and
-    skipped. A missing or null text is an empty document."""
+    """The documents of one slice, in order: at most `limit`. A bad record (its text a number, a list, ..., not
+    valid UTF-8, or longer than the source's max_record_bytes, which is never read whole) is an error naming its
+    file and line or row, unless `bad` is given: then it is counted and skipped. A missing or null text is an
+    empty document. A file that cannot be read is an error naming it."""
     reader = {"text": _text_documents, "json": _json_documents, "parquet": _parquet_documents}[piece.reader]
     return islice(reader(source, piece, bad), limit)
 
@@ -236,17 +243,17 @@ def count_documents(source: Source, piece: Slice) -> int:
     if piece.reader == "parquet":
         import pyarrow.parquet as pq
 
-        with hub.open_file(piece.paths[0]) as f:
+        with _reading(piece.paths[0]) as f:
             meta = pq.ParquetFile(f).metadata
             stop = meta.num_row_groups if piece.stop < 0 else piece.stop
             return sum(meta.row_group(i).num_rows for i in range(piece.start, stop))
-    return sum(1 for _ in _json_lines(piece))
+    return sum(1 for _ in _json_lines(piece, source.max_record_bytes))
 
 
 # --- resolving ------------------------------------------------------------------------------------------------
 
 @functools.cache  # the interpreter's own files do not change while it runs
-def _embedded_source() -> Source:
+def _embedded_source(max_record_bytes: int) -> Source:
     root = Path(sysconfig.get_paths()["stdlib"])
     relative = []
     for folder, subfolders, names in os.walk(root):
@@ -258,7 +265,7 @@ def _embedded_source() -> Source:
     identity = fingerprint(["embedded", version, [(r, f.stat().st_size) for r, f in zip(relative, files)]])
     description = f"embedded: Python {version} standard library sources ({len(files)} files under {root})"
     return Source("embedded", "embedded", description, identity, "text", "data.source",
-                  lambda: list(_local_slices("text", files)))
+                  lambda: list(_local_slices("text", files)), max_record_bytes)
 
 
 def _local_files(pattern: str, setting: str) -> list[Path]:
@@ -324,79 +331,168 @@ def _ranges(reader: str, path: Path) -> Iterator[tuple[int, int, int]]:
 
 # --- reading --------------------------------------------------------------------------------------------------
 
+READ_CHUNK = 1 << 20  # bytes read at a time where a line is read through without being kept
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[IO[bytes]]:
+    """`path` opened as bytes (a .gz file decompressed); an error opening or reading it (no permission, an I/O
+    error, a damaged archive) is one DataError naming it."""
+    try:
+        with hub.open_file(path) as raw:
+            yield gzip.open(raw) if path.endswith(".gz") else raw
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+
+
 def _text_documents(source: Source, piece: Slice, bad: BadRecords | None) -> Iterator[str]:
     for path in piece.paths:
-        yield Path(path).read_text(encoding="utf-8", errors="replace")
+        with _reading(path) as f:
+            data = f.read(source.max_record_bytes + 1)  # one byte past the limit tells a longer file
+        text = _record_text(data, _Place(path), source.max_record_bytes, bad)
+        if text is not None:
+            yield text
 
 
 def _json_documents(source: Source, piece: Slice, bad: BadRecords | None) -> Iterator[str]:
-    for offset, line in _json_lines(piece):
+    path, name = piece.paths[0], source.text_field
+    for offset, line in _json_lines(piece, source.max_record_bytes):
+        place = _Place(path, line_at=offset)
+        text = _record_text(line, place, source.max_record_bytes, bad)
+        if text is None:
+            continue
         try:
-            record = json.loads(line)
+            record = json.loads(text.removeprefix("\ufeff"))  # a byte order mark, as some editors start a file
         except ValueError as err:
             problem = f"not valid JSON ({err})"
         else:
             if not isinstance(record, dict):
                 problem = f"a JSON {type(record).__name__}, not an object"
-            elif source.text_field not in record:
-                raise ConfigError(f"data.text_field: no field {source.text_field!r} in {piece.paths[0]} line "
-                                  f"{_line_number(piece.paths[0], offset)}; its fields: {', '.join(record)}")
-            elif record[source.text_field] is None:
+            elif name not in record:
+                raise ConfigError(f"data.text_field: no field {name!r} in {place}; its fields: {', '.join(record)}")
+            elif (value := record[name]) is None:
                 yield ""  # no text: an empty document
                 continue
-            elif isinstance(record[source.text_field], str):
-                yield record[source.text_field]
-                continue
+            elif not isinstance(value, str):
+                problem = f"its {name!r} is a {type(value).__name__}, not text"
+            elif (surrogate := _unpaired_surrogate(value)) is not None:  # a \ud800 escape: no encoder takes it
+                problem = f"its {name!r} holds an unpaired surrogate (\\u{surrogate:04x}), not valid Unicode"
             else:
-                problem = f"its {source.text_field!r} is a {type(record[source.text_field]).__name__}, not text"
-        _bad_record(source, f"{piece.paths[0]}: line {_line_number(piece.paths[0], offset)}: {problem}", bad)
+                yield value
+                continue
+        _bad_record(place, problem, bad)
 
 
-def _json_lines(piece: Slice) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) of the non-blank lines whose first byte lies in the slice's range."""
-    with hub.open_file(piece.paths[0]) as raw:
-        stream: IO[bytes] = gzip.open(raw) if piece.paths[0].endswith(".gz") else raw
+def _json_lines(piece: Slice, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """(byte offset, line without its newline) of the non-blank lines whose first byte lies in the slice's range.
+    A line longer than `max_bytes` is read through in chunks, never held, and given as None."""
+    with _reading(piece.paths[0]) as stream:
         if piece.start > 0:
             stream.seek(piece.start - 1)
-            stream.readline()  # the rest of the line that began before this slice
+            _read_through(stream)  # the rest of the line that began before this slice
         offset = stream.tell()
         while piece.stop < 0 or offset < piece.stop:
-            line = stream.readline()
+            line = stream.readline(max_bytes + 1)
             if not line:
                 return
+            if len(line) > max_bytes and not line.endswith(b"\n"):
+                yield offset, None
+                offset += len(line) + _read_through(stream)
+                continue
             if line.strip():
-                yield offset, line
+                yield offset, line.removesuffix(b"\n")
             offset += len(line)
 
 
+def _read_through(stream: IO[bytes]) -> int:
+    """Read the rest of the current line in bounded chunks, keeping none of it; returns its length in bytes."""
+    length = 0
+    while chunk := stream.readline(READ_CHUNK):
+        length += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return length
+
+
 def _line_number(path: str, offset: int) -> int:
-    """1-based line number of the line at byte `offset` (counted only when a message needs it)."""
-    with hub.open_file(path) as f:
-        return f.read(offset).count(b"\n") + 1 if offset else 1
+    """1-based number of the line at byte `offset`, counted in chunks."""
+    lines = 1
+    with _reading(path) as f:
+        while offset > 0 and (chunk := f.read(min(offset, READ_CHUNK))):
+            lines += chunk.count(b"\n")
+            offset -= len(chunk)
+    return lines
 
 
 def _parquet_documents(source: Source, piece: Slice, bad: BadRecords | None) -> Iterator[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with hub.open_file(piece.paths[0]) as f:
+    path, name = piece.paths[0], source.text_field
+    with _reading(path) as f:
         parquet = pq.ParquetFile(f)
         names = parquet.schema_arrow.names
-        if source.text_field not in names:
-            raise ConfigError(f"data.text_field: no column {source.text_field!r} in {piece.paths[0]}; columns: "
-                              f"{', '.join(names)}")
-        column = parquet.schema_arrow.field(source.text_field).type
+        if name not in names:
+            raise ConfigError(f"data.text_field: no column {name!r} in {path}; columns: {', '.join(names)}")
+        column = parquet.schema_arrow.field(name).type
         if not (pa.types.is_string(column) or pa.types.is_large_string(column)):
-            _bad_record(source, f"{piece.paths[0]}: column {source.text_field!r} holds {column}, not text", None)
+            _bad_record(_Place(path), f"column {name!r} holds {column}, not text", None)
         stop = parquet.metadata.num_row_groups if piece.stop < 0 else piece.stop
-        for batch in parquet.iter_batches(batch_size=1024, row_groups=range(piece.start, stop),
-                                          columns=[source.text_field]):
-            for text in batch.column(0).to_pylist():
-                yield text or ""
+        row = sum(parquet.metadata.row_group(i).num_rows for i in range(piece.start))  # the file's, 0-based
+        for batch in parquet.iter_batches(batch_size=1024, row_groups=range(piece.start, stop), columns=[name]):
+            # As bytes: Arrow does not check that a string column is UTF-8, and one bad text must not fail a batch.
+            for data in batch.column(0).cast(pa.large_binary()).to_pylist():
+                text = "" if data is None else _record_text(data, _Place(path, row=row), source.max_record_bytes,
+                                                            bad)
+                if text is not None:
+                    yield text
+                row += 1
 
 
-def _bad_record(source: Source, where: str, bad: BadRecords | None) -> None:
+@dataclass(frozen=True)
+class _Place:
+    """Where a record is: a text file, a JSON line (at a byte offset) or a parquet row. Said only in a message: a
+    line's number costs a read of the file up to it."""
+
+    path: str
+    line_at: int | None = None
+    row: int | None = None
+
+    def __str__(self) -> str:
+        if self.line_at is not None:
+            return f"{self.path}: line {_line_number(self.path, self.line_at)}"
+        return self.path if self.row is None else f"{self.path}: row {self.row}"
+
+    def byte(self, at: int) -> str:
+        """Byte `at` of the record, as a reader would look for it: in the file, or in a parquet text."""
+        return f"byte {at} of its text" if self.row is not None else f"byte {(self.line_at or 0) + at} of the file"
+
+
+def _record_text(data: bytes | None, place: _Place, max_bytes: int, bad: BadRecords | None) -> str | None:
+    """The text of one record's bytes (None: a line too long to read), or None for a bad record: longer than
+    `max_bytes`, or not valid UTF-8."""
+    if data is None or len(data) > max_bytes:
+        _bad_record(place, f"longer than data.max_record_bytes={max_bytes:,} bytes", bad)
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        _bad_record(place, f"not valid UTF-8 (at {place.byte(err.start)})", bad)
+        return None
+
+
+def _unpaired_surrogate(text: str) -> int | None:
+    """The code point of the first lone surrogate in `text` (not Unicode, though JSON can escape one), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return ord(text[err.start])
+    return None
+
+
+def _bad_record(place: _Place, problem: str, bad: BadRecords | None) -> None:
+    """A record that cannot be a document: an error naming it, or counted and skipped under `bad`."""
     if bad is None:
-        raise DataError(f"{where} (set data.skip_bad_records=true to skip such records)")
+        raise DataError(f"{place}: {problem} (set data.skip_bad_records=true to skip such records)")
     bad.count += 1
-    bad.first = bad.first or where
+    bad.first = bad.first or f"{place}: {problem}"

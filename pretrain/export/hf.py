@@ -26,6 +26,7 @@ from ..data.tokenizer import eos_token
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_output
 from ..model import mup
+from ..outputs import Kind, check_output, claim
 from ..training.checkpoint import load_consolidated_state_dict, resolve_checkpoint
 
 if TYPE_CHECKING:
@@ -102,20 +103,20 @@ def export_tokenizer(path: Path, seq_len: int) -> PreTrainedTokenizerFast:
                                    model_max_length=seq_len)
 
 
-def export_hf(checkpoint: Path, out: Path, dtype: str = "bf16", max_shard_size: str = "5GB",
+def export_hf(checkpoint: Path, out: str | Path, dtype: str = "bf16", max_shard_size: str = "5GB",
               overwrite: bool = False) -> Path:
     """Write `out` as a LlamaForCausalLM directory: sharded safetensors (with an index when there is more
-    than one shard), config.json, generation_config.json and the tokenizer. Returns the checkpoint used."""
+    than one shard), config.json, generation_config.json and the tokenizer. Returns the checkpoint used.
+    `out` follows `pretrain.outputs`' rule: with `overwrite`, only an earlier export is replaced."""
     from huggingface_hub import save_torch_state_dict
     from transformers import GenerationConfig
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype: {dtype!r} is not allowed; choose one of: {', '.join(DTYPES)}")
     shard_bytes = parse_size(max_shard_size)
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
-    checkpoint = resolve_checkpoint(Path(checkpoint))
+    source, checkpoint = checkpoint, resolve_checkpoint(Path(checkpoint))
+    out = check_output(out, "OUT", Kind.DIRECTORY, "export-hf", [("the checkpoint", checkpoint), ("the run", source)],
+                       overwrite)
     cfg = load_config(checkpoint / "config.yaml")
     _require_llama(cfg)
     weights = to_hf(load_consolidated_state_dict(checkpoint), cfg)
@@ -127,6 +128,7 @@ def export_hf(checkpoint: Path, out: Path, dtype: str = "bf16", max_shard_size: 
     generation.pad_token_id = tokenizer.pad_token_id
 
     with atomic_output(out, directory=True) as staged:  # `out` is never half an export
+        claim(staged, "export-hf")
         save_torch_state_dict({k: v.to(DTYPES[dtype]) for k, v in weights.items()}, staged,
                               max_shard_size=shard_bytes, metadata={"format": "pt"})
         config.save_pretrained(staged)

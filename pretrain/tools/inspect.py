@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..config import Config
+from ..errors import UserError
 from ..model import mup
 from ..model.transformer import Transformer
 
@@ -17,6 +20,7 @@ def inspect_model(cfg: Config) -> list[dict]:
     order from the same seed, so the figures are those of `train`'s model at any size without holding it."""
     with torch.device("meta"):
         model = Transformer(cfg.model, cfg.vocab_size)
+    _check_fits(model)
     torch.manual_seed(cfg.train.seed)
     rows = []
     for name, role in model.param_roles().items():
@@ -33,6 +37,18 @@ def inspect_model(cfg: Config) -> list[dict]:
             "lr": cfg.optim.lr * multiplier,
         })
     return rows
+
+
+def _check_fits(model: Transformer) -> None:
+    """The largest parameter, drawn whole, must fit in this machine's memory: one line instead of an allocator's
+    traceback (or the kernel killing the process) for a model that cannot be inspected here."""
+    name, largest = max(model.named_parameters(), key=lambda item: item[1].numel())
+    need = largest.numel() * torch.get_default_dtype().itemsize
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise UserError(f"inspect draws each parameter whole: {name} has {largest.numel():,} elements "
+                        f"({need / 2**30:,.0f} GiB), more than this machine's {have / 2**30:,.0f} GiB of memory "
+                        f"(the model: {model.num_params():,} parameters); `pretrain estimate` counts any size")
 
 
 def format_table(rows: list[dict]) -> str:

@@ -17,10 +17,15 @@ checksums.json: a truncated, replaced or bit-flipped file, a missing one, or a f
 reported by name. `train.resume=auto` skips a damaged newest checkpoint with a warning and resumes from the
 newest intact one; an explicitly named damaged checkpoint is an error. Files are loaded as data only (see
 `deepspeed_compat.load_as_data`).
+
+A resume compares the run's config with the checkpoint's (`check_resume`) before anything is written. A save that
+finds the disk full is one error line naming the path and the free space; its staging directory is removed and
+the previous checkpoints stay as they were.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import shutil
@@ -28,9 +33,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_config
-from ..errors import CheckpointError
-from ..fileio import STAGING_PREFIX, checksum, publish, read_json_object, remove, staging_path, write_json
+from ..config import Config, load_config
+from ..errors import CheckpointError, ConfigError, UserError
+from ..fileio import STAGING_PREFIX, checksum, contained, publish, read_json_object, remove, staging_path, write_json
 from . import distributed as dist
 from .deepspeed_compat import load_as_data
 from .engine import (
@@ -89,6 +94,11 @@ def verify_files(directory: Path, owned: tuple[str, ...] = ()) -> None:
         expected = {name: (int(v["bytes"]), str(v["digest"])) for name, v in listed.items()}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
         raise CheckpointError(f"{manifest}: unreadable checksums ({type(err).__name__}: {err})") from None
+    for name in expected:  # before anything is read: an entry must not lead out of the checkpoint
+        try:
+            contained(directory, name)
+        except ValueError as err:
+            raise CheckpointError(f"{manifest}: lists a file outside the checkpoint ({err})") from None
     for name, (size, _) in expected.items():
         path = directory / name
         if not path.is_file():
@@ -157,43 +167,150 @@ def read_trainer_state(path: Path) -> dict:
     return state
 
 
+def clean_partial(root: Path) -> None:
+    """Remove what crashed saves left under `root` (every rank calls it)."""
+    if dist.is_main() and root.is_dir():
+        for partial in root.glob(f"{STAGING_PREFIX}*"):
+            remove(partial)
+    dist.barrier()
+
+
+def to_resume(root: Path, resume: str) -> Path | None:
+    """The verified checkpoint `train.resume` names (every rank calls it; rank 0 reads the files): "auto" = the
+    newest intact one under `root` (None if there is none yet), "never" = None, else that path."""
+    if resume == "never":
+        return None
+    if resume != "auto":
+        return dist.on_main(lambda: verify_checkpoint(Path(resume)))
+    return dist.on_main(lambda: _newest_intact(root))
+
+
+def _newest_intact(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    for path in reversed(found):
+        try:
+            return verify_checkpoint(path)
+        except CheckpointError as err:
+            print(f"warning: skipping a damaged checkpoint: {err}", flush=True)
+    if found:
+        raise CheckpointError(f"{root}: none of the {len(found)} checkpoints is intact (see the warnings); "
+                              f"to start over, move {root.parent} away or choose another train.out_dir")
+    return None
+
+
+# How a resume treats a setting that differs from the checkpoint's config. The longest entry that is the key or
+# its section decides; what no entry covers (run length, cadences, W&B, out_dir, device) is only noted.
+_RESUME_RULES = {
+    "model": "fixed",  # the weights' shapes and the μP recipe they were trained under
+    "data.vocab_size": "fixed",  # the embedding and readout rows
+    "deepspeed.zero_stage": "fixed",  # the optimizer files are laid out by stage (but see _resume_rule)
+    "deepspeed.precision": "fixed",  # and by precision (bf16 keeps the fp32 master weights apart)
+    "model.use_kernels": "noted", "model.loss_chunk": "noted",  # how the same math is computed
+    "optim": "guarded", "data": "guarded", "train.seed": "guarded",  # the run would go on as another experiment
+    "data.cache_dir": "noted", "data.num_workers": "noted",  # where and how fast, not what
+    "train.resume": "ignored", "train.allow_config_change": "ignored",  # how this launch starts
+}
+
+
+_BATCH = "the global batch (sequences per step)"  # whatever sets it: the data order and the updates follow it
+
+
+def _resume_rule(key: str, old: object, new: object) -> str:
+    if key == "deepspeed.zero_stage" and {old, new} <= {1, 2}:
+        return "noted"  # one optimizer and the same files (ZeRO-2 also splits the gradients, which are not saved)
+    covering = [entry for entry in _RESUME_RULES if key == entry or key.startswith(f"{entry}.")]
+    return _RESUME_RULES[max(covering, key=len)] if covering else "noted"
+
+
+def check_resume(cfg: Config, checkpoint: Path) -> None:
+    """Compare `cfg` with the config `checkpoint` was saved under, before anything of the run is written (every
+    rank calls it; rank 0 reads and prints). A change of the model's shape or μP, or of the ZeRO stage (but
+    between 1 and 2) or precision its states were written in, is a ConfigError naming it. A change of the
+    optimizer, schedule, data, seed or global batch (whatever sets it: the data order and the updates follow it)
+    is one too, unless train.allow_config_change is set. Every change is printed."""
+    dist.on_main(lambda: _check_resume(cfg, checkpoint))
+
+
+def _check_resume(cfg: Config, checkpoint: Path) -> None:
+    saved, current = load_config(checkpoint / "config.yaml").to_dict(), cfg.to_dict()
+    differing = [(f"{section}.{key}", old, current[section][key]) for section, settings in saved.items()
+                 for key, old in settings.items() if old != current[section][key]]
+    changes = [(name, old, new, _resume_rule(name, old, new)) for name, old, new in differing]
+    before, now = read_trainer_state(checkpoint)["global_batch"], cfg.train.global_batch(dist.world_size())
+    if before != now:
+        changes.append((_BATCH, before, now, "guarded"))
+    rules = {rule for *_, rule in changes}
+
+    def listed(which: str) -> str:
+        return ", ".join(f"{name} ({_shown(old)} there, {_shown(new)} here)" for name, old, new, rule in changes
+                         if rule == which)
+
+    if "fixed" in rules:
+        raise ConfigError(f"{checkpoint}: cannot resume with another model or state layout: {listed('fixed')}; "
+                          "keep the checkpoint's settings, or start a new run in another train.out_dir")
+    if "guarded" in rules and not cfg.train.allow_config_change:
+        fixes = " (train.global_batch_size fixes it at any number of processes)" if before != now else ""
+        raise ConfigError(f"{checkpoint}: resuming would change {listed('guarded')}, continuing the run as another "
+                          "experiment; set train.allow_config_change=true to do so, or keep the checkpoint's "
+                          f"settings{fixes}")
+    shown = [change for change in changes if change[3] != "ignored"]
+    if shown:
+        print(f"resuming with settings that differ from {checkpoint / 'config.yaml'}:", flush=True)
+    for name, old, new, rule in shown:
+        allowed = " (train.allow_config_change)" if rule == "guarded" else ""
+        print(f"  {name}: {_shown(old)} -> {_shown(new)}{allowed}", flush=True)
+
+
+def _shown(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+class DiskFullError(UserError, OSError):
+    """A checkpoint could not be written for lack of space (a full disk or a quota); the previous ones are kept."""
+
+
+def _out_of_space(err: BaseException) -> bool:
+    """Whether a failed write ran out of space. Torch's writer keeps no errno: a write cut short is its
+    RuntimeError "unexpected pos" (or "file write failed"), which only a full disk, a quota or a failing device
+    give."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, RuntimeError) and any(s in str(err) for s in ("unexpected pos", "file write failed"))
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
 class Checkpointer:
     def __init__(self, root: Path, keep: int, files: dict[str, Path]):
         """`files` are copied into every checkpoint under the given names (config, tokenizer)."""
         self.root, self.keep, self.files = Path(root), keep, files
 
-    def clean_partial(self) -> None:
-        """Remove what crashed saves left behind (every rank calls it)."""
-        if dist.is_main() and self.root.is_dir():
-            for partial in self.root.glob(f"{STAGING_PREFIX}*"):
-                remove(partial)
-        dist.barrier()
-
-    def to_resume(self, resume: str) -> Path | None:
-        """The verified checkpoint `train.resume` names (every rank calls it; rank 0 reads the files):
-        "auto" = the newest intact one (None if there is none yet), "never" = None, else that path."""
-        if resume == "never":
-            return None
-        if resume != "auto":
-            return dist.on_main(lambda: verify_checkpoint(Path(resume)))
-        return dist.on_main(self._newest_intact)
-
-    def _newest_intact(self) -> Path | None:
-        found = list_checkpoints(self.root)
-        for path in reversed(found):
-            try:
-                return verify_checkpoint(path)
-            except CheckpointError as err:
-                print(f"warning: skipping a damaged checkpoint: {err}", flush=True)
-        if found:
-            raise CheckpointError(f"{self.root}: none of the {len(found)} checkpoints is intact (see the warnings); "
-                                  "pass train.resume=never to start over")
-        return None
-
     def save(self, engine: Engine, step: int, state: dict) -> Path:
-        """Write a checkpoint of `step` (every rank calls it); `state` goes into trainer.json."""
+        """Write a checkpoint of `step` (every rank calls it); `state` goes into trainer.json. A full disk is
+        DiskFullError, with the staging directory removed and the previous checkpoints untouched."""
         final = self.root / step_dir_name(step)
         staged = staging_path(final)
+        try:
+            self._write(engine, step, state, staged)
+        except BaseException as err:
+            shutil.rmtree(staged, ignore_errors=True)  # every rank that failed: another may have failed first
+            if _out_of_space(err):
+                raise DiskFullError(self._full_message(final, err)) from None
+            raise
+        if dist.is_main():
+            publish(staged, final)  # replaces the same step saved again (a stop request right after a save)
+            for old in list_checkpoints(self.root)[: -self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        dist.barrier()
+        return final
+
+    def _write(self, engine: Engine, step: int, state: dict, staged: Path) -> None:
         if dist.is_main():
             remove(staged)
             (staged / RNG_DIR).mkdir(parents=True)
@@ -212,11 +329,16 @@ class Checkpointer:
                 checksums[name] = checksum(staged / name)
             merged = {name: digest for ranks in [*every_rank, checksums] for name, digest in ranks.items()}
             write_json(staged / CHECKSUMS, dict(sorted(merged.items())))
-            publish(staged, final)  # replaces the same step saved again (a stop request right after a save)
-            for old in list_checkpoints(self.root)[: -self.keep]:
-                shutil.rmtree(old, ignore_errors=True)
-        dist.barrier()
-        return final
+
+    def _full_message(self, final: Path, err: BaseException) -> str:
+        usage = shutil.disk_usage(self.root)
+        why = "disk quota exceeded" if getattr(err, "errno", None) == errno.EDQUOT else "no space left on the device"
+        last = latest_checkpoint(self.root)
+        kept = (f"the previous checkpoint {last} ({_gib(_size(last))}) is intact" if last else
+                "no checkpoint was saved before")
+        return (f"{final}: cannot save the checkpoint, {why} ({_gib(usage.free)} free of {_gib(usage.total)} "
+                f"there after removing the partial save); {kept}. Free space (train.keep_checkpoints keeps fewer), "
+                "then resume")
 
     def load(self, engine: Engine, path: Path) -> dict:
         """Restore model, optimizer and this rank's RNG from a verified checkpoint; returns the trainer state.

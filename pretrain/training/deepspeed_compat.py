@@ -16,7 +16,11 @@ them changes:
 - the classes DeepSpeed pickles into its checkpoints (`checkpoint_classes`);
 - `param.ds_tensor`, the partition of a ZeRO-3 parameter a rank holds (`zero3_partition`);
 - `deepspeed.ops.__compatible_ops__`, where the CPU backend looks before building its shared-memory all-reduce
-  (`skip_cpu_comm_op`).
+  (`skip_cpu_comm_op`);
+- torch's `cpp_extension.FileBaton`, the lock file (`lock`) that its just-in-time builds, DeepSpeed's ops among
+  them, create in the op's build directory: any waiter waits, silently, as long as it exists, and a build killed
+  midway never removes it. `watch_op_builds` puts in its place a baton that names its builder in the file,
+  removes a stale one with a warning, and says what a long wait waits for.
 
 Checkpoint files are data, never code. DeepSpeed reads its own files with full pickle (`torch.load(...,
 weights_only=False)`); every file it reads for us is read by `load_as_data` instead, which accepts tensors, plain
@@ -38,6 +42,7 @@ import importlib.metadata
 import multiprocessing
 import os
 import pickle
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -46,8 +51,10 @@ import torch
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from torch.utils.file_baton import FileBaton
 
 from ..errors import CheckpointError, UserError
+from ..locks import Holder, Lock
 
 if TYPE_CHECKING:
     from deepspeed import DeepSpeedEngine
@@ -66,6 +73,10 @@ CONVERSION_READERS = (  # ds_to_universal
     "deepspeed.checkpoint.autoep_universal",
 )
 CONSOLIDATION_READERS = ("deepspeed.utils.zero_to_fp32",)
+BUILD_STALE_AFTER_S = 3600  # a build whose directory has not changed for this long has died, wherever it ran
+BUILD_QUIET_S = 10.0  # a wait on another process's build is announced past this (the ranks of a node take turns)
+BUILD_POLL_S = 1.0  # between looks at a build lock, which may lie on a network file system
+_CHECK_SUFFIX = ".check"  # beside a build lock: held by whoever decides whether that lock is stale
 
 
 def check_version(installed: str) -> None:
@@ -92,14 +103,90 @@ check_version(importlib.metadata.version("deepspeed"))
 
 def skip_cpu_comm_op() -> None:
     """Never build DeepSpeed's shared-memory all-reduce for CPUs. Its CPU backend compiles that op just in time at
-    the first start on a machine (minutes of C++, which ate the time cap of whatever ran first), and a build killed
-    midway leaves a lock on which every later start waits forever. Gloo's all-reduce serves the CPU runs here."""
+    the first start on a machine (minutes of C++, which ate the time cap of whatever ran first). Gloo's all-reduce
+    serves the CPU runs here."""
     import deepspeed.ops
     from deepspeed.accelerator import get_accelerator
 
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
     if builder is not None:
         deepspeed.ops.__compatible_ops__[builder.NAME] = False  # what deepspeed.comm asks before building it
+
+
+def watch_op_builds() -> None:
+    """From now on, torch's just-in-time builds in this process (DeepSpeed's ops) take `_BuildBaton` as their lock:
+    a build killed midway no longer stalls every later start without a word."""
+    from torch.utils import cpp_extension
+
+    cpp_extension.FileBaton = _BuildBaton  # what `_jit_compile` creates, by its global name, for each build
+
+
+class _BuildBaton(FileBaton):
+    """torch's build lock (created whole, removed by `release`), which also names its builder, clears a stale lock
+    before building, and says what a wait of more than BUILD_QUIET_S waits for."""
+
+    def try_acquire(self) -> bool:
+        _clear_if_stale(Path(self.lock_file_path))
+        try:
+            self.fd = os.open(self.lock_file_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(self.fd, Holder.me().to_json().encode())
+        return True
+
+    def wait(self) -> None:
+        lock, started, announced = Path(self.lock_file_path), time.monotonic(), False
+        while lock.exists():
+            if not announced and time.monotonic() - started >= BUILD_QUIET_S:  # ranks starting together wait briefly
+                announced = True
+                print(f"waiting for a build in {lock.parent}: its lock {lock.name} is held by {Holder.read(lock)} (a "
+                      f"lock whose directory sees no change for {BUILD_STALE_AFTER_S // 60} min is removed as stale)",
+                      flush=True)
+            stale = _clear_if_stale(lock)
+            if stale:
+                raise UserError(f"{lock.parent}: the build this process waited for ended unfinished ({stale}); its "
+                                "lock is removed: start again to build it")
+            time.sleep(BUILD_POLL_S)
+
+
+def _clear_if_stale(lock: Path) -> str | None:
+    """Remove the build lock `lock` if its build has died, with a warning; returns why, or None."""
+    if not _why_stale(lock):  # the usual case, answered without the check lock
+        return None
+    with Lock(lock.with_name(lock.name + _CHECK_SUFFIX)) as check:
+        check.wait(f"another process checking {lock}")
+        reason = _why_stale(lock)  # again: another process may have removed it, and started a build, meanwhile
+        if reason:
+            lock.unlink()
+            print(f"warning: removed the stale build lock {lock} ({reason})", flush=True)
+        return reason
+
+
+def _why_stale(lock: Path) -> str | None:
+    """Why the build holding `lock` has died: its builder, on this host, no longer runs, or its build directory has
+    not changed for BUILD_STALE_AFTER_S (the only sign of a builder elsewhere, or of one that torch's own baton, which
+    names nobody, let in); None while it may be alive, or when there is no lock."""
+    try:
+        holder = Holder.parse(lock.read_text())
+        idle = time.time() - _last_change(lock.parent)
+    except FileNotFoundError:
+        return None
+    if holder.is_dead():
+        return f"its builder, pid {holder.pid} on this host, is no longer running"
+    if idle > BUILD_STALE_AFTER_S:
+        return f"its build directory has not changed for {idle / 60:.0f} min; its builder was {holder}"
+    return None
+
+
+def _last_change(folder: Path) -> float:
+    """When a file in `folder` last changed (the compiler's outputs, the lock), the check lock aside. Not the
+    folder's own time: creating the check lock changes it."""
+    changes = []
+    for entry in os.scandir(folder):
+        if not entry.name.endswith(_CHECK_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):  # a temporary file of the build, gone meanwhile
+                changes.append(entry.stat().st_mtime)
+    return max(changes, default=0.0)
 
 
 def checkpoint_classes() -> list[type]:

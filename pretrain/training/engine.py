@@ -54,6 +54,7 @@ def init_distributed(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(op_build_dir()))
+    compat.watch_op_builds()
     import deepspeed
 
     if device.type == "cpu":

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from ..errors import ExitCode
+from ..errors import DataError, ExitCode
 from ..fileio import write_json, write_text
 
 # Dense bf16 tensor-core peaks (FLOP/s) by a substring of torch.cuda.get_device_name(); first match wins.
@@ -62,9 +63,35 @@ class NullLogger:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl, in order ([] without one). A last line cut short, as a crash in the middle
+    of a write leaves it, is left out with a note on stderr; any other line that is not a record (a JSON object
+    with an integer step and a numeric loss) is a DataError naming the file and the line."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({err})") from None
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+            # JsonlLogger ends each record with a newline: a last line without one, not JSON, is a torn write
+            if number == len(lines) and not text.endswith("\n"):
+                print(f"note: {path}: ignoring its last line, cut short (a crash while it was written): "
+                      f"{line[:60]!r}", file=sys.stderr)
+                break
+        if not (isinstance(record, dict) and type(record.get("step")) is int
+                and type(record.get("loss")) in (int, float)):
+            raise DataError(f"{path}: line {number} is not a metrics record (a JSON object with an integer step "
+                            f"and a numeric loss): {line[:60]!r}")
+        records.append(record)
+    return records
 
 
 def truncate_after(path: Path, step: int) -> None:

@@ -33,7 +33,8 @@ from .optim import lr_schedule, set_lr
 
 
 class TrainingDiverged(UserError, RuntimeError):
-    """The loss became NaN or inf; the run stopped and the last good checkpoint is kept."""
+    """The loss blew up (NaN, inf, or far above where it started); the run stopped and the last good checkpoint is
+    kept."""
 
     exit_code = ExitCode.DIVERGED  # sweeps record such a point as diverged
 
@@ -72,29 +73,49 @@ class StopRequest:
 
 
 class LossSpikes:
-    """Divergence that has not reached inf: the loss above `factor` times its running median (over the last
-    WINDOW healthy steps) and above the first step's loss, for `steps` steps in a row. While such a run of
-    high losses lasts, periodic checkpoints wait, so the newest checkpoint stays a good one."""
+    """When the loss says the run has diverged.
+
+    At once, from the first step: a NaN or inf loss, or one above `factor` times the first step's loss. The first
+    loss is that of a model that has learned nothing (≈ ln(vocab) at init: a uniform guess); `factor` times it is
+    far worse than guessing, which no healthy run reaches, however noisy, and which a blow-up reaches in a step.
+    Over time: the loss above `factor` times its running median (over the last WINDOW healthy steps, once HISTORY
+    of them are seen) and above the first step's loss, for `steps` steps in a row; while such a run of high losses
+    lasts, periodic checkpoints wait, so the newest checkpoint stays a good one. `factor` 0 keeps only NaN and inf.
+    """
 
     WINDOW = 100
-    HISTORY = 10  # healthy steps seen before any judgement
+    HISTORY = 10  # healthy steps seen before the median is trusted
 
     def __init__(self, factor: float, steps: int, initial: float | None = None):
         self.factor, self.steps, self.initial = factor, steps, initial
         self.recent: deque[float] = deque(maxlen=self.WINDOW)
         self.high = 0  # consecutive high steps so far
 
-    def update(self, loss: float) -> bool:
-        """Record a step's loss; True when the run has diverged."""
+    def exploded(self, loss: float) -> str | None:
+        """Why `loss` alone shows a diverged run (not finite, or far above the first loss); None if it does not."""
+        if not math.isfinite(loss):
+            return f"the loss is {loss}"
+        if self.factor and self.initial is not None and loss > self.factor * self.initial:
+            return f"the loss is {loss:.4g}, above {self.factor:g}x the first step's ({self.initial:.4g})"
+        return None
+
+    def update(self, loss: float) -> str | None:
+        """Record a step's loss; why the run has diverged, or None."""
+        reason = self.exploded(loss)
+        if reason:
+            return reason
         if self.initial is None:
             self.initial = loss
         judged = self.factor and len(self.recent) >= self.HISTORY
         if judged and loss > self.factor * self.median and loss > self.initial:
             self.high += 1
-            return self.high >= self.steps
+            if self.high < self.steps:
+                return None
+            return (f"the loss {loss:.4g} has stayed above {self.factor:g}x its running median ({self.median:.4g}) "
+                    f"and above the first step's ({self.initial:.4g}) for {self.steps} steps")
         self.high = 0
         self.recent.append(loss)
-        return False
+        return None
 
     @property
     def median(self) -> float:
@@ -123,10 +144,6 @@ class Trainer:
         self.step = state["step"]
         self.spikes.initial = state.get("initial_loss")
         dist.print0(f"resumed from {path} at step {self.step}")
-        if state.get("global_batch", self.sampler.global_batch) != self.sampler.global_batch:
-            dist.print0(f"warning: the global batch changed from {state['global_batch']} to "
-                        f"{self.sampler.global_batch} sequences, so the data order differs from the interrupted "
-                        "run's; set train.global_batch_size to keep it across world sizes")
 
     def fit(self) -> TrainResult:
         cfg = self.cfg.train
@@ -137,8 +154,6 @@ class Trainer:
                 started = time.perf_counter()
                 loss, grad_norm, stop = self.train_step()
                 self.step += 1
-                if self.spikes.update(loss):
-                    raise TrainingDiverged(self._spike_message(loss))
                 seconds = time.perf_counter() - started
                 self.steps_run += 1
                 self.step_seconds += seconds
@@ -186,8 +201,9 @@ class Trainer:
             self.engine.backward(loss)
             total += loss.detach().float()
         mean_loss, stop = self._reduce_loss_and_stop(total / len(batches))
-        if not math.isfinite(mean_loss):  # before the update, so the weights stay those of the last good step
-            raise TrainingDiverged(self._diverged_message(mean_loss))
+        diverged = self.spikes.update(mean_loss)
+        if diverged:  # before the update, so the weights stay those of the last good step
+            raise TrainingDiverged(self._stopped(f"step {self.step + 1}: {diverged}"))
         return mean_loss, self.engine.step(), stop
 
     def _reduce_loss_and_stop(self, loss: torch.Tensor) -> tuple[float, bool]:
@@ -211,11 +227,29 @@ class Trainer:
         return (packed[0] / packed[1]).item()
 
     def save(self) -> Path:
+        """Checkpoint the weights of the step just taken, once their loss shows they did not blow up: a step's
+        loss is that of the weights before its update, so an update that wrecks them shows only in the next one."""
+        diverged = self.spikes.exploded(self._loss_now())
+        if diverged:
+            raise TrainingDiverged(self._stopped(f"after the update of step {self.step} (checked before saving it), "
+                                                 f"{diverged}"))
         return self.checkpointer.save(self.engine, self.step, {"world_size": self.world,
                                                                "data_step": self.step,
                                                                "global_batch": self.sampler.global_batch,
                                                                "lr_multiplier": self._multiplier(self.step),
                                                                "initial_loss": self.spikes.initial})
+
+    @torch.no_grad()
+    def _loss_now(self) -> float:
+        """The loss of the weights as they are, on the first micro batch of the step just taken (on every rank,
+        averaged): one forward, a small price next to a checkpoint."""
+        self.engine.eval()
+        batch = train_micro_batches(self.data, self.sampler, self.step - 1, dist.rank(), self.world,
+                                    self.cfg.train.micro_batch_size)[0]
+        loss = lm_loss(self.engine, batch.to(self.device)).float()
+        if self.world > 1:
+            tdist.all_reduce(loss)
+        return loss.item() / self.world
 
     def _mfu(self, tokens_per_s: float) -> float | None:
         return mfu(self.flops_per_token, tokens_per_s, self.world, self.peak_flops) if self.peak_flops else None
@@ -247,16 +281,9 @@ class Trainer:
     def _multiplier(self, step: int) -> float:
         return lr_schedule(step, self.cfg.optim, self.cfg.train.steps)
 
-    def _diverged_message(self, loss: float) -> str:
-        return self._stopped(f"loss is {loss} at step {self.step + 1}")
-
-    def _spike_message(self, loss: float) -> str:
-        return self._stopped(f"loss {loss:.4g} at step {self.step} has stayed above {self.spikes.factor:g}x its "
-                             f"running median ({self.spikes.median:.4g}) and above the first step's "
-                             f"({self.spikes.initial:.4g}) for {self.spikes.steps} steps")
-
     def _stopped(self, what: str) -> str:
         last = latest_checkpoint(self.checkpointer.root)
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        resume = " and resume with train.allow_config_change=true" if last else ""
         return (f"{what}: training diverged and stopped; {kept}. Lower optim.lr (now {self.cfg.optim.lr:g}) or "
-                "raise optim.warmup_steps (train.divergence_factor=0 turns the loss-spike check off).")
+                f"raise optim.warmup_steps{resume} (train.divergence_factor=0 turns the loss-spike checks off).")

@@ -29,6 +29,7 @@ from ..config import Config, load_config
 from ..errors import ConfigError
 from ..fileio import write_text
 from ..model import mup
+from ..outputs import Kind, check_location
 from .report import SweepReport, build_report, extrapolation
 from .sweep import Plan, load_plan
 
@@ -180,7 +181,13 @@ def review(plan: Plan, report: SweepReport, target: Config) -> list[Problem]:
 
 def apply_lr(sweep_dir: str | Path, target_path: str | Path, force: bool = False, write: bool = True) -> Transfer:
     """Decide the target's LR from the sweep, then write it into the target's optim.lr (with `write`).
-    Raises ConfigError listing the problems unless `force`; forced, the note names the checks it overrode."""
+    Raises ConfigError listing the problems unless `force`; forced, the note names the checks it overrode.
+    The target is edited in place: it may not lie in the sweep (its config snapshot) or in the installed package
+    (a wheel's bundled configs; a checkout's configs/ are the user's)."""
+    if write:
+        package = Path(__file__).resolve().parents[1]
+        target_path = check_location(target_path, "TARGET", Kind.FILE, [("the sweep", sweep_dir),
+                                                                        ("the installed package", package)])
     plan = load_plan(sweep_dir)
     result = transfer(plan, build_report(plan), load_config(target_path))
     note = result.note

@@ -27,9 +27,10 @@ import torch
 from ..config import Config
 from ..data.prepared import PreparedData, prepare_data
 from ..data.sampler import StepSampler, train_micro_batches
-from ..fileio import write_text
+from ..fileio import atomic_output, write_text
 from ..model.loss import cross_entropy
 from ..model.transformer import Transformer, build_model
+from ..outputs import claim
 from ..progress import progress_bar
 from ..training.optim import build_optimizer, set_lr
 
@@ -180,13 +181,15 @@ def plot_coord_check(result: dict, path: Path) -> None:
     fig.suptitle(f"{result['summary']}\nlr {result['lr']:.3g}, {result['seeds']} seeds; panel titles: the slope at "
                  f"step {last}, mean ± s.e. over seeds", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_output(path) as staged:
+        fig.savefig(staged, format="png", dpi=110)
     plt.close(fig)
 
 
 def write_coord_check(result: dict, out: Path) -> tuple[Path, Path]:
+    """The result and its plot in `out`, marked as coord-check's (`pretrain.outputs`), which judged `out` first."""
     out.mkdir(parents=True, exist_ok=True)
+    claim(out, "coord-check")
     json_path, png_path = out / "coord_check.json", out / "coord_check.png"
     write_text(json_path, json.dumps(result, indent=1) + "\n")
     plot_coord_check(result, png_path)

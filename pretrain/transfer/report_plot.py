@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_output
 from .report import SweepReport, extrapolation
 
 
@@ -30,8 +31,8 @@ def plot_reports(reports: list[SweepReport], path: Path, target_tokens: int | No
         if cols == 2:
             _plot_horizons(row[1], report, target_tokens, plt)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as staged:  # a report stopped mid-draw leaves the previous plot
+        fig.savefig(staged, format="png", dpi=120)
     plt.close(fig)
 
 

@@ -26,13 +26,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config, parse_number
 from ..errors import ConfigError, ExitCode
-from ..fileio import write_json, write_text
+from ..fileio import read_json_object, write_json, write_text
+from ..outputs import Kind, check_output, claim
 from ..progress import progress_bar, write_line
 from ..training.metrics import read_metrics
 
@@ -213,7 +214,10 @@ def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str
     of the sweep."""
     cfg = load_config(config, overrides)
     requested = {"width": widths, "steps": steps or [cfg.train.steps], "lr": lrs}
-    sweep_dir = Path(out or f"runs/sweep-{Path(config).stem}-{cfg.model.parametrization}").resolve()
+    # A sweep grows in place, so its directory is reused without --overwrite: one that holds a plan.json.
+    sweep_dir = check_output(f"runs/sweep-{Path(config).stem}-{cfg.model.parametrization}" if out is None else out,
+                             "--out", Kind.WORKSPACE, "sweep", [("the data cache", cfg.data.cache_dir)],
+                             overwrite=True, owned=lambda folder: (folder / "plan.json").is_file())
     before = load_plan(sweep_dir) if (sweep_dir / "plan.json").exists() else None
     if before is not None:
         differences = recipe_differences(load_config(before.config), cfg)
@@ -295,11 +299,49 @@ def merge_plans(plans: list[Plan]) -> tuple[Plan, dict[str, list[int]]]:
 
 
 def load_plan(sweep_dir: str | Path) -> Plan:
+    """The plan in `sweep_dir`; a damaged plan.json (not JSON, a field missing, unknown or of the wrong type, a
+    point out of place) is one ConfigError naming the file and what is wrong."""
     path = Path(sweep_dir) / "plan.json"
     if not path.is_file():
         raise ConfigError(f"{sweep_dir}: no plan.json; create the sweep with `pretrain sweep CONFIG ...`")
-    raw = json.loads(path.read_text())
-    return Plan(**{**raw, "points": [Point(**p) for p in raw["points"]]})
+    remedy = "; plan.json is written by `pretrain sweep`: restore it, or plan the sweep again in a new directory"
+    plan = _from_json(Plan, read_json_object(path, ConfigError, remedy), f"{path}: ", remedy)
+    for position, point in enumerate(plan.points):
+        if point.index != position:
+            raise ConfigError(f"{path}: point {position} has index {point.index}{remedy}")
+    return plan
+
+
+def _from_json(cls: type[Plan] | type[Point], raw: object, where: str, remedy: str) -> Plan | Point:
+    """A Plan or Point from its JSON object, every field present and of its declared type."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}expected a JSON object, got {type(raw).__name__}{remedy}")
+    declared = {f.name: f.type for f in fields(cls)}  # annotations as text: "list[int]"
+    missing, unknown = [name for name in declared if name not in raw], sorted(set(raw) - set(declared))
+    if missing or unknown:
+        wrong = [f"{', '.join(names)} {what}" for names, what in ((missing, "missing"), (unknown, "unknown")) if names]
+        raise ConfigError(f"{where}{'; '.join(wrong)}{remedy}")
+    values = {}
+    for name, hint in declared.items():
+        value = raw[name]
+        if hint == "list[Point]" and isinstance(value, list):
+            value = [_from_json(Point, p, f"{where}point {i}: ", remedy) for i, p in enumerate(value)]
+        elif not _of_type(value, hint):
+            raise ConfigError(f"{where}{name} must be of type {hint}, got {json.dumps(value)[:60]}{remedy}")
+        values[name] = value
+    return cls(**values)
+
+
+def _of_type(value: object, hint: str) -> bool:
+    """Whether a JSON value is of the declared type `hint` (int, float, str or a list of one), bools apart."""
+    if hint.startswith("list["):
+        return isinstance(value, list) and all(_of_type(v, hint[5:-1]) for v in value)
+    if hint == "float":
+        return type(value) in (int, float) and math.isfinite(value)
+    return type(value).__name__ == hint
+
+
+RESULT_STATUSES = ("ok", "diverged", "failed")
 
 
 def result_path(point: Point) -> Path:
@@ -307,8 +349,20 @@ def result_path(point: Point) -> Path:
 
 
 def read_result(point: Point) -> dict | None:
+    """The point's result.json, None before it has one; a damaged one is a ConfigError naming the file."""
     path = result_path(point)
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    remedy = "; delete it, and the point runs again with the rest of the sweep"
+    result = read_json_object(path, ConfigError, remedy)
+    if result.get("status") not in RESULT_STATUSES:
+        raise ConfigError(f"{path}: status must be one of {', '.join(RESULT_STATUSES)}, got "
+                          f"{json.dumps(result.get('status'))[:60]}{remedy}")
+    for key in ("train_loss", "eval_loss"):
+        if key not in result or not (result[key] is None or _of_type(result[key], "float")):
+            got = json.dumps(result[key])[:60] if key in result else "nothing"
+            raise ConfigError(f"{path}: {key} must be a finite number or null, got {got}{remedy}")
+    return result
 
 
 def is_done(point: Point) -> bool:
@@ -324,6 +378,7 @@ def run_point(plan: Plan, index: int) -> dict:
     point = plan.points[index]
     out_dir = Path(point.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    claim(out_dir, "train")  # the point's own directory, where its train.log goes before the run begins
     started = time.perf_counter()
     with (out_dir / "train.log").open("a") as log:
         command = [sys.executable, "-m", "pretrain", "train", plan.config, *point.overrides]
