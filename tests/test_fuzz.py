@@ -350,6 +350,19 @@ def plant(name: str) -> Callable[[Path], None]:
     return rehashed(apply, name)
 
 
+def listed_outside(entry: str) -> Callable[[Path], None]:
+    """checksums.json naming a file outside the checkpoint (`entry`: up, absolute, or through a symbolic link
+    ds/link to the checkpoint's grandparent), with that file's true checksum: it must not be read at all."""
+    def apply(ckpt: Path) -> None:
+        outside = ckpt.parent.parent / "outside.txt"
+        outside.write_text("not the checkpoint's")
+        (ckpt / "ds" / "link").symlink_to(ckpt.parent.parent)
+        manifest = json.loads((ckpt / CHECKSUMS).read_text())
+        manifest[entry] = checksum(outside if not entry.startswith("/") else Path(entry))
+        (ckpt / CHECKSUMS).write_text(json.dumps(manifest))
+    return apply
+
+
 MODEL, OPTIM, RNG = "ds/mp_rank_00_model_states.pt", "ds/zero_pp_rank_0_mp_rank_00_optim_states.pt", "rng/rank0.pt"
 
 
@@ -377,6 +390,9 @@ CHECKPOINT_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "trainer.json list": (rehashed(lambda c: (c / "trainer.json").write_text("[]"), "trainer.json"),
                           "expected a JSON object"),
     "trainer.json garbage": (rehashed(lambda c: (c / "trainer.json").write_text("{"), "trainer.json"), "unreadable"),
+    **{f"checksums entry {kind}": (listed_outside(entry), "lists a file outside the checkpoint")
+       for kind, entry in (("up", "../../outside.txt"), ("absolute", "/etc/hostname"),
+                           ("through a link", "ds/link/outside.txt"))},
     "checksums garbage": (lambda c: (c / CHECKSUMS).write_text("nope"), "unreadable checksums"),
     "checksums deleted": (lambda c: (c / CHECKSUMS).unlink(), "checksums.json is missing"),
     "extra file": (lambda c: (c / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").write_bytes(b"x"),
