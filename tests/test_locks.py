@@ -101,7 +101,9 @@ def test_a_second_run_in_a_directory_fails_at_once_naming_the_first_and_a_killed
     assert first.poll() is None and (out / "config.yaml").read_text() == config  # the second wrote nothing
     killed(first)
     assert (out / ".lock").exists() and Holder.read(out / ".lock").pid == first.pid
-    pretrain("train", "configs/tiny.yaml", *small_run(out, cache, "train.steps=2", "train.seed=1"))
+    # the killed run may have saved a checkpoint, which this one resumes: its other seed must be allowed
+    pretrain("train", "configs/tiny.yaml", *small_run(out, cache, "train.steps=2", "train.seed=1",
+                                                      "train.allow_config_change=true"))
     assert "seed: 1" in (out / "config.yaml").read_text()
 
 

@@ -151,8 +151,12 @@ def wheel_venv(tmp_path_factory) -> Path:
     venv = tmp / "venv"
     _run(sys.executable, "-m", "venv", str(venv), cwd=tmp)
     python = str(venv / "bin" / "python")
+    # Hugging Face's kernels at this environment's version, or where it has none (transformers below 5.25 does not
+    # require it), at the version the constraints pin for it: newer ones need a newer huggingface_hub
+    constraints = os.environ.get("PRETRAIN_CONSTRAINTS", "constraints.txt")
+    pin = ["--constraint", str(ROOT / constraints)] if constraints else []
     kernels = f"kernels=={distribution('kernels').version}" if _installed("kernels") else "kernels"
-    _run(python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel), kernels, cwd=tmp)
+    _run(python, "-m", "pip", "install", "--quiet", "--no-deps", *pin, str(wheel), kernels, cwd=tmp)
     site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp).strip())
     (site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return venv
