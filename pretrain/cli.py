@@ -215,6 +215,10 @@ def _coord_check(args: argparse.Namespace) -> None:
                   (("--lrs",), {"required": True, "help": "log2 grid LO:HI:STEP (2^-10:2^-4:0.5) or a list"}),
                   (("--steps",), {"help": "training horizons in steps, e.g. 1250,2500,5000 (default: the config's "
                                           "train.steps)"}),
+                  (("--fixed-warmup",), {"action": "store_true",
+                                         "help": "keep a fixed optim.warmup_steps at every horizon (by default, over "
+                                                 "several horizons it becomes optim.warmup_fraction = warmup_steps / "
+                                                 "train.steps, so every run warms up the same share)"}),
                   _PARAMETRIZATION,
                   (("--out",), {"help": "sweep directory (default runs/sweep-CONFIGNAME-PARAMETRIZATION); one "
                                         "holding a sweep of the same recipe grows by the new settings"}),
@@ -230,7 +234,9 @@ def _sweep(args: argparse.Namespace) -> None:
 
     widths, lrs = parse_widths(args.widths), parse_lrs(args.lrs)
     steps = parse_steps(args.steps) if args.steps else None
-    growth = grow_sweep(args.config, widths, lrs, args.out, _overrides(args), steps)
+    growth = grow_sweep(args.config, widths, lrs, args.out, _overrides(args), steps, args.fixed_warmup)
+    if growth.warning:
+        print(growth.warning, file=sys.stderr)
     plan = growth.plan
     print(f"sweep {plan.dir}: {plan.shape()}; warmup {plan.warmup}")
     for change in growth.changes():
@@ -276,7 +282,7 @@ def _report(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
     from .outputs import PNG, Kind, check_output, has_signature
-    from .transfer.apply_lr import review
+    from .transfer.apply_lr import describe, review, summary
     from .transfer.report import extrapolation, report_sweeps
     from .transfer.report_plot import plot_reports
     from .transfer.report_text import format_report
@@ -285,21 +291,22 @@ def _report(args: argparse.Namespace) -> None:
     reports = [report for _, report in planned]
     target = load_config(config_path(args.target)) if args.target else None
     tokens = target.training_tokens() if target is not None else None
-    refusals = [review(plan, report, target) if target is not None else None for plan, report in planned]
+    reviews = [review(plan, report, target) if target is not None else (None, None) for plan, report in planned]
     plot = check_output(Path(args.sweep_dirs[0]) / "loss_vs_lr.png" if args.plot is None else args.plot, "--plot",
                         Kind.FILE, "report", [("the sweep's", Path(sweep, name)) for sweep in args.sweep_dirs
                                               for name in ("plan.json", "config.yaml", "points")],
                         overwrite=True, owned=has_signature(PNG))  # redrawn by every report: any PNG may be
-    plot_reports(reports, plot, tokens)
+    plot_reports(reports, plot, tokens, [result and result.interval for result, _ in reviews])
     if args.json:
         dicts = [r.to_dict() for r in reports]
         if target is not None:
-            for d, r, problems in zip(dicts, reports, refusals):
-                d.update(target=extrapolation(r, tokens), before_apply=[asdict(p) for p in problems])
+            for d, r, (result, problems) in zip(dicts, reports, reviews):
+                d.update(target=extrapolation(r, tokens), transfer=result and summary(result),
+                         before_apply=[asdict(p) for p in problems])
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
     else:
-        texts = [format_report(r, tokens, None if problems is None else [p.detail for p in problems])
-                 for r, problems in zip(reports, refusals)]
+        texts = [format_report(r, tokens, None if problems is None else [p.detail for p in problems],
+                               result and describe(result)) for r, (result, problems) in zip(reports, reviews)]
         print("\n\n".join(texts) + f"\nplot: {plot}")
 
 
@@ -309,18 +316,32 @@ def _report(args: argparse.Namespace) -> None:
                   (("target",), {"help": "the target YAML config (edited in place)"}),
                   (("--force",), {"action": "store_true", "help": "apply even where transfer is unexpected (the "
                                                                   "note written names each check overridden)"}),
+                  (("--max-interval",), {"type": _positive(float), "metavar": "LOG2",
+                                         "help": "refuse a target whose 80%% prediction interval of log2 lr is wider "
+                                                 "than this (high - low; default 1.0)"}),
                   (("--print",), {"action": "store_true", "dest": "print_only",
-                                  "help": "print the override instead of editing the target"})))
+                                  "help": "print the override instead of editing the target"}),
+                  (("--json",), {"action": "store_true",
+                                 "help": "print {lr, log2_lr, interval_log2, case, problems} as JSON instead of "
+                                         "text, also when refused; the target is written and the exit status set "
+                                         "as without --json (with --print, nothing is written)"})))
 def _apply_lr(args: argparse.Namespace) -> None:
-    from .transfer.apply_lr import apply_lr
+    from .transfer.apply_lr import Refused, apply_lr, describe, summary
 
-    result = apply_lr(args.sweep_dir, args.target, force=args.force, write=not args.print_only)
-    override = f"optim.lr={result.lr}"
-    if args.print_only:
+    limit = {} if args.max_interval is None else {"max_interval": args.max_interval}
+    try:
+        result = apply_lr(args.sweep_dir, args.target, force=args.force, write=not args.print_only, **limit)
+    except Refused as refused:
+        if args.json:  # the reasons as data, then the error line and its exit status as without --json
+            print(json.dumps(summary(refused.result), indent=2))
+        raise
+    if args.json:
+        print(json.dumps(summary(result), indent=2))
+    elif args.print_only:
         print(f"{result.case}: {result.note}", file=sys.stderr)
-        print(override)
+        print(f"optim.lr={result.lr}")
     else:
-        print(f"{args.target}: set {override} ({result.case}: {result.note})")
+        print(f"{args.target}: set {describe(result)}")
 
 
 @command("export-hf", "export a checkpoint as a Hugging Face LlamaForCausalLM directory (μP folded in)",

@@ -3,7 +3,9 @@
 # configs/transfer_cpu.yaml (widths 32-256 at 100, 200 and 400 steps), predict the optimum at 1600 steps (4x
 # past the longest fitted horizon) for the widest width, then measure it there with its own LR sweep, and
 # compare prediction, measurement, and the naive reuse of the 400-step optimum (docs/horizon_cpu.*).
-# Restartable: a rerun skips finished points. The warmup is transfer_cpu.yaml's: 20 steps at every horizon.
+# Restartable: a rerun skips finished points. The warmup is transfer_cpu.yaml's optim.warmup_fraction, 10% of
+# every run (10, 20 and 40 steps; 160 at the held-out horizon), so the schedule has one shape at every horizon.
+# (The docs/horizon_cpu.* in the repository were measured before, with 20 warmup steps at every horizon.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/horizon_cpu}

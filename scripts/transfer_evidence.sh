@@ -2,6 +2,7 @@
 # The μ-transfer evidence on a CPU: LR sweeps of configs/transfer_cpu.yaml under μP and under SP over an 8x
 # width range (32 -> 256), one report of both (docs/transfer_cpu.{txt,json,png}), and the coordinate checks
 # (docs/coord_check_{mup,sp}/). Restartable: a rerun skips finished points. About 20 minutes on 2 idle cores.
+# One horizon, the config's 200 steps, of which its optim.warmup_fraction 0.1 warms up 20.
 #
 # The grids differ on purpose: μP needs resolution around its optimum (the claim is that it moves by at most
 # 0.5 log2), SP needs range (its optimum falls by about 1 log2 per doubling of width).

@@ -1,9 +1,11 @@
 """`pretrain apply-lr`: the LR lands in a clean target, decided per axis (width, horizon, batch); settings that
 break transfer are refused."""
 
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -11,8 +13,9 @@ from pretrain.cli import main
 from pretrain.config import load_config
 from pretrain.errors import ConfigError
 from pretrain.transfer.apply_lr import set_optim_lr, transfer
-from pretrain.transfer.report import build_report
-from pretrain.transfer.sweep import load_plan
+from pretrain.transfer.fit import SweepPoint, t_quantile
+from pretrain.transfer.report import build_report, grid_report
+from pretrain.transfer.sweep import create_sweep, load_plan, parse_lrs
 from tests.helpers import ROOT, drift_like, horizon_like, mup_like, sp_like, synthetic_sweep
 
 OPTIMUM = 2**-6.3  # mup_like's optimum at every width
@@ -102,7 +105,8 @@ def test_force_names_every_check_it_overrides_in_the_config_line_and_the_output(
     assert main(["apply-lr", str(sweep), str(big), "--force"]) == 0
     assert forced in capsys.readouterr().out
     line = next(line for line in big.read_text().splitlines() if line.strip().startswith("lr:"))
-    assert line.endswith(f"fitted 2^-6.30 at 1.2e+06 tokens ({forced})")
+    assert line.endswith(f"fitted 2^-6.30 at 1.2e+06 tokens, log2 lr -6.30, 80% interval [-6.30, -6.30], 2 dof "
+                         f"({forced})")
 
 
 def test_a_two_width_sweep_cannot_tell_whether_the_optimum_transfers(tmp_path, capsys):
@@ -182,10 +186,136 @@ def test_too_far_an_extrapolation_is_refused(tmp_path, horizons, capsys):
     assert math.log2(load_config(big).optim.lr) == pytest.approx(-6.3 - 0.3 * math.log2(204), abs=1e-3)
 
 
-def test_an_undetermined_beta_is_refused(tmp_path, capsys):
+def test_an_undetermined_beta_is_refused_and_the_sweep_it_names_fixes_it(tmp_path, capsys):
+    """Widths 32 and 64 at two horizons: one residual dof in each fit, so no interval (however exact the optima),
+    and the refusal names the sweep that gives one: a third horizon."""
+    two = synthetic_sweep(tmp_path / "two", horizon_like(0.3), widths=(32, 64), steps=[150, 300])
+    big = target(tmp_path, {"train": "{steps: 4800}"})
+    before = big.read_text()
+    assert main(["apply-lr", str(two), str(big)]) == 2
+    grow = (f"`pretrain sweep {two / 'config.yaml'} --widths 32,64 --lrs 2^-12:2^-2:0.5 --steps 150,300,600 --out "
+            f"{two}`")
+    assert ("the target's log2 lr has no 80% interval: the horizon fit has 1 residual dof (β = 0.30 is "
+            f"undetermined) and the width fit has 1 residual dof, and an interval needs 2; sweep 1 more horizon: "
+            f"{grow}") in capsys.readouterr().err and big.read_text() == before
+    assert main(["apply-lr", str(two), str(big), "--force"]) == 0
+    assert ("log2 lr -7.50, no interval at 1 dof (applied with --force over: width transfer undetermined; interval "
+            "undetermined (horizon fit at 1 dof, width fit at 1 dof))") in big.read_text()
+    synthetic_sweep(two, horizon_like(0.3), widths=(32, 64), steps=[150, 300, 600])  # the sweep named: it grows
+    assert main(["apply-lr", str(two), str(big)]) == 0
+    assert "log2 lr -7.50, 80% interval [-7.50, -7.50], 2 dof" in big.read_text()  # noiseless: a point
+
+
+def test_a_flat_beta_known_well_enough_for_the_target_applies(tmp_path, capsys):
+    """β ≈ 0 with a standard error of the same size is determined (7 dof): what it leaves uncertain about the
+    target's LR is in the interval, narrow here, so the LR applies."""
     flat = synthetic_sweep(tmp_path / "flat", horizon_like(0.02), steps=[150, 300, 600], noise=0.01)
-    assert main(["apply-lr", str(flat), str(target(tmp_path, {"train": "{steps: 4800}"}))]) == 2
-    assert "is undetermined" in capsys.readouterr().err
+    assert main(["apply-lr", str(flat), str(target(tmp_path, {"train": "{steps: 4800}"})), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    low, high = result["interval_log2"]
+    assert low < result["log2_lr"] < high and high - low < 0.5 and result["problems"] == []
+
+
+def scattered(tmp_path: Path, amplitude: float = 0.1) -> Path:
+    """One horizon, 4 widths whose optima alternate ±`amplitude` log2 about -6.3: residual σ and a drift
+    standard error, reproducibly (the verdict: transfers)."""
+    scatter = {w: amplitude * (-1) ** i for i, w in enumerate((128, 256, 512, 1024))}
+    return synthetic_sweep(tmp_path / "scattered", drift_like(0, scatter))
+
+
+def test_an_interval_wider_than_max_interval_is_refused_naming_the_sweep_that_narrows_it(tmp_path, capsys):
+    sweep = scattered(tmp_path)
+    big = target(tmp_path)  # width 4096: 2 doublings past the widest proxy
+    before = big.read_text()
+    assert main(["apply-lr", str(sweep), str(big), "--max-interval", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert ("the target's log2 lr is -6.40, 80% interval [-6.80, -6.00]: 0.80 wide, more than --max-interval 0.5 "
+            "(standard deviations, log2: the measured optimum's scatter 0.13, a new optimum's scatter 0.13, the width "
+            "drift 0.11); to narrow the measured optimum's scatter, sweep more LRs around the optima: "
+            f"`pretrain sweep {sweep / 'config.yaml'} --widths 128,256,512,1024 --lrs 2^-7.5:2^-5:0.25 --steps 300 "
+            f"--out {sweep}`") in err and big.read_text() == before
+    assert main(["apply-lr", str(sweep), str(big)]) == 0  # within the default 1.0
+    assert "log2 lr -6.40, 80% interval [-6.80, -6.00], 2 dof" in big.read_text()
+    far = target(tmp_path, {"model": "{d_model: 16384}"})  # 4 doublings: the drift's term dominates
+    assert main(["apply-lr", str(sweep), str(far)]) == 2
+    err = capsys.readouterr().err
+    assert "1.09 wide, more than --max-interval 1 " in err and err.count("\n") == 1
+    assert ("to narrow the width drift, sweep a wider proxy: `pretrain sweep "
+            f"{sweep / 'config.yaml'} --widths 128,256,512,1024,2048 --lrs 2^-12:2^-2:0.5") in err
+    assert main(["apply-lr", str(sweep), str(far), "--max-interval", "1.2"]) == 0
+    assert main(["apply-lr", str(sweep), str(far), "--force"]) == 0
+    line = next(line for line in far.read_text().splitlines() if line.strip().startswith("lr:"))
+    assert line.endswith("log2 lr -6.40, 80% interval [-6.94, -5.86], 2 dof (applied with --force over: interval "
+                         "1.09 log2 wide (--max-interval 1))")
+
+
+def test_apply_lr_json_has_the_lr_its_interval_and_problems_and_the_exit_status_of_text(tmp_path, capsys):
+    sweep = scattered(tmp_path)
+    big = target(tmp_path)
+    before = big.read_text()
+    assert main(["apply-lr", str(sweep), str(big), "--json", "--print"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"lr", "log2_lr", "interval_log2", "case", "problems"} and big.read_text() == before
+    assert data["case"] == "same horizon" and data["problems"] == [] and data["log2_lr"] == pytest.approx(-6.4)
+    assert data["interval_log2"] == pytest.approx([-6.8, -6.0], abs=0.005) and data["lr"] == float(f"{2**-6.4:.4g}")
+    assert main(["apply-lr", str(sweep), str(big), "--json"]) == 0  # written, as without --json
+    assert load_config(big).optim.lr == data["lr"] and json.loads(capsys.readouterr().out) == data
+    far = target(tmp_path, {"model": "{d_model: 16384}"})
+    before = far.read_text()
+    assert main(["apply-lr", str(sweep), str(far), "--json"]) == 2  # refused: the problems, nothing written
+    out, err = capsys.readouterr()
+    refused = json.loads(out)
+    assert len(refused["problems"]) == 1 and refused["problems"][0] in err and far.read_text() == before
+    assert main(["apply-lr", str(sweep), str(far), "--json", "--force"]) == 0
+    assert json.loads(capsys.readouterr().out) == refused and "applied with --force" in far.read_text()
+    two = synthetic_sweep(tmp_path / "two", horizon_like(0.3), widths=(32, 64), steps=[150, 300])
+    assert main(["apply-lr", str(two), str(target(tmp_path, {"train": "{steps: 4800}"})), "--json"]) == 2
+    undetermined = json.loads(capsys.readouterr().out)
+    assert undetermined["interval_log2"] is None and undetermined["case"] == "extrapolated"
+    assert undetermined["log2_lr"] == pytest.approx(-7.5) and len(undetermined["problems"]) == 2
+
+
+def coverage(tmp_path: Path, widths: tuple, steps: list[int], target_steps: int, draws: int = 400,
+             sigma: float = 0.2) -> tuple[float, str]:
+    """How often the target's 80% interval holds a new draw of its optimum, over `draws` sweeps whose optima are
+    horizon_like(0.3)'s plus Gaussian noise of `sigma` log2 (the loss an exact parabola about each: the report's
+    fitted optimum is the noisy one). The target is the widest proxy at `target_steps`, so the width drift
+    (zero here) adds nothing. Also returned: the case."""
+    plan = create_sweep(ROOT / "configs" / "tiny.yaml", list(widths), parse_lrs("2^-10:2^-2:0.5"), tmp_path / "plan",
+                        steps=steps)
+    big = load_config(target(tmp_path, {"model": f"{{d_model: {max(widths)}}}", "train": f"{{steps: {target_steps}}}"}))
+    truth, rng, covered = horizon_like(0.3), np.random.default_rng(0), 0
+    for _ in range(draws):
+        noisy = {(w, s): truth(w, plan.tokens(s)) + rng.normal(0, sigma) for w in widths for s in steps}
+        grid = [SweepPoint(p.width, p.steps, p.lr, "ok", 3 + 0.1 * (math.log2(p.lr) - noisy[p.width, p.steps]) ** 2)
+                for p in plan.points]
+        result = transfer(plan, grid_report(plan, grid), big)
+        new = truth(max(widths), big.training_tokens()) + rng.normal(0, sigma)
+        covered += result.interval.low <= new <= result.interval.high
+    return covered / draws, result.case
+
+
+@pytest.mark.parametrize("widths, steps, target_steps, case", [
+    ((256, 512, 1024), [150, 600], 300, "extrapolated"),  # the horizon fit at 2 dof: t = 1.89, z would be 1.28
+    ((128, 256, 512, 1024), [300], 300, "same horizon"),  # the measured optimum as it is, the width fit at 2 dof
+])
+def test_the_interval_holds_a_new_optimum_as_often_as_it_claims(tmp_path, widths, steps, target_steps, case):
+    """80% ± 6% over 400 seeded draws (3 standard deviations of the binomial). Leaving out the new optimum's
+    scatter, the measured optimum's, or taking z for t, covers 64-71% here and fails."""
+    covered, found = coverage(tmp_path, widths, steps, target_steps)
+    assert found == case and 0.74 <= covered <= 0.86
+
+
+def test_the_drift_term_grows_with_the_doublings_to_the_target(tmp_path):
+    """At the proxy's width the interval is the scatter's alone; each doubling past it adds se_drift to the
+    drift's standard deviation: half-width² = t²·(2σ² + (se_drift·Δ)²)."""
+    plan = load_plan(scattered(tmp_path))
+    report = build_report(plan)
+    t = t_quantile(0.9, 2)
+    for width, doublings in ((1024, 0), (4096, 2), (16384, 4)):
+        interval = transfer(plan, report, load_config(target(tmp_path, {"model": f"{{d_model: {width}}}"}))).interval
+        half = (interval.high - interval.low) / 2
+        assert half**2 == pytest.approx(t**2 * (2 * report.drift_sigma**2 + (report.drift_se * doublings) ** 2))
 
 
 def test_another_batch_is_refused(tmp_path, horizons, capsys):

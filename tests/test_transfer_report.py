@@ -103,7 +103,7 @@ def test_horizon_fit_recovers_beta_exactly_without_noise(tmp_path):
     fit = report.horizon_fit
     assert fit.beta == pytest.approx(0.3, abs=1e-6) and fit.beta_se == pytest.approx(0, abs=1e-6)
     assert fit.determined and fit.disagreeing == [] and report.verdict == "transfers"
-    assert report.optimum(1024, 1200).tokens == 1200 * 4096 and report.warmup == "30 steps at every horizon"
+    assert report.optimum(1024, 1200).tokens == 1200 * 4096 and report.warmup == "0.1 of each horizon's steps"
     assert fit.log2_lr(1024, 4096 * 300 * 16) == pytest.approx(-6.3 - 0.3 * 4)  # 16x tokens: 4 doublings
 
 
@@ -156,6 +156,48 @@ def test_report_cli_shows_the_horizon_fit_and_the_target_extrapolation(tmp_path,
     text = capsys.readouterr().out
     assert "horizon fit:" in text and "β = 0.300" in text and "8x the longest swept horizon" in text
     assert (sweep / "loss_vs_lr.png").stat().st_size > 10_000
+
+
+def test_beta_is_undetermined_at_one_dof_however_exact_the_optima(tmp_path, capsys):
+    """Widths 32 and 64 at two horizons: 4 optima, 3 parameters. Noiseless, β's standard error is 0, yet one
+    residual cannot tell an exact line from luck: no interval, so β is undetermined."""
+    sweep = synthetic_sweep(tmp_path / "two", horizon_like(0.3), widths=(32, 64), steps=[150, 300])
+    report = build_report(load_plan(sweep))
+    fit = report.horizon_fit
+    assert fit.dof == 1 and fit.beta_se == pytest.approx(0, abs=1e-9) and not fit.determined
+    assert not fit.beta_interval.determined
+    assert ("β = 0.30 is undetermined: the horizon fit has 1 residual dof and an interval needs 2; sweep another "
+            "horizon (a dof per width) before extrapolating") in report.warnings
+    assert main(["report", str(sweep)]) == 0
+    text = capsys.readouterr().out
+    assert "horizon fit: log2 lr* = a(width) − β·log2(tokens); β = 0.300 undetermined (1 dof)\n" in text
+
+
+def test_beta_with_two_or_more_dof_is_printed_with_its_interval(tmp_path, capsys):
+    sweep = synthetic_sweep(tmp_path / "s", horizon_like(0.3), steps=[150, 300], noise=0.005)
+    fit = build_report(load_plan(sweep)).horizon_fit
+    assert fit.dof == 3 and fit.determined
+    half = t_quantile(0.9, 3) * fit.beta_se
+    assert (fit.beta_interval.low, fit.beta_interval.high) == pytest.approx((fit.beta - half, fit.beta + half))
+    assert main(["report", str(sweep)]) == 0
+    assert (f"β = {fit.beta:.3f} ± {fit.beta_se:.3f}, 80% interval [{fit.beta - half:+.2f}, {fit.beta + half:+.2f}], "
+            f"3 dof (residual σ {fit.sigma:.2f} log2)\n") in capsys.readouterr().out
+
+
+def test_report_with_a_target_shows_the_lr_and_interval_apply_lr_gives(tmp_path, capsys):
+    """One computation: the report's target line and JSON are apply-lr's."""
+    sweep = str(synthetic_sweep(tmp_path / "s", horizon_like(0.3), steps=[150, 300, 600], noise=0.01))
+    target = big_target(tmp_path, global_batch_size=16, steps=4800)
+    assert main(["report", sweep, "--target", target]) == 0
+    shown = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("target lr: "))
+    assert "80% interval [" in shown and "7 dof" in shown
+    assert main(["apply-lr", sweep, target]) == 0
+    assert capsys.readouterr().out == f"{target}: set {shown.removeprefix('target lr: ')}\n"
+    assert main(["report", sweep, "--target", target, "--json"]) == 0
+    reported = json.loads(capsys.readouterr().out)["transfer"]
+    assert main(["apply-lr", sweep, target, "--json", "--print"]) == 0
+    applied = json.loads(capsys.readouterr().out)
+    assert applied == {**reported, "lr": float(f"{reported['lr']:.4g}")}  # apply-lr writes 4 significant digits
 
 
 @pytest.mark.parametrize("p, dof, table", [(0.9, 1, 3.0777), (0.9, 2, 1.8856), (0.9, 5, 1.4759),

@@ -65,7 +65,7 @@ def test_plan_lists_every_point_with_its_overrides(tmp_path):
 
 
 def test_horizons_multiply_the_grid_and_keep_the_warmup_rule(tmp_path):
-    plan = create_sweep(TINY, [64, 128], [2**-8, 2**-6], tmp_path / "s", steps=[100, 400])
+    plan = create_sweep(TINY, [64, 128], [2**-8, 2**-6], tmp_path / "s", steps=[100, 400], fixed_warmup=True)
     assert len(plan.points) == 8 and plan.steps == [100, 400] and plan.tokens(400) == 400 * 16 * 256
     assert {(p.width, p.steps) for p in plan.points} == {(w, s) for w in (64, 128) for s in (100, 400)}
     for point in plan.points:
@@ -76,6 +76,86 @@ def test_horizons_multiply_the_grid_and_keep_the_warmup_rule(tmp_path):
     assert [load_config(fraction.config, p.overrides).optim.warmup(p.steps) for p in fraction.points] == [10, 40]
     with pytest.raises(ConfigError, match="--steps"):
         parse_steps("100,long")
+
+
+def point_warmups(plan) -> dict[int, int]:
+    """Each horizon's warmup steps, as its points train them."""
+    return {p.steps: load_config(plan.config, p.overrides).optim.warmup(p.steps) for p in plan.points}
+
+
+def test_a_fixed_warmup_over_several_horizons_becomes_a_fraction_of_each_run(tmp_path, monkeypatch, capsys):
+    """tiny.yaml warms up 30 of its 300 steps: swept at 100 and 200 steps, each run warms up 10% of its steps."""
+    monkeypatch.setattr(sweep_module, "run_point", lambda plan, index: synthetic_result(plan, plan.points[index],
+                                                                                          mup_like))
+    sweep = tmp_path / "s"
+    assert main(["sweep", str(TINY), "--widths", "64", "--lrs", "2^-8", "--steps", "100,200", "--out", str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0] == (  # then the progress bar
+        "warning: optim.warmup_steps=30 over horizons 100,200 steps would warm up 30%..15% of each run; sweeping with "
+        "optim.warmup_fraction=0.1 (30 of train.steps=300) instead; pass --fixed-warmup to keep 30 steps")
+    plan = load_plan(sweep)
+    assert out.startswith(f"sweep {sweep.resolve()}: 1 widths x 2 horizons x 1 LRs = 2 points; warmup 0.1 of each "
+                          "horizon's steps\n")
+    assert plan.warmup == "0.1 of each horizon's steps" and point_warmups(plan) == {100: 10, 200: 20}
+    recorded = load_config(sweep / "config.yaml").optim
+    assert (recorded.warmup_fraction, recorded.warmup_steps) == (0.1, 30)
+
+    # --fixed-warmup keeps the steps, still warning that the share varies
+    fixed = tmp_path / "fixed"
+    assert main(["sweep", str(TINY), "--widths", "64", "--lrs", "2^-8", "--steps", "100,200", "--out", str(fixed),
+                 "--fixed-warmup"]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith("would warm up 30%..15% of each run; keeping 30 steps "
+                                                            "(--fixed-warmup)")
+    plan = load_plan(fixed)
+    assert plan.warmup == "30 steps at every horizon" and point_warmups(plan) == {100: 30, 200: 30}
+    assert load_config(fixed / "config.yaml").optim.warmup_fraction is None
+
+    # one horizon, no warmup, or a fraction already set: nothing to do
+    cases = ([], [100]), (["optim.warmup_steps=0"], [100, 200]), (["optim.warmup_fraction=0.05"], [100, 200])
+    for case, (overrides, steps) in enumerate(cases):
+        growth = grow_sweep(TINY, [64], [2**-8], tmp_path / f"case{case}", overrides, steps)
+        assert growth.warning is None
+        assert load_config(growth.plan.config) == load_config(TINY, overrides)
+
+
+def test_a_grown_sweep_keeps_its_warmup_rule(tmp_path):
+    """The fraction is chosen again from the sweep's own config (whatever train.steps this command gives), so growing
+    is not refused over it; a sweep planned with fixed steps keeps them, its points trained with them."""
+    sweep = tmp_path / "s"
+    create_sweep(TINY, [64], [2**-8], sweep, steps=[100, 200])
+    config_yaml = (sweep / "config.yaml").read_bytes()
+    growth = grow_sweep(TINY, [64], [2**-8], sweep, ["train.steps=50"], steps=[400])
+    assert [p.steps for p in growth.new_points] == [400] and growth.warning.endswith(
+        "sweeping with optim.warmup_fraction=0.1 (30 of train.steps=300) instead; pass --fixed-warmup to keep 30 steps")
+    assert point_warmups(growth.plan) == {100: 10, 200: 20, 400: 40}
+    assert growth.plan.warmup == "0.1 of each horizon's steps" and (sweep / "config.yaml").read_bytes() == config_yaml
+    # keeping fixed steps now would change the recipe of the points already run
+    with pytest.raises(ConfigError, match="optim.warmup_fraction is 0.1 there, None here"):
+        grow_sweep(TINY, [64], [2**-8], sweep, steps=[800], fixed_warmup=True)
+
+    one = tmp_path / "one"
+    assert grow_sweep(TINY, [64], [2**-8], one).warning is None  # 300 steps, 30 of them warmup
+    growth = grow_sweep(TINY, [64], [2**-8], one, steps=[600])
+    assert growth.warning == (
+        "warning: optim.warmup_steps=30 over horizons 300,600 steps would warm up 10%..5% of each run; keeping 30 "
+        "steps, the rule of the sweep being grown (its points trained with it); plan a new sweep in another --out to "
+        "sweep with a fraction of the run")
+    assert point_warmups(growth.plan) == {300: 30, 600: 30} and growth.plan.warmup == "30 steps at every horizon"
+
+
+def test_a_fraction_that_leaves_the_shortest_run_no_warmup_keeps_the_fixed_steps(tmp_path):
+    """0.1 of 4 or 10 steps rounds to 0 or 1 warmup steps: no warmup, as 1 step starts at the peak LR. The config
+    asked for one, so the fixed steps stay; as they do when the fraction would not be below 1."""
+    for steps, rounded in (([4, 8], 0), ([10, 20], 1)):
+        growth = grow_sweep(TINY, [64], [2**-8], tmp_path / f"s{steps[0]}", steps=steps)
+        assert growth.warning.endswith(
+            f"keeping 30 steps: optim.warmup_fraction=0.1 (30 of train.steps=300) would warm up {rounded} of "
+            f"{steps[0]} steps, no warmup; set optim.warmup_fraction to choose the share of every run")
+        assert point_warmups(growth.plan) == {s: 30 for s in steps}
+    assert point_warmups(create_sweep(TINY, [64], [2**-8], tmp_path / "s16", steps=[16, 32])) == {16: 2, 32: 3}
+    growth = grow_sweep(TINY, [64], [2**-8], tmp_path / "long", ["train.steps=20"], steps=[100, 200])
+    assert "optim.warmup_fraction=1.5 (30 of train.steps=20) is not below 1" in growth.warning
+    assert point_warmups(growth.plan) == {100: 30, 200: 30}
 
 
 def test_a_width_the_config_cannot_take_fails_at_plan_time(tmp_path):

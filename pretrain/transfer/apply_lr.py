@@ -4,8 +4,7 @@
 decided per axis, from the target's token horizon (steps × global batch × seq_len):
 - the same horizon as a swept one (within 10%): the widest proxy's optimum there;
 - another horizon, with two or more swept: the widest proxy's optimum extrapolated along the sweep's horizon
-  fit (log2 lr* falls by β per doubling of tokens), refused past 100x the longest swept horizon or when β is
-  undetermined;
+  fit (log2 lr* falls by β per doubling of tokens), refused past 100x the longest swept horizon;
 - another horizon with one swept: refused, naming the sweep that would measure it;
 - another global batch (tokens per step) than the proxies': refused (nothing here measures how the optimum
   moves with the batch: sweep the proxies at the target's batch).
@@ -13,7 +12,22 @@ Beyond that, transfer is only claimed for a target that is the swept proxy made 
 data or hardware), under a recipe the paper found to transfer, from a sweep whose optimum transfers across
 widths (the report's verdict). Anything else is refused with the reason; `--force` applies the LR anyway, and
 the config line written with it says how it was obtained and which checks it overrode. `pretrain report
---target` lists the same refusals before you apply (`review`).
+--target` lists the same refusals before you apply (`review`) and shows the same LR and interval.
+
+The interval. The target's log2 lr* gets a prediction interval at fit.CONFIDENCE (`fit.prediction_interval`):
+where a new measurement of the target's optimum would fall. Its variance adds up
+- the estimate's own: in the same-horizon case the widest proxy's measured optimum, one draw that scatters
+  about its truth by the width fit's residual σ (σ²); extrapolated, the horizon fit's value there, wᵀCw from
+  the fit's parameter covariance C and its design row w;
+- σ², by which a new optimum scatters about its truth (the width fit's σ at a swept horizon, the horizon
+  fit's σ_h otherwise);
+- (se_drift·Δ)², Δ = |log2(target d_model / the widest proxy's width)|: μP says the drift across widths is zero
+  and the point estimate assumes it (the verdict checks it), but the sweep bounds it only to its standard
+  error se_drift per doubling, and the doublings to the target multiply that.
+The Student-t quantile is taken at the smallest residual dof of the fits involved (the width fit at a swept
+horizon; the horizon fit, and the width fit where Δ > 0, otherwise). With any of them below fit.MIN_DOF there
+is no interval, and the LR is refused; so is an interval wider than --max-interval (MAX_INTERVAL), naming the
+sweep that narrows its largest term. The one-horizon reuse (only with --force) predicts nothing: no interval.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ from ..errors import ConfigError
 from ..fileio import write_text
 from ..model import mup
 from ..outputs import Kind, check_location
+from .fit import MIN_DOF, ErrorTerm, Interval, _more, prediction_interval
 from .report import SweepReport, build_report, extrapolation
 from .sweep import Plan, load_plan
 
@@ -41,6 +56,12 @@ FREE_KEYS = ("model.d_model", "model.d_ff", "model.ffn_multiple_of", "model.n_kv
 FREE_SECTIONS = ("data", "train", "deepspeed", "wandb")
 SAME_HORIZON = 0.10  # a target within 10% of a swept horizon's tokens uses that horizon's optimum
 MAX_EXTRAPOLATION = 100.0  # farthest reach of the horizon fit past the longest swept horizon
+# The widest prediction interval (high − low, in log2 lr) applied without --force: at 1.0 the target's optimum
+# lies within a factor √2 either way of the LR applied, four times in five; a sweep grid's step is 0.5 log2.
+MAX_INTERVAL = 1.0
+# The terms of the target's error (`fit.ErrorTerm` names); `_narrowing` says which sweep narrows each.
+MEASURED, NEW, LINE, DRIFT = ("the measured optimum's scatter", "a new optimum's scatter", "the horizon fit's line",
+                              "the width drift")
 
 
 @dataclass(frozen=True)
@@ -55,8 +76,9 @@ class Problem:
 class Transfer:
     lr: float  # the LR the target should train at
     case: str  # "same horizon", "extrapolated" or "one horizon" (the naive reuse, only with --force)
-    note: str  # how it was obtained, for the config line
+    note: str  # how it was obtained, for the config line; with its interval
     problems: list[Problem]  # why it should not be used; empty when transfer applies
+    interval: Interval | None = None  # of the target's log2 lr*; None for the one-horizon reuse, which predicts nothing
 
 
 def breaking_settings(cfg: Config) -> list[Problem]:
@@ -84,8 +106,9 @@ def config_differences(proxy: Config, target: Config) -> list[str]:
             if before[key] != after[key] and key not in FREE_KEYS and key.split(".")[0] not in FREE_SECTIONS]
 
 
-def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
-    """The LR for `target` from the sweep, the case that gave it, and every reason to refuse it."""
+def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: float = MAX_INTERVAL) -> Transfer:
+    """The LR for `target` from the sweep, the case that gave it, its prediction interval (see the module
+    docstring) and every reason to refuse it."""
     if not report.optima:
         raise ConfigError(f"sweep {report.name} has no optimum yet; run its points first")
     problems = breaking_settings(target)
@@ -111,9 +134,13 @@ def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
     swept = {steps: plan.tokens(steps) for steps in plan.steps}
     nearest = min(swept, key=lambda steps: abs(math.log(tokens / swept[steps])))
     at_nearest = report.optimum(widest, nearest)
+    doublings = abs(math.log2(target.model.d_model / widest))
     if abs(tokens / swept[nearest] - 1) <= SAME_HORIZON and at_nearest is not None:
         note = f"width {widest}, fitted 2^{math.log2(at_nearest.lr):.2f} at {swept[nearest]:.2g} tokens"
-        return Transfer(at_nearest.lr, "same horizon", note, problems)
+        # One measured optimum, used as it is: it scatters about its truth by the width fit's σ, as would a new one.
+        terms = [ErrorTerm(name, _square(report.drift_sigma), _width_dof(report), "width") for name in (MEASURED, NEW)]
+        result = Transfer(at_nearest.lr, "same horizon", note, problems)
+        return _predicted(result, plan, report, [*terms, *_drift_terms(report, doublings)], tokens, max_interval)
     if report.horizon_fit is None:
         problems.append(Problem(
             f"one horizon swept ({swept[nearest]:.3g} tokens, target {tokens:.3g})",
@@ -126,10 +153,6 @@ def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
         return Transfer(lr, "one horizon", note, problems)
     e = extrapolation(report, tokens)
     fit = report.horizon_fit
-    if not fit.determined:
-        se = "no standard error" if fit.beta_se is None else f"standard error {fit.beta_se:.2f}"
-        problems.append(Problem(f"β {fit.beta:.2f} undetermined",
-                                f"the horizon fit's β = {fit.beta:.2f} is undetermined ({se}, more than half of β)"))
     shortest = min(swept.values())
     if e["ratio"] > MAX_EXTRAPOLATION:
         problems.append(Problem(
@@ -150,7 +173,112 @@ def transfer(plan: Plan, report: SweepReport, target: Config) -> Transfer:
     note = (f"width {e['width']}, fitted 2^{e['log2_lr_at_longest']:.2f} at {e['longest_tokens']:.2g} tokens, "
             f"{reach} {e['ratio']:.3g}x to {tokens:.2g} tokens with β {fit.beta:.2f}: 2^{e['log2_lr']:.2f} "
             f"({e['correction']:+.2f} log2)")
-    return Transfer(e["lr"], "extrapolated", note, problems)
+    terms = [ErrorTerm(LINE, fit.log2_lr_variance(e["width"], tokens), fit.dof, "horizon"),
+             ErrorTerm(NEW, _square(fit.sigma), fit.dof, "horizon"),
+             *_drift_terms(report, abs(math.log2(target.model.d_model / e["width"])))]
+    return _predicted(Transfer(e["lr"], "extrapolated", note, problems), plan, report, terms, tokens, max_interval)
+
+
+def _square(sigma: float | None) -> float | None:
+    return None if sigma is None else sigma**2
+
+
+def _width_dof(report: SweepReport) -> int:
+    return 0 if report.drift_interval is None else report.drift_interval.dof
+
+
+def _drift_terms(report: SweepReport, doublings: float) -> list[ErrorTerm]:
+    """The drift's part of the target's error: μP predicts none, but the sweep bounds it only to its standard
+    error per doubling, which the doublings from the proxy to the target multiply. None at the proxy's width."""
+    if doublings == 0:
+        return []
+    variance = None if report.drift_se is None else (report.drift_se * doublings) ** 2
+    return [ErrorTerm(DRIFT, variance, _width_dof(report), "width")]
+
+
+def _predicted(result: Transfer, plan: Plan, report: SweepReport, terms: list[ErrorTerm], tokens: int,
+               max_interval: float) -> Transfer:
+    """`result` with the prediction interval of the target's log2 lr* from `terms`, in its note, and the problems
+    it raises: no interval, or one wider than `max_interval` (log2)."""
+    interval = prediction_interval(math.log2(result.lr), terms)
+    problems = list(result.problems)
+    lacking = {term.fit: term.dof for term in terms if term.dof < MIN_DOF}
+    # The width fit alone lacking: the verdict is undetermined too, and its problem names the sweep that fixes both.
+    if lacking and set(lacking) != {"width"}:
+        beta = {"horizon": f" (β = {report.horizon_fit.beta:.2f} is undetermined)"} if "horizon" in lacking else {}
+        fits = " and ".join(f"the {fit} fit has {dof} residual dof{beta.get(fit, '')}" for fit, dof in lacking.items())
+        problems.append(Problem(
+            f"interval undetermined ({', '.join(f'{fit} fit at {dof} dof' for fit, dof in lacking.items())})",
+            f"the target's log2 lr has no {interval.confidence:.0%} interval: {fits}, and an interval needs "
+            f"{MIN_DOF}; sweep {_more_dof(plan, report, tokens)}"))
+    elif interval.determined and interval.high - interval.low > max_interval:
+        share = ", ".join(f"{t.name} {math.sqrt(t.variance):.2f}" for t in terms)
+        top = max(terms, key=lambda t: t.variance)
+        problems.append(Problem(
+            f"interval {interval.high - interval.low:.2f} log2 wide (--max-interval {max_interval:g})",
+            f"the target's log2 lr is {interval.estimate:.2f}, {interval.confidence:.0%} interval "
+            f"[{interval.low:.2f}, {interval.high:.2f}]: {interval.high - interval.low:.2f} wide, more than "
+            f"--max-interval {max_interval:g} (standard deviations, log2: {share}); to narrow {top.name}, sweep "
+            f"{_narrowing(plan, report, top, tokens)}"))
+    return replace(result, note=f"{result.note}, log2 lr {interval.estimate:.2f}, {interval}", problems=problems,
+                   interval=interval)
+
+
+def _more_dof(plan: Plan, report: SweepReport, tokens: int) -> str:
+    """The smallest growth of the sweep (more horizons, more widths) that gives both fits MIN_DOF residual dof,
+    as a command line: a horizon adds a point per width, a width one per horizon, each fit an intercept per
+    group (the width fit's groups are horizons, the horizon fit's widths)."""
+    inside = [o for o in report.optima if not o.on_edge]
+    widths, horizons = len({o.width for o in inside}), len({o.steps for o in inside})
+    width_dof, horizon_dof = _width_dof(report), report.horizon_fit.dof
+    growths = sorted(((w, h) for w in range(4) for h in range(4) if w or h),
+                     key=lambda g: (widths + g[0]) * (horizons + g[1]))
+    for more_widths, more_horizons in growths:
+        points = (widths + more_widths) * (horizons + more_horizons) - widths * horizons
+        if min(width_dof + points - more_horizons, horizon_dof + points - more_widths) >= MIN_DOF:
+            break
+    what = " and ".join(_more(n, noun) for n, noun in ((more_horizons, "horizon"), (more_widths, "width")) if n)
+    return f"{what}: {_sweep_command(plan, _wider(plan, more_widths), _longer(plan, tokens, more_horizons))}"
+
+
+def _narrowing(plan: Plan, report: SweepReport, term: ErrorTerm, tokens: int) -> str:
+    """The sweep that narrows `term` most directly, as a command line."""
+    if term.name == DRIFT:  # a wider proxy: fewer doublings to the target, and a longer lever on the drift
+        return f"a wider proxy: {_sweep_command(plan, _wider(plan, 1))}"
+    if term.name == LINE:  # a horizon nearer the target's: a shorter extrapolation
+        return f"a horizon nearer the target's: {_sweep_command(plan, steps=_longer(plan, tokens, 1))}"
+    # An optimum's scatter: a parabola through more points around each optimum places it more precisely.
+    fitted = [math.log2(o.lr) for o in report.optima if not o.on_edge] or [math.log2(o.lr) for o in report.optima]
+    low, high = math.floor((min(fitted) - 1) * 4) / 4, math.ceil((max(fitted) + 1) * 4) / 4
+    return f"more LRs around the optima: {_sweep_command(plan, lrs=f'2^{low:g}:2^{high:g}:0.25')}"
+
+
+def _wider(plan: Plan, n: int) -> list[int]:
+    """`n` widths doubling past the widest swept."""
+    return [max(plan.widths) * 2**k for k in range(1, n + 1)]
+
+
+def _longer(plan: Plan, tokens: int, n: int) -> list[int]:
+    """`n` horizons (steps) doubling from the swept ones towards the target's `tokens`."""
+    if tokens >= plan.tokens(min(plan.steps)):
+        return [max(plan.steps) * 2**k for k in range(1, n + 1)]
+    return [max(1, min(plan.steps) // 2**k) for k in range(1, n + 1)]
+
+
+def _sweep_command(plan: Plan, widths: list[int] = (), steps: list[int] = (), lrs: str | None = None) -> str:
+    """`pretrain sweep` growing the sweep in its directory by `widths`, `steps` and `lrs`."""
+    return (f"`pretrain sweep {plan.config} --widths {','.join(map(str, sorted({*plan.widths, *widths})))} --lrs "
+            f"{lrs or _lrs_text(plan.lrs)} --steps {','.join(map(str, sorted({*plan.steps, *steps})))} "
+            f"--out {plan.dir}`")
+
+
+def _lrs_text(lrs: list[float]) -> str:
+    """The swept LRs as --lrs takes them: LO:HI:STEP on an even log2 grid, else the list."""
+    x = [round(math.log2(lr), 6) for lr in lrs]
+    spacings = {round(b - a, 6) for a, b in zip(x, x[1:])}
+    if len(spacings) == 1:
+        return f"2^{x[0]:g}:2^{x[-1]:g}:{spacings.pop():g}"
+    return ",".join(f"{lr:.6g}" for lr in lrs)
 
 
 def _width_problem(report: SweepReport) -> Problem:
@@ -170,18 +298,41 @@ def _ladder(plan: Plan, tokens: int) -> str:
     return ",".join(str(max(1, top // 4 * k)) for k in (1, 2, 4))
 
 
-def review(plan: Plan, report: SweepReport, target: Config) -> list[Problem]:
-    """Everything `apply-lr` would refuse for `target`: the problems of `transfer`, or the error that stops it
-    before any check (the sweep has no optimum yet), which --force cannot override."""
+def review(plan: Plan, report: SweepReport, target: Config) -> tuple[Transfer | None, list[Problem]]:
+    """What `apply-lr` would do for `target`: the transfer and its problems, or no transfer and the error that
+    stops it before any check (the sweep has no optimum yet), which --force cannot override."""
     try:
-        return transfer(plan, report, target).problems
+        result = transfer(plan, report, target)
     except ConfigError as err:
-        return [Problem("cannot transfer", str(err))]
+        return None, [Problem("cannot transfer", str(err))]
+    return result, result.problems
 
 
-def apply_lr(sweep_dir: str | Path, target_path: str | Path, force: bool = False, write: bool = True) -> Transfer:
+def describe(result: Transfer) -> str:
+    """The LR and how it was obtained, as `apply-lr` and `report --target` print it."""
+    return f"optim.lr={result.lr:.4g} ({result.case}: {result.note})"
+
+
+def summary(result: Transfer) -> dict:
+    """What `apply-lr --json` prints: the interval null where there is none."""
+    interval = result.interval
+    return {"lr": result.lr, "log2_lr": math.log2(result.lr) if interval is None else interval.estimate,
+            "interval_log2": [interval.low, interval.high] if interval and interval.determined else None,
+            "case": result.case, "problems": [p.detail for p in result.problems]}
+
+
+class Refused(ConfigError):
+    """apply-lr's refusal, in one line; `result` is the transfer refused."""
+
+    def __init__(self, message: str, result: Transfer):
+        super().__init__(message)
+        self.result = result
+
+
+def apply_lr(sweep_dir: str | Path, target_path: str | Path, force: bool = False, write: bool = True,
+             max_interval: float = MAX_INTERVAL) -> Transfer:
     """Decide the target's LR from the sweep, then write it into the target's optim.lr (with `write`).
-    Raises ConfigError listing the problems unless `force`; forced, the note names the checks it overrode.
+    Raises Refused listing the problems unless `force`; forced, the note names the checks it overrode.
     The target is edited in place: it may not lie in the sweep (its config snapshot) or in the installed package
     (a wheel's bundled configs; a checkout's configs/ are the user's)."""
     if write:
@@ -189,14 +340,14 @@ def apply_lr(sweep_dir: str | Path, target_path: str | Path, force: bool = False
         target_path = check_location(target_path, "TARGET", Kind.FILE, [("the sweep", sweep_dir),
                                                                         ("the installed package", package)])
     plan = load_plan(sweep_dir)
-    result = transfer(plan, build_report(plan), load_config(target_path))
-    note = result.note
+    result = transfer(plan, build_report(plan), load_config(target_path), max_interval)
+    result = replace(result, lr=float(f"{result.lr:.4g}"))
     if result.problems:
         if not force:
-            raise ConfigError(f"not applying the LR of sweep {plan.name} to {target_path}: "
-                              + "; ".join(p.detail for p in result.problems) + ". Pass --force to apply it anyway.")
-        note += f" (applied with --force over: {'; '.join(p.brief for p in result.problems)})"
-    result = replace(result, lr=float(f"{result.lr:.4g}"), note=note)
+            raise Refused(f"not applying the LR of sweep {plan.name} to {target_path}: "
+                          + "; ".join(p.detail for p in result.problems) + ". Pass --force to apply it anyway.", result)
+        result = replace(result, note=result.note + " (applied with --force over: "
+                         + "; ".join(p.brief for p in result.problems) + ")")
     if write:
         set_optim_lr(Path(target_path), result.lr, f"μ-transferred from {plan.name}: {result.note}")
     return result

@@ -19,7 +19,14 @@ group (`shared_slope`):
 
 Any linear combination of a least-squares fit's parameters gets a two-sided Student-t interval from the
 residuals (`linear_fit`, `LinearFit.interval`). The drift's interval decides the verdict: "transfers" when it
-lies within ±DRIFT_TOLERANCE, "drifts" when it lies wholly outside, else "undetermined".
+lies within ±DRIFT_TOLERANCE, "drifts" when it lies wholly outside, else "undetermined". β is determined when
+it has an interval: MIN_DOF or more residual dof.
+
+A value predicted from these fits, such as the target's log2(lr*) in `apply_lr`, gets a prediction interval
+(`prediction_interval`): its error is a sum of independent terms, each a variance estimated by one fit (the
+fitted value's variance wᵀCw from the parameter covariance C and the design row w; the residual variance σ²,
+by which a new optimum scatters about the line; the width drift's variance over the doublings to the target),
+and the Student-t quantile is taken at the smallest of their fits' dof, the least-known term setting the tails.
 """
 
 from __future__ import annotations
@@ -117,15 +124,39 @@ class LinearFit:
         """The two-sided Student-t interval of weights·params: of a parameter (weights a unit vector), or of the
         fit's prediction at a point (its design row)."""
         estimate = float(np.asarray(weights, dtype=float) @ self.params)
-        if self.dof < MIN_DOF:
-            return Interval(estimate, None, None, confidence, self.dof)
-        half = t_quantile((1 + confidence) / 2, self.dof) * self.standard_error(weights)
-        return Interval(estimate, estimate - half, estimate + half, confidence, self.dof)
+        return _t_interval(estimate, self.standard_error(weights), self.dof, confidence)
+
+
+@dataclass(frozen=True)
+class ErrorTerm:
+    """One independent source of a predicted value's error, as one fit estimates it."""
+
+    name: str  # what it is, for messages
+    variance: float | None  # log2 units squared; None where its fit has no residual
+    dof: int  # the residual dof of that fit
+    fit: str  # which fit, for messages
+
+
+def prediction_interval(estimate: float, terms: list[ErrorTerm], confidence: float = CONFIDENCE) -> Interval:
+    """The two-sided interval of a new value predicted at `estimate` whose error is the sum of `terms`, with the
+    Student-t quantile at the smallest of their dof: each variance is only as well known as its fit's residuals,
+    and the least-known one sets the tails (conservative where the others are better known)."""
+    dof = min(term.dof for term in terms)
+    variance = None if dof < MIN_DOF else sum(term.variance for term in terms)
+    return _t_interval(estimate, None if variance is None else math.sqrt(variance), dof, confidence)
+
+
+def _t_interval(estimate: float, se: float | None, dof: int, confidence: float) -> Interval:
+    if dof < MIN_DOF:
+        return Interval(estimate, None, None, confidence, dof)
+    half = t_quantile((1 + confidence) / 2, dof) * se
+    return Interval(estimate, estimate - half, estimate + half, confidence, dof)
 
 
 @dataclass
 class SlopeFit:
-    """y = intercept[group] + slope·x by least squares, one slope for all groups."""
+    """y = intercept[group] + slope·x by least squares, one slope for all groups. `fit`'s parameters are the
+    intercepts in the order of `intercepts`, then the slope."""
 
     slope: float
     slope_se: float | None  # None: too few points for a residual (every group fitted exactly)
@@ -135,6 +166,11 @@ class SlopeFit:
     group_slopes: dict[int, float]  # each group's own least-squares slope
     group_slope_se: dict[int, float | None]  # its standard error under the shared residual sigma
     slope_interval: Interval
+    fit: LinearFit
+
+    def row(self, group: int, x: float) -> np.ndarray:
+        """The design row of the fitted y of `group` at `x`: its weights on the parameters."""
+        return np.array([*(float(g == group) for g in self.intercepts), x])
 
 
 @dataclass
@@ -142,6 +178,8 @@ class WidthDrift:
     """log2(lr*) per doubling of width (one slope shared by the horizons), and what its interval says."""
 
     interval: Interval | None  # None: fewer than two widths have an optimum inside the grid
+    slope_se: float | None  # the drift's standard error; None where the fit has no residual
+    sigma: float | None  # the fit's residual standard deviation: how far one optimum scatters, log2 units
     spread: float | None  # max − min of log2(lr*) across widths, at the horizon where it is largest
     verdict: str  # "transfers", "drifts" or "undetermined"
     reason: str  # why; for "undetermined", also what would decide it
@@ -157,20 +195,28 @@ class HorizonFit:
 
     beta: float
     beta_se: float | None
+    beta_interval: Interval
     sigma: float | None
     dof: int
     intercepts: dict[int, float]  # by width
     width_betas: dict[int, float]
     width_beta_se: dict[int, float | None]
     disagreeing: list[int]  # widths whose own β is more than AGREEMENT_SIGMAS standard errors from β
+    line: SlopeFit  # the fit itself (x = log2 tokens, slope −β), for the variance of what it predicts
 
     @property
     def determined(self) -> bool:
-        """Whether β is resolved: a standard error at most half of β."""
-        return self.beta_se is not None and self.beta_se <= abs(self.beta) / 2
+        """Whether β has an interval (MIN_DOF or more residual dof): a β from fewer rests on luck."""
+        return self.beta_interval.determined
 
     def log2_lr(self, width: int, tokens: float) -> float:
         return self.intercepts[width] - self.beta * math.log2(tokens)
+
+    def log2_lr_variance(self, width: int, tokens: float) -> float | None:
+        """The variance of `log2_lr(width, tokens)` from the parameters' covariance (wᵀCw); None without a
+        residual."""
+        se = self.line.fit.standard_error(self.line.row(width, math.log2(tokens)))
+        return None if se is None else se**2
 
 
 def width_optimum(points: list[SweepPoint], tokens: int, grid_edges: tuple[float, float]) -> Optimum | None:
@@ -231,7 +277,7 @@ def shared_slope(groups: dict[int, list[tuple[float, float]]], confidence: float
         slope=float(fit.params[-1]), slope_se=fit.standard_error(slope), sigma=fit.sigma, dof=fit.dof,
         intercepts=dict(zip(own, map(float, fit.params[:-1]))), group_slopes=group_slopes,
         group_slope_se={g: fit.sigma / math.sqrt(sxx[g]) if fit.sigma is not None else None for g in own},
-        slope_interval=fit.interval(slope, confidence))
+        slope_interval=fit.interval(slope, confidence), fit=fit)
 
 
 def width_drift(optima: list[Optimum], confidence: float = CONFIDENCE) -> WidthDrift:
@@ -242,35 +288,38 @@ def width_drift(optima: list[Optimum], confidence: float = CONFIDENCE) -> WidthD
                  default=None)
     fit = shared_slope(by_horizon, confidence)
     if fit is None:
-        return WidthDrift(None, spread, "undetermined", "fewer than two widths have an optimum inside the LR grid; "
-                          "to decide it, sweep two or more widths with LRs on both sides of each optimum")
+        return WidthDrift(None, None, None, spread, "undetermined", "fewer than two widths have an optimum inside "
+                          "the LR grid; to decide it, sweep two or more widths with LRs on both sides of each optimum")
     drift, tolerance = fit.slope_interval, f"±{DRIFT_TOLERANCE} log2 per doubling"
+    measured = (drift, fit.slope_se, fit.sigma, spread)
     if not drift.determined:
         # each width more (at every fitted horizon) adds a dof per horizon; each horizon more, widths − 1 dof
         missing, widths = MIN_DOF - drift.dof, len({x for pts in by_horizon.values() for x, _ in pts})
-        return WidthDrift(drift, spread, "undetermined", (
+        return WidthDrift(*measured, "undetermined", (
             f"an interval needs {MIN_DOF} residual dof; to decide it, sweep "
             f"{_more(math.ceil(missing / len(fit.intercepts)), 'width')}, or these {widths} widths at "
             f"{_more(math.ceil(missing / (widths - 1)), 'horizon')}"))
     if -DRIFT_TOLERANCE <= drift.low and drift.high <= DRIFT_TOLERANCE:
-        return WidthDrift(drift, spread, "transfers", f"the whole interval lies within {tolerance}")
+        return WidthDrift(*measured, "transfers", f"the whole interval lies within {tolerance}")
     if drift.low > DRIFT_TOLERANCE or drift.high < -DRIFT_TOLERANCE:
-        return WidthDrift(drift, spread, "drifts", f"the whole interval lies outside {tolerance}")
-    return WidthDrift(drift, spread, "undetermined", f"the interval straddles {tolerance}; to decide it, narrow "
+        return WidthDrift(*measured, "drifts", f"the whole interval lies outside {tolerance}")
+    return WidthDrift(*measured, "undetermined", f"the interval straddles {tolerance}; to decide it, narrow "
                       "it: sweep more or farther-apart widths, or more horizons")
 
 
-def horizon_fit(optima: list[Optimum]) -> HorizonFit | None:
+def horizon_fit(optima: list[Optimum], confidence: float = CONFIDENCE) -> HorizonFit | None:
     """The shared power law of the optimum in the token horizon (see the module docstring)."""
-    fit = shared_slope(_log2_groups(optima, by="width", x="tokens"))
+    fit = shared_slope(_log2_groups(optima, by="width", x="tokens"), confidence)
     if fit is None:
         return None
     se = fit.group_slope_se
     disagreeing = [w for w, s in fit.group_slopes.items()
                    if se[w] is not None and abs(s - fit.slope) > AGREEMENT_SIGMAS * se[w]]
-    return HorizonFit(beta=-fit.slope, beta_se=fit.slope_se, sigma=fit.sigma, dof=fit.dof,
-                      intercepts=fit.intercepts, width_betas={w: -s for w, s in fit.group_slopes.items()},
-                      width_beta_se=se, disagreeing=disagreeing)
+    beta = -np.eye(len(fit.intercepts) + 1)[-1]  # the weights that pick −slope out of the parameters
+    return HorizonFit(beta=-fit.slope, beta_se=fit.slope_se, beta_interval=fit.fit.interval(beta, confidence),
+                      sigma=fit.sigma, dof=fit.dof, intercepts=fit.intercepts,
+                      width_betas={w: -s for w, s in fit.group_slopes.items()}, width_beta_se=se,
+                      disagreeing=disagreeing, line=fit)
 
 
 def _log2_groups(optima: list[Optimum], by: str, x: str) -> dict[int, list[tuple[float, float]]]:

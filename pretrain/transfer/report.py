@@ -11,7 +11,17 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import ConfigError
-from .fit import AGREEMENT_SIGMAS, HorizonFit, Interval, Optimum, SweepPoint, horizon_fit, width_drift, width_optimum
+from .fit import (
+    AGREEMENT_SIGMAS,
+    MIN_DOF,
+    HorizonFit,
+    Interval,
+    Optimum,
+    SweepPoint,
+    horizon_fit,
+    width_drift,
+    width_optimum,
+)
 from .sweep import Plan, load_plan, merge_plans, read_result, recipe_differences
 
 
@@ -27,6 +37,8 @@ class SweepReport:
     optima: list[Optimum]
     drift: float | None  # log2(lr*) per doubling of width, shared by the horizons
     drift_interval: Interval | None  # its interval (fit.CONFIDENCE); None where `drift` is
+    drift_se: float | None  # its standard error; None without a residual
+    drift_sigma: float | None  # the drift fit's residual σ: how far one optimum scatters (log2)
     spread: float | None  # max - min of log2(lr*) across widths, at the worst horizon
     verdict: str  # "transfers", "drifts" or "undetermined", from the drift's interval
     verdict_reason: str  # why; for "undetermined", also what would decide it
@@ -34,7 +46,10 @@ class SweepReport:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["horizon_fit"] is not None:
+            del data["horizon_fit"]["line"]  # its arrays; β, its interval and σ are there as numbers
+        return data
 
     def optimum(self, width: int, steps: int) -> Optimum | None:
         return next((o for o in self.optima if o.width == width and o.steps == steps), None)
@@ -45,6 +60,7 @@ class SweepReport:
 
 
 def build_report(plan: Plan) -> SweepReport:
+    """The report of the sweep's points as their result files say."""
     results = [read_result(p) for p in plan.points]
     metric = "eval_loss" if any(r and r["eval_loss"] is not None for r in results) else "train_loss"
     grid = []
@@ -52,6 +68,11 @@ def build_report(plan: Plan) -> SweepReport:
         status = result["status"] if result else "missing"
         loss = result[metric] if result and status == "ok" else None
         grid.append(SweepPoint(point.width, point.steps, point.lr, status, loss))
+    return grid_report(plan, grid, metric)
+
+
+def grid_report(plan: Plan, grid: list[SweepPoint], metric: str = "eval_loss") -> SweepReport:
+    """The report of `grid`, the outcome of each of the plan's points (in `metric`), wherever they come from."""
     warnings, optima = [], []
     missing = [p for p in grid if not p.has_result]
     if missing:
@@ -80,12 +101,11 @@ def build_report(plan: Plan) -> SweepReport:
                             f"{fit.beta:.2f} (more than {AGREEMENT_SIGMAS:g} standard errors); μP predicts one β "
                             "at every width")
         if not fit.determined:
-            se = "no standard error (too few optima)" if fit.beta_se is None else f"standard error {fit.beta_se:.2f}"
-            warnings.append(f"β = {fit.beta:.2f} is undetermined: {se}, more than half of β; sweep more or "
-                            "farther-apart horizons before extrapolating")
+            warnings.append(f"β = {fit.beta:.2f} is undetermined: the horizon fit has {fit.dof} residual dof and an "
+                            f"interval needs {MIN_DOF}; sweep another horizon (a dof per width) before extrapolating")
     return SweepReport(plan.name, plan.parametrization, metric, plan.warmup, plan.tokens_per_step, plan.steps,
-                       grid, optima, drift.slope, drift.interval, drift.spread, drift.verdict, drift.reason, fit,
-                       warnings)
+                       grid, optima, drift.slope, drift.interval, drift.slope_se, drift.sigma, drift.spread,
+                       drift.verdict, drift.reason, fit, warnings)
 
 
 def extrapolation(report: SweepReport, tokens: int, width: int | None = None) -> dict | None:

@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_output
+from .fit import Interval
 from .report import SweepReport, extrapolation
 
 
-def plot_reports(reports: list[SweepReport], path: Path, target_tokens: int | None = None) -> None:
+def plot_reports(reports: list[SweepReport], path: Path, target_tokens: int | None = None,
+                 intervals: list[Interval | None] | None = None) -> None:
     """Per sweep, a row: loss against log2(LR), one curve per width and horizon, the fitted optima marked;
     with several horizons, also log2(lr*) against tokens per width with the fitted lines (and the
-    extrapolation to `target_tokens`, marked)."""
+    extrapolation to `target_tokens`, marked, with the target's interval from `intervals`, one per report)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,13 +25,13 @@ def plot_reports(reports: list[SweepReport], path: Path, target_tokens: int | No
     cols = 2 if any(r.horizon_fit for r in reports) else 1
     fig, axes = plt.subplots(len(reports), cols, figsize=(5.8 * cols, 4.2 * len(reports)), squeeze=False)
     finite = [p.loss for r in reports for p in r.grid if p.loss is not None]
-    for row, report in zip(axes, reports):
+    for row, report, interval in zip(axes, reports, intervals or [None] * len(reports)):
         _plot_losses(row[0], report, plt)
         if finite:  # diverging points are off the chart; keep the valleys readable
             low = min(finite)
             row[0].set_ylim(low - 0.05, min(max(finite), low + 1.5) + 0.05)
         if cols == 2:
-            _plot_horizons(row[1], report, target_tokens, plt)
+            _plot_horizons(row[1], report, target_tokens, interval, plt)
     fig.tight_layout()
     with atomic_output(path) as staged:  # a report stopped mid-draw leaves the previous plot
         fig.savefig(staged, format="png", dpi=120)
@@ -63,7 +65,7 @@ def _plot_losses(ax, report: SweepReport, plt) -> None:
     ax.legend(fontsize=7, ncol=2 if len(report.steps) > 1 else 1)
 
 
-def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, plt) -> None:
+def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, interval: Interval | None, plt) -> None:
     fit = report.horizon_fit
     if fit is None:
         ax.axis("off")
@@ -83,6 +85,10 @@ def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, plt) -> N
         ax.axvline(target_tokens, color="red", linestyle="--", linewidth=1)
         ax.plot([target_tokens], [e["log2_lr"]], "r*", markersize=10,
                 label=f"target {target_tokens:.2g} tokens: 2^{e['log2_lr']:.2f}")
+        if interval is not None and interval.determined:
+            ax.errorbar([target_tokens], [interval.estimate], fmt="none", ecolor="red", capsize=4,
+                        yerr=[[interval.estimate - interval.low], [interval.high - interval.estimate]],
+                        label=f"its {interval.confidence:.0%} interval [{interval.low:.2f}, {interval.high:.2f}]")
     se = f" ± {fit.beta_se:.2f}" if fit.beta_se is not None else ""
     ax.set_title(f"optimum vs horizon: β = {fit.beta:.2f}{se}", fontsize=9)
     ax.set_xscale("log")

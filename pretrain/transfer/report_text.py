@@ -7,10 +7,12 @@ import math
 from .report import SweepReport, extrapolation
 
 
-def format_report(report: SweepReport, target_tokens: int | None = None, refusals: list[str] | None = None) -> str:
+def format_report(report: SweepReport, target_tokens: int | None = None, refusals: list[str] | None = None,
+                  target_lr: str | None = None) -> str:
     """The loss grid (rows LR, columns width and horizon; the best per column starred), the optima, the drift
     across widths with its interval and verdict, the horizon fit, and for a target: the extrapolation to its
-    `target_tokens` and, before you apply, what `apply-lr` would refuse for it (`refusals`)."""
+    `target_tokens`, the LR `apply-lr` would set with its interval (`target_lr`, `apply_lr.describe`) and, before
+    you apply, what `apply-lr` would refuse for it (`refusals`)."""
     columns = sorted({(p.width, p.steps) for p in report.grid})
     several = len(report.steps) > 1
     label = {c: f"w{c[0]}/s{c[1]}" if several else str(c[0]) for c in columns}
@@ -42,10 +44,9 @@ def format_report(report: SweepReport, target_tokens: int | None = None, refusal
     lines.append(f"verdict: {report.verdict}: {report.verdict_reason}")
     fit = report.horizon_fit
     if fit is not None:
-        se = f" ± {fit.beta_se:.2f}" if fit.beta_se is not None else " (no standard error)"
-        sigma = f"residual σ {fit.sigma:.2f} log2, " if fit.sigma is not None else ""
-        lines += ["", f"horizon fit: log2 lr* = a(width) − β·log2(tokens); β = {fit.beta:.3f}{se} "
-                      f"({sigma}{fit.dof} dof); {'determined' if fit.determined else 'undetermined'}",
+        beta = (f"{fit.beta:.3f} ± {fit.beta_se:.3f}, {fit.beta_interval} (residual σ {fit.sigma:.2f} log2)"
+                if fit.determined else f"{fit.beta:.3f} undetermined ({fit.dof} dof)")
+        lines += ["", f"horizon fit: log2 lr* = a(width) − β·log2(tokens); β = {beta}",
                   f"{'width':>8}{'own β':>8}{'± se':>8}{'a':>9}{'agrees':>8}"]
         for w, beta in fit.width_betas.items():
             own_se = fit.width_beta_se[w]
@@ -53,6 +54,8 @@ def format_report(report: SweepReport, target_tokens: int | None = None, refusal
                          f"{fit.intercepts[w]:>9.2f}{'no' if w in fit.disagreeing else 'yes':>8}")
     if target_tokens is not None:
         lines.append(describe_extrapolation(report, target_tokens))
+    if target_lr is not None:
+        lines.append(f"target lr: {target_lr}")
     if refusals is not None:
         lines.append("before you apply: " + ("`pretrain apply-lr` would refuse the target:"
                                              if refusals else "nothing `pretrain apply-lr` would refuse"))

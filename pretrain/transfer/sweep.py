@@ -1,8 +1,10 @@
 """LR sweeps over widths and training horizons: a plan of (width, steps, LR) points, each one ordinary run.
 
-The horizon axis (`--steps`) is optional: without it every point trains the config's train.steps. The warmup
-follows the config's rule at every horizon: a fixed number of steps (optim.warmup_steps) or a fixed fraction
-of the run (optim.warmup_fraction); the plan records which.
+The horizon axis (`--steps`) is optional: without it every point trains the config's train.steps. Every horizon
+warms up the same share of its run, so the LR schedule has one shape along the ladder and the fitted horizon
+exponent is not biased by it: a fixed optim.warmup_steps over several horizons becomes optim.warmup_fraction =
+warmup_steps / train.steps, with a warning (`ladder_warmup`), unless the caller keeps the fixed steps. The plan
+and the sweep's config.yaml record the rule used.
 
 `SWEEP_DIR/plan.json` lists the points; `SWEEP_DIR/config.yaml` is the resolved proxy config they all start
 from, so a sweep stays reproducible after the source config changes. A point runs as a subprocess
@@ -120,6 +122,7 @@ class Growth:
     new_points: list[Point]
     before: Plan | None  # the plan found in the directory
     requested: dict[str, list]  # this request's settings, by Point field
+    warning: str | None = None  # a fixed warmup over several horizons, and what the sweep did about it
 
     def changes(self) -> list[str]:
         """In words, what an existing plan gained, and what of it this request left out (the plan keeps it)."""
@@ -205,11 +208,45 @@ def recipe_differences(before: Config, after: Config) -> dict[str, tuple[Any, An
             for key, value in settings.items() if f"{section}.{key}" not in POINT_KEYS and new[section][key] != value}
 
 
+def ladder_warmup(cfg: Config, horizons: list[int], fixed: bool = False,
+                  sweep: Config | None = None) -> tuple[list[str], str | None]:
+    """A fixed optim.warmup_steps over several horizons warms up a different share of each run: the override that
+    sets optim.warmup_fraction = warmup_steps / train.steps of the config as given instead, and a warning that
+    says so. The fixed steps are kept (the warning still given) with `fixed`; when growing a sweep that trained
+    with them (`sweep`, the config.yaml in its directory); and when the fraction would leave the shortest run no
+    warmup. A grown sweep's fraction is taken from its own train.steps, so it comes out as when it was planned.
+    Nothing to do ([], None) for one horizon, no warmup, or a warmup_fraction already set."""
+    warmup = cfg.optim.warmup_steps
+    if cfg.optim.warmup_fraction is not None or warmup == 0 or len(horizons) < 2:
+        return [], None
+    steps = (sweep or cfg).train.steps
+    fraction = warmup / steps
+    shares = "..".join(f"{100 * warmup / h:.3g}%" for h in (horizons[0], horizons[-1]))
+    warning = (f"warning: optim.warmup_steps={warmup} over horizons {','.join(map(str, horizons))} steps would warm "
+               f"up {shares} of each run; ")
+    as_fraction = f"optim.warmup_fraction={fraction:.3g} ({warmup} of train.steps={steps})"
+    shortest = round(fraction * horizons[0])
+    if fixed:
+        return [], warning + f"keeping {warmup} steps (--fixed-warmup)"
+    if sweep is not None and sweep.optim.warmup_fraction is None:
+        return [], warning + (f"keeping {warmup} steps, the rule of the sweep being grown (its points trained with "
+                              "it); plan a new sweep in another --out to sweep with a fraction of the run")
+    # One warmup step is none: the schedule's first step already runs at (0 + 1) / 1 of the peak LR. A grown
+    # sweep keeps its fraction even so: its points trained with it.
+    if fraction >= 1 or sweep is None and shortest < 2:
+        why = "is not below 1" if fraction >= 1 else f"would warm up {shortest} of {horizons[0]} steps, no warmup"
+        return [], warning + (f"keeping {warmup} steps: {as_fraction} {why}; set optim.warmup_fraction to choose "
+                              "the share of every run")
+    return ([f"optim.warmup_fraction={fraction!r}"],
+            warning + f"sweeping with {as_fraction} instead; pass --fixed-warmup to keep {warmup} steps")
+
+
 def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str | Path | None = None,
-               overrides: list[str] = (), steps: list[int] | None = None) -> Growth:
+               overrides: list[str] = (), steps: list[int] | None = None, fixed_warmup: bool = False) -> Growth:
     """Plan the grid widths × horizons × LRs on top of CONFIG (plus overrides): a new sweep, or the sweep already
     in the directory grown to the union of its settings and these on every axis (a restart when nothing is
-    new). `steps` None = the config's train.steps only. A sweep of another recipe there is refused, naming the
+    new). `steps` None = the config's train.steps only. A fixed warmup over several horizons becomes a fraction
+    of each run unless `fixed_warmup` (`ladder_warmup`). A sweep of another recipe there is refused, naming the
     difference. Every new point's config is validated here, so a bad width fails now rather than in the middle
     of the sweep."""
     cfg = load_config(config, overrides)
@@ -219,14 +256,19 @@ def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str
                              "--out", Kind.WORKSPACE, "sweep", [("the data cache", cfg.data.cache_dir)],
                              overwrite=True, owned=lambda folder: (folder / "plan.json").is_file())
     before = load_plan(sweep_dir) if (sweep_dir / "plan.json").exists() else None
-    if before is not None:
-        differences = recipe_differences(load_config(before.config), cfg)
+    recorded = load_config(before.config) if before else None
+    grid = {axis.field: _union(axis, before.values(axis) if before else [], requested[axis.field]) for axis in AXES}
+    warmup, warning = ladder_warmup(cfg, grid["steps"], fixed_warmup, recorded)
+    if warmup:
+        overrides = [*overrides, *warmup]
+        cfg = load_config(config, overrides)
+    if recorded is not None:
+        differences = recipe_differences(recorded, cfg)
         if differences:
             named = "; ".join(f"{key} is {old!r} there, {new!r} here" for key, (old, new) in differences.items())
             raise ConfigError(f"{sweep_dir} already holds a different sweep ({named}); a sweep grows only under the "
                               "same recipe: pass --out with a new directory or delete it")
     kept = before.points if before else []
-    grid = {axis.field: _union(axis, before.values(axis) if before else [], requested[axis.field]) for axis in AXES}
     names = {p.name for p in kept}
     new = []
     for combination in itertools.product(*grid.values()):
@@ -251,13 +293,13 @@ def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str
         plan = replace(before, points=[*kept, *new], **lists)
     if new:
         write_json(plan.path, asdict(plan))  # atomic: running array tasks may read it meanwhile
-    return Growth(plan, new, before, requested)
+    return Growth(plan, new, before, requested, warning)
 
 
 def create_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str | Path | None = None,
-                 overrides: list[str] = (), steps: list[int] | None = None) -> Plan:
+                 overrides: list[str] = (), steps: list[int] | None = None, fixed_warmup: bool = False) -> Plan:
     """`grow_sweep`'s plan, for callers that do not report what changed."""
-    return grow_sweep(config, widths, lrs, out, overrides, steps).plan
+    return grow_sweep(config, widths, lrs, out, overrides, steps, fixed_warmup).plan
 
 
 def _union(axis: Axis, *lists: list) -> list:
