@@ -209,12 +209,17 @@ def _coord_check(args: argparse.Namespace) -> None:
     print(format_verdicts(result))
 
 
-@command("sweep", "LR sweep over widths (and horizons): run the points locally (restartable) or as a Slurm array; "
-         "more widths, horizons or LRs into the same directory grow the sweep",
+@command("sweep", "LR sweep over widths (and horizons, batches): run the points locally (restartable) or as a Slurm "
+         "array; more widths, horizons, batches or LRs into the same directory grow the sweep",
          options=((("--widths",), {"required": True, "help": "d_model values, e.g. 128,256,512"}),
                   (("--lrs",), {"required": True, "help": "log2 grid LO:HI:STEP (2^-10:2^-4:0.5) or a list"}),
                   (("--steps",), {"help": "training horizons in steps, e.g. 1250,2500,5000 (default: the config's "
                                           "train.steps)"}),
+                  (("--batches",), {"help": "global batch sizes in sequences (train.global_batch_size), e.g. 8,16,32 "
+                                            "(default: the config's)"}),
+                  (("--equal-tokens",), {"action": "store_true",
+                                         "help": "every batch trains the tokens the config's batch trains in --steps "
+                                                 "(its steps scaled); by default every batch trains --steps steps"}),
                   (("--fixed-warmup",), {"action": "store_true",
                                          "help": "keep a fixed optim.warmup_steps at every horizon (by default, over "
                                                  "several horizons it becomes optim.warmup_fraction = warmup_steps / "
@@ -230,11 +235,13 @@ def _sweep(args: argparse.Namespace) -> None:
     import shlex
 
     from .tools.slurm import submit_sweep, sweep_command
-    from .transfer.sweep import grow_sweep, is_done, parse_lrs, parse_steps, parse_widths, run_local
+    from .transfer.sweep import grow_sweep, is_done, parse_batches, parse_lrs, parse_steps, parse_widths, run_local
 
     widths, lrs = parse_widths(args.widths), parse_lrs(args.lrs)
     steps = parse_steps(args.steps) if args.steps else None
-    growth = grow_sweep(args.config, widths, lrs, args.out, _overrides(args), steps, args.fixed_warmup)
+    batches = parse_batches(args.batches) if args.batches else None
+    growth = grow_sweep(args.config, widths, lrs, args.out, _overrides(args), steps, args.fixed_warmup, batches,
+                        args.equal_tokens)
     if growth.warning:
         print(growth.warning, file=sys.stderr)
     plan = growth.plan
@@ -291,22 +298,26 @@ def _report(args: argparse.Namespace) -> None:
     reports = [report for _, report in planned]
     target = load_config(config_path(args.target)) if args.target else None
     tokens = target.training_tokens() if target is not None else None
+    # the target's tokens per step where they are its own (not the GPU count's); unchecked here, apply-lr checks them
+    batch = target and target.train.global_batch_size
+    per_step = batch * target.data.seq_len if batch else None
     reviews = [review(plan, report, target) if target is not None else (None, None) for plan, report in planned]
     plot = check_output(Path(args.sweep_dirs[0]) / "loss_vs_lr.png" if args.plot is None else args.plot, "--plot",
                         Kind.FILE, "report", [("the sweep's", Path(sweep, name)) for sweep in args.sweep_dirs
                                               for name in ("plan.json", "config.yaml", "points")],
                         overwrite=True, owned=has_signature(PNG))  # redrawn by every report: any PNG may be
-    plot_reports(reports, plot, tokens, [result and result.interval for result, _ in reviews])
+    plot_reports(reports, plot, tokens, [result and result.interval for result, _ in reviews], per_step)
     if args.json:
         dicts = [r.to_dict() for r in reports]
         if target is not None:
             for d, r, (result, problems) in zip(dicts, reports, reviews):
-                d.update(target=extrapolation(r, tokens), transfer=result and summary(result),
+                d.update(target=extrapolation(r, tokens, tokens_per_step=per_step), transfer=result and summary(result),
                          before_apply=[asdict(p) for p in problems])
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
     else:
         texts = [format_report(r, tokens, None if problems is None else [p.detail for p in problems],
-                               result and describe(result)) for r, (result, problems) in zip(reports, reviews)]
+                               result and describe(result), per_step)
+                 for r, (result, problems) in zip(reports, reviews)]
         print("\n\n".join(texts) + f"\nplot: {plot}")
 
 

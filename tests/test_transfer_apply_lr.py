@@ -16,7 +16,7 @@ from pretrain.transfer.apply_lr import set_optim_lr, transfer
 from pretrain.transfer.fit import SweepPoint, t_quantile
 from pretrain.transfer.report import build_report, grid_report
 from pretrain.transfer.sweep import create_sweep, load_plan, parse_lrs
-from tests.helpers import ROOT, drift_like, horizon_like, mup_like, sp_like, synthetic_sweep
+from tests.helpers import ROOT, batch_like, drift_like, horizon_like, mup_like, sp_like, synthetic_sweep
 
 OPTIMUM = 2**-6.3  # mup_like's optimum at every width
 
@@ -323,6 +323,60 @@ def test_another_batch_is_refused(tmp_path, horizons, capsys):
     assert main(["apply-lr", str(horizons), str(big)]) == 2
     assert "the target trains on 8,192 tokens per step, the proxies on 4,096" in capsys.readouterr().err
     assert main(["apply-lr", str(horizons), str(big), "--force"]) == 0
+
+
+@pytest.fixture
+def batches(tmp_path) -> Path:
+    """A sweep at 150, 300 and 600 steps and batches 16, 32 and 64 whose optimum falls by β = 0.3 per doubling of
+    tokens and rises by a = 0.5 per doubling of tokens per step, with a little noise."""
+    return synthetic_sweep(tmp_path / "batches", batch_like(0.3, 0.5), steps=[150, 300, 600], batches=[16, 32, 64],
+                           noise=0.005)
+
+
+def bridged(tmp_path: Path, sweep: Path, batch: int, steps: int):
+    """The transfer to the big target at `batch` and `steps`."""
+    plan = load_plan(sweep)
+    big = target(tmp_path, {"train": f"{{global_batch_size: {batch}, micro_batch_size: {min(batch, 16)}, "
+                                     f"steps: {steps}}}"})
+    return transfer(plan, build_report(plan), load_config(big))
+
+
+def test_another_batch_is_bridged_with_the_batch_exponent_inside_the_swept_range(tmp_path, batches, capsys):
+    inside = bridged(tmp_path, batches, 48, 800)  # 48 × 800 sequences: the tokens of 128 × 300 below
+    assert inside.problems == [] and inside.case == "extrapolated"
+    assert math.log2(inside.lr) == pytest.approx(-6.3 - 0.3 * math.log2(800 * 48 / (300 * 16)) + 0.5 * math.log2(3),
+                                                 abs=0.05)
+    assert "at 12,288 tokens per step with batch exponent +0.50" in inside.note
+    # 2x past the largest batch: applied, and less sure than inside
+    beyond = bridged(tmp_path, batches, 128, 300)
+    assert beyond.problems == [] and math.log2(beyond.lr) == pytest.approx(
+        -6.3 - 0.3 * math.log2(300 * 128 / (300 * 16)) + 0.5 * 3, abs=0.05)
+    assert beyond.interval.high - beyond.interval.low > inside.interval.high - inside.interval.low
+    # the target at a swept batch and horizon: that batch's measured optimum, as without the batch axis
+    swept = bridged(tmp_path, batches, 32, 300)
+    assert swept.case == "same horizon" and swept.problems == []
+    assert math.log2(swept.lr) == pytest.approx(-6.3 - 0.3 + 0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("batch, steps, brief", [
+    (512, 300, "batch 131,072 tokens per step beyond 4x the swept"),  # 8x past the largest
+    (2, 4800, "batch 512 tokens per step beyond 4x the swept"),  # 8x short of the smallest
+    (48, 150, "train.steps=150 below 200 for another batch"),
+])
+def test_a_batch_too_far_out_or_a_short_target_is_refused(tmp_path, batches, batch, steps, brief):
+    assert [p.brief for p in bridged(tmp_path, batches, batch, steps).problems] == [brief]
+
+
+def test_an_undetermined_batch_exponent_is_refused(tmp_path, capsys):
+    """One width at two horizons and two batches: 4 optima, 3 parameters, 1 residual dof."""
+    sweep = synthetic_sweep(tmp_path / "s", batch_like(0.3, 0.5), widths=(1024,), steps=[150, 300], batches=[16, 32])
+    big = target(tmp_path, {"train": "{global_batch_size: 48, steps: 300}"})
+    assert main(["apply-lr", str(sweep), str(big)]) == 2
+    assert ("a batch the sweep did not measure, and its batch exponent is undetermined (no interval at 1 dof)"
+            in capsys.readouterr().err)
+    one_horizon = synthetic_sweep(tmp_path / "one", batch_like(0.3, 0.5), steps=[300], batches=[16, 32])
+    assert main(["apply-lr", str(one_horizon), str(big)]) == 2
+    assert "its batch exponent is undetermined: it needs two or more horizons" in capsys.readouterr().err
 
 
 def test_weight_decay_with_a_horizon_change_is_refused(tmp_path, horizons, capsys):

@@ -20,7 +20,7 @@ from pretrain.transfer.fit import (
 )
 from pretrain.transfer.report import build_report, report_sweeps
 from pretrain.transfer.sweep import load_plan, read_result, result_path
-from tests.helpers import ROOT, drift_like, horizon_like, mup_like, sp_like, synthetic_sweep
+from tests.helpers import ROOT, batch_like, drift_like, horizon_like, mup_like, sp_like, synthetic_sweep
 
 
 def test_fit_recovers_the_vertex_of_a_parabola():
@@ -134,6 +134,53 @@ def test_a_width_with_another_beta_is_a_warning(tmp_path):
     report = build_report(load_plan(sweep))
     assert report.horizon_fit.disagreeing == [1024]
     assert any("width 1024: β = 0.9" in w and "disagrees" in w for w in report.warnings)
+
+
+def test_batch_exponent_is_fitted_with_beta_exactly_without_noise(tmp_path, capsys):
+    """Horizons in steps at three batches: the tokens move with both, one fit tells β and a apart."""
+    sweep = synthetic_sweep(tmp_path / "s", batch_like(0.3, 0.5), steps=[150, 300, 600], batches=[16, 32, 64])
+    report = build_report(load_plan(sweep))
+    fit = report.horizon_fit
+    assert fit.beta == pytest.approx(0.3, abs=1e-6) and fit.batch_exponent.estimate == pytest.approx(0.5, abs=1e-6)
+    assert fit.batch_se == pytest.approx(0, abs=1e-6) and fit.dof == 4 * 9 - 4 - 2 and fit.disagreeing == []
+    assert report.verdict == "transfers" and len(report.optima) == 4 * 9
+    assert fit.log2_lr(1024, 4096 * 300 * 8, 4096 * 2) == pytest.approx(-6.3 - 0.3 * 3 + 0.5)
+    assert main(["report", str(sweep)]) == 0
+    text = capsys.readouterr().out
+    assert "by LR (rows) and width/steps/batch (columns)" in text and "w1024/s600/b64" in text
+    assert ("batch exponent a (log2 lr* per doubling of tokens per step, fitted jointly with β) = +0.500 ± 0.000, "
+            "80% interval [+0.50, +0.50], 30 dof\n") in text
+    assert (sweep / "loss_vs_lr.png").stat().st_size > 10_000
+    # a target at a batch the sweep did not measure: the report's extrapolation is apply-lr's, at its batch
+    target = big_target(tmp_path, global_batch_size=48, steps=800)
+    assert main(["report", str(sweep), "--target", target, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    expected = -6.3 - 0.3 * math.log2(800 * 48 / (300 * 16)) + 0.5 * math.log2(3)
+    assert data["target"]["log2_lr"] == pytest.approx(expected) == data["transfer"]["log2_lr"]
+    assert data["before_apply"] == [] and data["transfer"]["case"] == "extrapolated"
+
+
+def test_batch_exponent_lands_in_its_interval_under_noise(tmp_path):
+    """Equal tokens: each batch trains the horizon's tokens; noisy losses, the 80% interval holds the true a in
+    most sweeps."""
+    hits = 0
+    for seed in range(8):
+        sweep = synthetic_sweep(tmp_path / f"s{seed}", batch_like(0.3, -0.4), widths=(128, 256, 512),
+                                steps=[160, 320], batches=[16, 32, 64], equal_tokens=True, noise=0.01, seed=seed)
+        a = build_report(load_plan(sweep)).horizon_fit.batch_exponent
+        assert a.determined and a.high - a.low < 0.5
+        hits += a.low <= -0.4 <= a.high
+    assert hits >= 5
+
+
+def test_one_batch_keeps_the_horizon_fit_and_a_batch_beside_one_horizon_is_undetermined(tmp_path, capsys):
+    one = build_report(load_plan(synthetic_sweep(tmp_path / "one", horizon_like(0.3), steps=[150, 300])))
+    assert one.horizon_fit.batch_exponent is None and one.batches == [16]
+    sweep = synthetic_sweep(tmp_path / "s", batch_like(0.3, 0.5), steps=[300], batches=[16, 32, 64])
+    assert build_report(load_plan(sweep)).horizon_fit is None  # tokens move with the batch alone: no β apart
+    assert main(["report", str(sweep)]) == 0
+    assert ("batch exponent a: undetermined: it is fitted jointly with β, which needs two or more horizons at a "
+            "batch, and the batch must vary apart from them (e.g. --equal-tokens)") in capsys.readouterr().out
 
 
 def test_shared_slope_is_least_squares_with_per_group_intercepts():

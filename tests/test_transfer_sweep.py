@@ -16,6 +16,7 @@ from pretrain.transfer.sweep import (
     create_sweep,
     grow_sweep,
     load_plan,
+    parse_batches,
     parse_lrs,
     parse_steps,
     parse_widths,
@@ -235,6 +236,80 @@ def test_a_different_recipe_is_refused_naming_the_difference(tmp_path, capsys):
     same = grow_sweep(TINY, [128, 256], [2**-8], sweep, ["model.n_layers=2", "model.d_model=512",
                                                          "train.out_dir=elsewhere", "wandb.group=mine"])
     assert same.new_points == [] and same.changes() == []
+
+
+BATCHED = ["train.micro_batch_size=4", "train.global_batch_size=16"]  # batches 8, 16, 32 divide into micro batches
+
+
+def test_batches_add_a_dimension_that_a_point_at_the_configs_batch_leaves_out_of_its_name(tmp_path):
+    sweep = tmp_path / "s"
+    plan = create_sweep(TINY, [64], [2**-8], sweep, BATCHED, steps=[100], batches=[32, 8, 16])
+    assert plan.batches == [8, 16, 32] and plan.batch == 16 and not plan.equal_tokens
+    assert plan.shape() == "1 widths x 1 horizons x 3 batches x 1 LRs = 3 points"
+    assert [p.name for p in plan.points] == ["w64-s100-b8-lr3.9062e-03", "w64-s100-lr3.9062e-03",
+                                             "w64-s100-b32-lr3.9062e-03"]
+    assert [(p.batch, p.steps, p.tokens_per_step) for p in plan.points] == [(8, 100, 8 * 256), (16, 100, 16 * 256),
+                                                                          (32, 100, 32 * 256)]
+    assert plan.points[0].overrides[:4] == ["model.d_model=64", "train.steps=100", "train.global_batch_size=8",
+                                            "optim.lr=0.00390625"]
+    assert [load_config(plan.config, p.overrides).training_tokens() for p in plan.points] == [
+        100 * b * 256 for b in (8, 16, 32)]  # in steps, a larger batch trains more tokens
+    assert load_plan(sweep) == plan
+
+
+def test_equal_tokens_scales_each_batchs_steps_to_the_configs_tokens(tmp_path, sbatch_calls, capsys):
+    sweep = tmp_path / "s"
+    assert main(["sweep", str(TINY), *BATCHED, "--widths", "64", "--lrs", "2^-8", "--steps", "100", "--batches",
+                 "8,16,32", "--equal-tokens", "--out", str(sweep), "--slurm"]) == 0  # planned and submitted, not run
+    assert capsys.readouterr().out.startswith(f"sweep {sweep.resolve()}: 1 widths x 1 horizons x 3 batches x 1 LRs "
+                                              "= 3 points")
+    plan = load_plan(sweep)
+    assert plan.equal_tokens and plan.steps == [100]
+    assert [p.name for p in plan.points] == ["w64-s200-b8-lr3.9062e-03", "w64-s100-lr3.9062e-03",
+                                             "w64-s50-b32-lr3.9062e-03"]
+    assert {load_config(plan.config, p.overrides).training_tokens() for p in plan.points} == {100 * 16 * 256}
+    assert [plan.tokens(p.steps, p.batch) for p in plan.points] == [100 * 16 * 256] * 3
+    growth = grow_sweep(TINY, [64], [2**-8], sweep, BATCHED, steps=[200], batches=[8, 16], equal_tokens=True)
+    assert [p.name for p in growth.new_points] == ["w64-s400-b8-lr3.9062e-03", "w64-s200-lr3.9062e-03",
+                                                   "w64-s100-b32-lr3.9062e-03"]  # the grid is the union
+    assert growth.changes() == ["extended by 1 horizon (200): 3 new points, 3 kept", "this command leaves out 1 "
+                                "horizon (100) and 1 batch (32) of the plan, which keeps their 3 points"]
+    # growing it in steps would mix two meanings of a horizon
+    with pytest.raises(ConfigError, match="^--equal-tokens: .* holds a sweep planned with --equal-tokens; grow it "
+                                          "the same way"):
+        grow_sweep(TINY, [64], [2**-8], sweep, BATCHED, steps=[100], batches=[64])
+
+
+def test_a_batch_that_does_not_divide_fails_at_plan_time_in_one_line(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"^--equal-tokens: batch 48 does not divide 100 steps x batch 16 = 1600 "
+                                          "sequences into whole steps; choose batches that divide it$"):
+        create_sweep(TINY, [64], [2**-8], tmp_path / "e", BATCHED, steps=[100], batches=[16, 48], equal_tokens=True)
+    # tiny.yaml's micro batch of 16 does not divide a global batch of 8
+    assert main(["sweep", str(TINY), "--widths", "64", "--lrs", "2^-8", "--batches", "8,16", "--out",
+                 str(tmp_path / "m")]) == 2
+    assert capsys.readouterr().err == (
+        "error: sweep point width 64, horizon 300, batch 8, LR 2^-8: train.global_batch_size=8 is not a multiple of "
+        "train.micro_batch_size × processes = 16\n")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "m").exists()
+    with pytest.raises(ConfigError, match="--batches: expected integers"):
+        parse_batches("16,big")
+
+
+def test_a_sweep_grows_by_a_batch_and_a_plan_from_before_the_batch_axis_reads_as_the_configs_batch(tmp_path):
+    sweep = synthetic_sweep(tmp_path / "s", mup_like, widths=(128, 256), lrs="2^-8:2^-6:1")
+    before = load_plan(sweep)
+    old = json.loads((sweep / "plan.json").read_text())  # as planned before the batch axis
+    for key in ("batches", "batch", "horizon"):
+        del old[key]
+    for point in old["points"]:
+        del point["batch"], point["tokens_per_step"]
+    (sweep / "plan.json").write_text(json.dumps(old))
+    assert load_plan(sweep) == before
+    growth = grow_sweep(TINY, [128, 256], parse_lrs("2^-8:2^-6:1"), sweep, batches=[16, 32])
+    assert growth.changes() == ["extended by 1 batch (32): 6 new points, 6 kept"]
+    assert growth.plan.points[:6] == before.points and growth.plan.batches == [16, 32]
+    assert {(p.batch, p.tokens_per_step) for p in growth.new_points} == {(32, 32 * 256)}
+    assert all(p.name.endswith(f"-b32-lr{p.lr:.4e}") for p in growth.new_points)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """μ-Transfer: find the optimal LR on small proxies and carry it to the target.
 
-- `sweep`: a plan of (width, LR) points, each an ordinary training run, run locally and restartably.
+- `sweep`: a plan of (width, horizon, batch, LR) points, each an ordinary training run, run locally and restartably.
 - `fit`: the statistics, pure functions of a sweep's points: the optimum per width and horizon, its drift
   across widths, the horizon fit and the verdict.
 - `report`: a sweep's plan and results read into a report: the loss grid, the optima, both fits, a verdict

@@ -6,8 +6,11 @@ decided per axis, from the target's token horizon (steps × global batch × seq_
 - another horizon, with two or more swept: the widest proxy's optimum extrapolated along the sweep's horizon
   fit (log2 lr* falls by β per doubling of tokens), refused past 100x the longest swept horizon;
 - another horizon with one swept: refused, naming the sweep that would measure it;
-- another global batch (tokens per step) than the proxies': refused (nothing here measures how the optimum
-  moves with the batch: sweep the proxies at the target's batch).
+- another global batch (tokens per step) than the proxies': with two or more batches swept, bridged along the
+  fitted batch exponent a (log2 lr* moves by a per doubling of tokens per step; the prediction's design row holds
+  the batch, so the horizon fit's covariance widens its interval) within the swept batches and up to
+  MAX_BATCH_REACH beyond them; refused farther out, with one batch swept, when a is undetermined, and for a target
+  shorter than MIN_BRIDGED_STEPS (there the warmup, not the batch, shapes the schedule).
 Beyond that, transfer is only claimed for a target that is the swept proxy made wider (and trained on other
 data or hardware), under a recipe the paper found to transfer, from a sweep whose optimum transfers across
 widths (the report's verdict). Anything else is refused with the reason; `--force` applies the LR anyway, and
@@ -56,6 +59,8 @@ FREE_KEYS = ("model.d_model", "model.d_ff", "model.ffn_multiple_of", "model.n_kv
 FREE_SECTIONS = ("data", "train", "deepspeed", "wandb")
 SAME_HORIZON = 0.10  # a target within 10% of a swept horizon's tokens uses that horizon's optimum
 MAX_EXTRAPOLATION = 100.0  # farthest reach of the horizon fit past the longest swept horizon
+MAX_BATCH_REACH = 4.0  # farthest reach of the batch exponent past the smallest or largest swept batch
+MIN_BRIDGED_STEPS = 200  # a shorter target's schedule is mostly warmup: the batch is not bridged for it
 # The widest prediction interval (high − low, in log2 lr) applied without --force: at 1.0 the target's optimum
 # lies within a factor √2 either way of the LR applied, four times in five; a sweep grid's step is 0.5 log2.
 MAX_INTERVAL = 1.0
@@ -124,18 +129,17 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
                                 "tokens per step depend on the GPU count; set it to compare the target's batch and "
                                 "horizon with the sweep's"))
     tokens_per_step = target.tokens_per_step()
-    if tokens_per_step != plan.tokens_per_step:
-        problems.append(Problem(
-            f"batch differs (proxy {plan.tokens_per_step:,}, target {tokens_per_step:,} tokens per step)",
-            f"the target trains on {tokens_per_step:,} tokens per step, the proxies on {plan.tokens_per_step:,}: "
-            "the optimum moves with the batch and nothing here measures how; sweep the proxies at the target's "
-            "global batch × seq_len"))
+    batches = {p.tokens_per_step: p.batch for p in plan.points}  # the swept batches, by tokens per step
+    if tokens_per_step not in batches:
+        problems += _batch_problems(plan, report, target, tokens_per_step)
+    bridged = tokens_per_step not in batches and len(plan.batches) > 1  # along the batch exponent, if at all
+    batch = batches.get(tokens_per_step, plan.batch)
     tokens = target.training_tokens()
-    swept = {steps: plan.tokens(steps) for steps in plan.steps}
+    swept = {p.steps: p.steps * p.tokens_per_step for p in plan.points if p.batch == batch}
     nearest = min(swept, key=lambda steps: abs(math.log(tokens / swept[steps])))
-    at_nearest = report.optimum(widest, nearest)
+    at_nearest = report.optimum(widest, nearest, batch)
     doublings = abs(math.log2(target.model.d_model / widest))
-    if abs(tokens / swept[nearest] - 1) <= SAME_HORIZON and at_nearest is not None:
+    if abs(tokens / swept[nearest] - 1) <= SAME_HORIZON and at_nearest is not None and not bridged:
         note = f"width {widest}, fitted 2^{math.log2(at_nearest.lr):.2f} at {swept[nearest]:.2g} tokens"
         # One measured optimum, used as it is: it scatters about its truth by the width fit's σ, as would a new one.
         terms = [ErrorTerm(name, _square(report.drift_sigma), _width_dof(report), "width") for name in (MEASURED, NEW)]
@@ -151,8 +155,10 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
         lr = at_nearest.lr if at_nearest else report.optima[-1].lr
         note = f"width {widest}, 2^{math.log2(lr):.2f} at {swept[nearest]:.2g} tokens, not corrected for the horizon"
         return Transfer(lr, "one horizon", note, problems)
-    e = extrapolation(report, tokens)
     fit = report.horizon_fit
+    if bridged and fit.batch_exponent is None:  # refused already; the LR shown is the config's batch's
+        tokens_per_step = plan.tokens_per_step
+    e = extrapolation(report, tokens, tokens_per_step=tokens_per_step)
     shortest = min(swept.values())
     if e["ratio"] > MAX_EXTRAPOLATION:
         problems.append(Problem(
@@ -173,10 +179,41 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
     note = (f"width {e['width']}, fitted 2^{e['log2_lr_at_longest']:.2f} at {e['longest_tokens']:.2g} tokens, "
             f"{reach} {e['ratio']:.3g}x to {tokens:.2g} tokens with β {fit.beta:.2f}: 2^{e['log2_lr']:.2f} "
             f"({e['correction']:+.2f} log2)")
-    terms = [ErrorTerm(LINE, fit.log2_lr_variance(e["width"], tokens), fit.dof, "horizon"),
+    if bridged:
+        note += f", at {tokens_per_step:,} tokens per step with batch exponent {fit.batch_exponent.estimate:+.2f}"
+    terms = [ErrorTerm(LINE, fit.log2_lr_variance(e["width"], tokens, tokens_per_step), fit.dof, "horizon"),
              ErrorTerm(NEW, _square(fit.sigma), fit.dof, "horizon"),
              *_drift_terms(report, abs(math.log2(target.model.d_model / e["width"])))]
     return _predicted(Transfer(e["lr"], "extrapolated", note, problems), plan, report, terms, tokens, max_interval)
+
+
+def _batch_problems(plan: Plan, report: SweepReport, target: Config, tokens_per_step: int) -> list[Problem]:
+    """Why the target's batch, one the sweep did not measure, cannot be bridged with the fitted batch exponent."""
+    brief = f"batch differs (proxy {plan.tokens_per_step:,}, target {tokens_per_step:,} tokens per step)"
+    if len(plan.batches) == 1:
+        return [Problem(brief, f"the target trains on {tokens_per_step:,} tokens per step, the proxies on "
+                        f"{plan.tokens_per_step:,}: the optimum moves with the batch and nothing here measures how; "
+                        "sweep the proxies at the target's global batch × seq_len")]
+    fit = report.horizon_fit
+    swept = sorted({p.tokens_per_step for p in plan.points})
+    low, high = swept[0] / MAX_BATCH_REACH, swept[-1] * MAX_BATCH_REACH
+    more = f"`pretrain sweep {plan.config} ... --batches {','.join(map(str, plan.batches))},... --out {plan.dir}`"
+    if fit is None or fit.batch_exponent is None or not fit.batch_exponent.determined:
+        a = "" if fit is None or fit.batch_exponent is None else f" ({fit.batch_exponent})"
+        return [Problem(f"batch exponent undetermined{a}", f"the target trains on {tokens_per_step:,} tokens per step, "
+                        f"a batch the sweep did not measure, and its batch exponent is undetermined{a}: it needs two "
+                        f"or more horizons and batches with {MIN_DOF} residual dof; sweep them, e.g. {more}")]
+    if not low <= tokens_per_step <= high:
+        return [Problem(f"batch {tokens_per_step:,} tokens per step beyond {MAX_BATCH_REACH:g}x the swept",
+                        f"the target trains on {tokens_per_step:,} tokens per step, more than {MAX_BATCH_REACH:g}x "
+                        f"outside the swept {swept[0]:,}..{swept[-1]:,}: the batch exponent is not trusted that far; "
+                        f"sweep batches nearer the target's, e.g. {more}")]
+    if target.train.steps < MIN_BRIDGED_STEPS:
+        return [Problem(f"train.steps={target.train.steps} below {MIN_BRIDGED_STEPS} for another batch",
+                        f"the target trains {target.train.steps} steps at a batch the sweep did not measure: below "
+                        f"{MIN_BRIDGED_STEPS} steps the warmup dominates its schedule and the batch exponent is not "
+                        "trusted; train it longer, or sweep the proxies at its batch")]
+    return []
 
 
 def _square(sigma: float | None) -> float | None:
@@ -269,7 +306,8 @@ def _sweep_command(plan: Plan, widths: list[int] = (), steps: list[int] = (), lr
     """`pretrain sweep` growing the sweep in its directory by `widths`, `steps` and `lrs`."""
     return (f"`pretrain sweep {plan.config} --widths {','.join(map(str, sorted({*plan.widths, *widths})))} --lrs "
             f"{lrs or _lrs_text(plan.lrs)} --steps {','.join(map(str, sorted({*plan.steps, *steps})))} "
-            f"--out {plan.dir}`")
+            + (f"--batches {','.join(map(str, plan.batches))} " if len(plan.batches) > 1 else "")
+            + ("--equal-tokens " if plan.equal_tokens else "") + f"--out {plan.dir}`")
 
 
 def _lrs_text(lrs: list[float]) -> str:

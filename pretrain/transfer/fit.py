@@ -13,7 +13,9 @@ Two straight-line fits summarise the optima, each with one slope shared by every
 group (`shared_slope`):
 - across widths (a group per horizon): the drift, log2(lr*) per doubling of width; μP makes it ~0.
 - across horizons (a group per width, with two or more horizons): log2(lr*) = a_width − β·log2(tokens), the
-  optimum falling as a power of the token horizon. μP says nothing about β, but predicts the same β at every
+  optimum falling as a power of the token horizon. Where the optima span two or more batches, one least-squares
+  fit adds a·log2(tokens per step) (the batch exponent a, with its own interval); it is left out where the batch
+  cannot be told apart from the horizon. μP says nothing about β, but predicts the same β at every
   width: a width whose own slope is more than two standard errors from the shared one is a warning. Optima on
   the grid's edge stay out of both fits (they only bound the optimum).
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -64,6 +67,7 @@ class SweepPoint:
     lr: float
     status: str  # "ok", "diverged", "failed" (crashed) or "missing" (not run yet)
     loss: float | None  # the report's metric; None unless the run finished ("ok")
+    batch: int | None = None  # global batch, in sequences
 
     @property
     def has_result(self) -> bool:
@@ -81,6 +85,13 @@ class Optimum:
     lr: float  # the fitted optimum (the best grid LR where no fit is possible)
     fitted: bool
     on_edge: bool  # the best grid LR is the smallest or largest of the grid
+    batch: int | None = None  # global batch, in sequences
+    tokens_per_step: int | None = None  # None: the sweep's one batch
+
+    @property
+    def run(self) -> tuple[int, int | None]:
+        """What the optimum's run is trained for besides its width: the width drift's group."""
+        return self.steps, self.batch
 
 
 @dataclass(frozen=True)
@@ -163,14 +174,18 @@ class SlopeFit:
     sigma: float | None  # the residual standard deviation, in log2 units
     dof: int
     intercepts: dict[int, float]
-    group_slopes: dict[int, float]  # each group's own least-squares slope
+    group_slopes: dict[int, float]  # each group's own least-squares slope (of the first x, the others held)
     group_slope_se: dict[int, float | None]  # its standard error under the shared residual sigma
     slope_interval: Interval
     fit: LinearFit
 
-    def row(self, group: int, x: float) -> np.ndarray:
+    def row(self, group: int, x: float | tuple[float, ...]) -> np.ndarray:
         """The design row of the fitted y of `group` at `x`: its weights on the parameters."""
-        return np.array([*(float(g == group) for g in self.intercepts), x])
+        return np.array([*(float(g == group) for g in self.intercepts), *np.atleast_1d(x)])
+
+    def weights(self, column: int) -> np.ndarray:
+        """The weights that pick the slope of x's `column` out of the parameters."""
+        return np.eye(len(self.fit.params))[len(self.intercepts) + column]
 
 
 @dataclass
@@ -202,20 +217,30 @@ class HorizonFit:
     width_betas: dict[int, float]
     width_beta_se: dict[int, float | None]
     disagreeing: list[int]  # widths whose own β is more than AGREEMENT_SIGMAS standard errors from β
-    line: SlopeFit  # the fit itself (x = log2 tokens, slope −β), for the variance of what it predicts
+    line: SlopeFit  # the fit itself (x = log2 tokens[, log2 tokens per step]), for the variance of its predictions
+    # log2 lr* = ... + a·log2(tokens per step), fitted jointly where the optima span two or more batches
+    batch_exponent: Interval | None = None  # a and its interval; None: one batch, or not separable from the horizon
+    batch_se: float | None = None
 
     @property
     def determined(self) -> bool:
         """Whether β has an interval (MIN_DOF or more residual dof): a β from fewer rests on luck."""
         return self.beta_interval.determined
 
-    def log2_lr(self, width: int, tokens: float) -> float:
-        return self.intercepts[width] - self.beta * math.log2(tokens)
+    def _x(self, tokens: float, tokens_per_step: float | None) -> tuple[float, ...]:
+        if self.batch_exponent is None:
+            return (math.log2(tokens),)
+        if tokens_per_step is None:
+            raise ValueError("a fit across batches predicts at a batch: pass tokens_per_step")
+        return math.log2(tokens), math.log2(tokens_per_step)
 
-    def log2_lr_variance(self, width: int, tokens: float) -> float | None:
-        """The variance of `log2_lr(width, tokens)` from the parameters' covariance (wᵀCw); None without a
-        residual."""
-        se = self.line.fit.standard_error(self.line.row(width, math.log2(tokens)))
+    def log2_lr(self, width: int, tokens: float, tokens_per_step: float | None = None) -> float:
+        """The fitted log2 lr* of `width` at `tokens`, and at `tokens_per_step` in a fit across batches."""
+        return float(self.line.row(width, self._x(tokens, tokens_per_step)) @ self.line.fit.params)
+
+    def log2_lr_variance(self, width: int, tokens: float, tokens_per_step: float | None = None) -> float | None:
+        """The variance of `log2_lr(...)` from the parameters' covariance (wᵀCw); None without a residual."""
+        se = self.line.fit.standard_error(self.line.row(width, self._x(tokens, tokens_per_step)))
         return None if se is None else se**2
 
 
@@ -258,32 +283,40 @@ def _window_vertex(x: np.ndarray, y: np.ndarray, center: int) -> float | None:
     return float(-b / (2 * a)) if a > 0 else None
 
 
-def shared_slope(groups: dict[int, list[tuple[float, float]]], confidence: float = CONFIDENCE) -> SlopeFit | None:
-    """Least squares of y = intercept[group] + slope·x over every group's (x, y) points; None when no group
-    has two distinct x. The slope's standard error and interval come from the residuals (n − groups − 1 degrees
-    of freedom); each group's own slope gets its standard error from the same residual sigma."""
-    own = {g: (np.array([x for x, _ in pts]), np.array([y for _, y in pts])) for g, pts in groups.items()
-           if len({x for x, _ in pts}) >= 2}
+def shared_slope(groups: dict[int, list[tuple[float | tuple[float, ...], float]]],
+                 confidence: float = CONFIDENCE) -> SlopeFit | None:
+    """Least squares of y = intercept[group] + slope·x over every group's (x, y) points, x a number or a tuple of
+    them (a slope each, shared by the groups); None when no group has two distinct x. The slopes' standard errors
+    and intervals come from the residuals (n − groups − slopes degrees of freedom); each group's own slope of the
+    first x gets its standard error from the same residual sigma."""
+    own = {g: (np.array([np.atleast_1d(x) for x, _ in pts], dtype=float), np.array([y for _, y in pts]))
+           for g, pts in groups.items() if len({x for x, _ in pts}) >= 2}
     if not own:
         return None
-    sxx = {g: float(((x - x.mean()) ** 2).sum()) for g, (x, _) in own.items()}
-    group_slopes = {g: float(((x - x.mean()) * (y - y.mean())).sum()) / sxx[g] for g, (x, y) in own.items()}
     member = np.repeat(np.arange(len(own)), [len(x) for x, _ in own.values()])
     design = np.column_stack([member[:, None] == np.arange(len(own)),  # an intercept column per group, then x
                               np.concatenate([x for x, _ in own.values()])]).astype(float)
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        return None  # an x that moves with another (or with a group's intercept) has no slope of its own
     fit = linear_fit(design, np.concatenate([y for _, y in own.values()]))
-    slope = np.eye(len(own) + 1)[-1]  # the weights that pick the slope out of the parameters
+    group_slopes, unscaled = {}, {}
+    for g, (x, y) in own.items():  # the group alone: its own intercept and slopes, where they are determined
+        alone = np.column_stack([np.ones(len(y)), x])
+        if np.linalg.matrix_rank(alone) == alone.shape[1]:
+            group_slopes[g] = float(np.linalg.lstsq(alone, y, rcond=None)[0][1])
+            unscaled[g] = float(np.linalg.inv(alone.T @ alone)[1, 1])  # 1/Sxx with one x
+    slope = np.eye(design.shape[1])[len(own)]  # the weights that pick the first slope out of the parameters
     return SlopeFit(
-        slope=float(fit.params[-1]), slope_se=fit.standard_error(slope), sigma=fit.sigma, dof=fit.dof,
-        intercepts=dict(zip(own, map(float, fit.params[:-1]))), group_slopes=group_slopes,
-        group_slope_se={g: fit.sigma / math.sqrt(sxx[g]) if fit.sigma is not None else None for g in own},
+        slope=float(fit.params[len(own)]), slope_se=fit.standard_error(slope), sigma=fit.sigma, dof=fit.dof,
+        intercepts=dict(zip(own, map(float, fit.params[:len(own)]))), group_slopes=group_slopes,
+        group_slope_se={g: fit.sigma * math.sqrt(u) if fit.sigma is not None else None for g, u in unscaled.items()},
         slope_interval=fit.interval(slope, confidence), fit=fit)
 
 
 def width_drift(optima: list[Optimum], confidence: float = CONFIDENCE) -> WidthDrift:
     """The drift across widths with its interval at `confidence`, the spread, and the verdict (see the module
     docstring)."""
-    by_horizon = _log2_groups(optima, by="steps", x="width")
+    by_horizon = _log2_groups(optima, by="run", x=("width",))
     spread = max((max(y for _, y in pts) - min(y for _, y in pts) for pts in by_horizon.values() if len(pts) > 1),
                  default=None)
     fit = shared_slope(by_horizon, confidence)
@@ -308,26 +341,36 @@ def width_drift(optima: list[Optimum], confidence: float = CONFIDENCE) -> WidthD
 
 
 def horizon_fit(optima: list[Optimum], confidence: float = CONFIDENCE) -> HorizonFit | None:
-    """The shared power law of the optimum in the token horizon (see the module docstring)."""
-    fit = shared_slope(_log2_groups(optima, by="width", x="tokens"), confidence)
+    """The shared power law of the optimum in the token horizon, and in the batch where the optima span two or
+    more batches (see the module docstring); None with one horizon."""
+    inside = [o for o in optima if not o.on_edge]
+    if len({(o.width, o.tokens, o.batch) for o in inside}) == len({(o.width, o.batch) for o in inside}):
+        return None  # no width has two horizons at one batch: nothing measures β apart from the batch
+    # The batch column where the optima span two or more batches and it is separable from the horizon.
+    joint = len({o.tokens_per_step for o in inside}) > 1 and shared_slope(
+        _log2_groups(optima, by="width", x=("tokens", "tokens_per_step")), confidence)
+    fit = joint or shared_slope(_log2_groups(optima, by="width", x=("tokens",)), confidence)
     if fit is None:
         return None
     se = fit.group_slope_se
     disagreeing = [w for w, s in fit.group_slopes.items()
                    if se[w] is not None and abs(s - fit.slope) > AGREEMENT_SIGMAS * se[w]]
-    beta = -np.eye(len(fit.intercepts) + 1)[-1]  # the weights that pick −slope out of the parameters
-    return HorizonFit(beta=-fit.slope, beta_se=fit.slope_se, beta_interval=fit.fit.interval(beta, confidence),
-                      sigma=fit.sigma, dof=fit.dof, intercepts=fit.intercepts,
-                      width_betas={w: -s for w, s in fit.group_slopes.items()}, width_beta_se=se,
-                      disagreeing=disagreeing, line=fit)
+    batch = fit.weights(1) if joint else None
+    beta = fit.fit.interval(-fit.weights(0), confidence)
+    return HorizonFit(beta=-fit.slope, beta_se=fit.slope_se, beta_interval=beta, sigma=fit.sigma, dof=fit.dof,
+                      intercepts=fit.intercepts, width_betas={w: -s for w, s in fit.group_slopes.items()},
+                      width_beta_se=se, disagreeing=disagreeing, line=fit,
+                      batch_exponent=None if batch is None else fit.fit.interval(batch, confidence),
+                      batch_se=None if batch is None else fit.fit.standard_error(batch))
 
 
-def _log2_groups(optima: list[Optimum], by: str, x: str) -> dict[int, list[tuple[float, float]]]:
-    """(log2 of the optimum's `x`, log2(lr*)) grouped by its `by`, leaving out optima on the grid's edge."""
-    groups: dict[int, list[tuple[float, float]]] = {}
+def _log2_groups(optima: list[Optimum], by: str, x: tuple[str, ...]) -> dict[Any, list[tuple[tuple, float]]]:
+    """(log2 of each of the optimum's `x`, log2(lr*)) grouped by its `by`, leaving out optima on the grid's
+    edge."""
+    groups: dict[Any, list[tuple[tuple, float]]] = {}
     for o in optima:
         if not o.on_edge:
-            groups.setdefault(getattr(o, by), []).append((math.log2(getattr(o, x)), math.log2(o.lr)))
+            groups.setdefault(getattr(o, by), []).append((tuple(math.log2(getattr(o, k)) for k in x), math.log2(o.lr)))
     return groups
 
 

@@ -6,7 +6,7 @@ uncertain. The statistics are `fit`'s; `report_text` prints a report and `report
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..config import load_config
@@ -31,7 +31,7 @@ class SweepReport:
     parametrization: str
     metric: str  # the loss the optima minimize
     warmup: str  # the warmup rule, the same at every horizon
-    tokens_per_step: int
+    tokens_per_step: int  # at the config's batch
     steps: list[int]  # the horizons
     grid: list[SweepPoint]  # one per point of the plan
     optima: list[Optimum]
@@ -44,6 +44,7 @@ class SweepReport:
     verdict_reason: str  # why; for "undetermined", also what would decide it
     horizon_fit: HorizonFit | None  # with two or more horizons
     warnings: list[str] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)  # global batches, in sequences; one unless swept
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -51,8 +52,10 @@ class SweepReport:
             del data["horizon_fit"]["line"]  # its arrays; β, its interval and σ are there as numbers
         return data
 
-    def optimum(self, width: int, steps: int) -> Optimum | None:
-        return next((o for o in self.optima if o.width == width and o.steps == steps), None)
+    def optimum(self, width: int, steps: int, batch: int | None = None) -> Optimum | None:
+        """The optimum of `width` at `steps` steps, at `batch` (any, when None: the one batch of most sweeps)."""
+        return next((o for o in self.optima if o.width == width and o.steps == steps and batch in (None, o.batch)),
+                    None)
 
     def tokens(self, steps: int) -> int:
         """The token horizon of `steps` steps, as in the sweep's plan."""
@@ -67,7 +70,7 @@ def build_report(plan: Plan) -> SweepReport:
     for point, result in zip(plan.points, results):
         status = result["status"] if result else "missing"
         loss = result[metric] if result and status == "ok" else None
-        grid.append(SweepPoint(point.width, point.steps, point.lr, status, loss))
+        grid.append(SweepPoint(point.width, point.steps, point.lr, status, loss, point.batch))
     return grid_report(plan, grid, metric)
 
 
@@ -77,22 +80,24 @@ def grid_report(plan: Plan, grid: list[SweepPoint], metric: str = "eval_loss") -
     missing = [p for p in grid if not p.has_result]
     if missing:
         warnings.append(f"{len(missing)} of {len(grid)} points have no result (not run yet or failed): "
-                        + ", ".join(f"w{p.width}/s{p.steps}/lr {p.lr:.3g}" for p in missing[:6])
+                        + ", ".join(f"w{p.width}/s{p.steps}" + (f"/b{p.batch}" if len(plan.batches) > 1 else "")
+                                    + f"/lr {p.lr:.3g}" for p in missing[:6])
                         + (" ..." if len(missing) > 6 else ""))
     edges = (min(plan.lrs), max(plan.lrs))
-    for width in plan.widths:
-        for steps in plan.steps:
-            where = f"width {width}" + (f", {steps} steps" if len(plan.steps) > 1 else "")
-            column = [p for p in grid if p.width == width and p.steps == steps]
-            optimum = width_optimum(column, plan.tokens(steps), edges)
-            if optimum is None:
-                warnings.append(f"{where}: no finished point, no optimum")
-                continue
-            optima.append(optimum)
-            if optimum.on_edge:
-                side = "smallest" if optimum.best_lr == edges[0] else "largest"
-                warnings.append(f"{where}: the optimum is the {side} LR of the grid ({optimum.best_lr:.3g}); "
-                                f"the true optimum may lie outside it: extend --lrs")
+    for width, steps, batch in sorted({(p.width, p.steps, p.batch or plan.batch) for p in grid}):
+        where = (f"width {width}" + (f", {steps} steps" if len(plan.steps) > 1 else "")
+                 + (f", batch {batch}" if len(plan.batches) > 1 else ""))
+        column = [p for p in grid if (p.width, p.steps, p.batch or plan.batch) == (width, steps, batch)]
+        optimum = width_optimum(column, plan.tokens(steps, batch), edges)
+        if optimum is None:
+            warnings.append(f"{where}: no finished point, no optimum")
+            continue
+        optimum = replace(optimum, batch=batch, tokens_per_step=plan.tokens(1, batch))  # one step's tokens
+        optima.append(optimum)
+        if optimum.on_edge:
+            side = "smallest" if optimum.best_lr == edges[0] else "largest"
+            warnings.append(f"{where}: the optimum is the {side} LR of the grid ({optimum.best_lr:.3g}); "
+                            f"the true optimum may lie outside it: extend --lrs")
     drift = width_drift(optima)
     fit = horizon_fit(optima)  # None with one horizon: no width has two
     if fit is not None:
@@ -105,21 +110,23 @@ def grid_report(plan: Plan, grid: list[SweepPoint], metric: str = "eval_loss") -
                             f"interval needs {MIN_DOF}; sweep another horizon (a dof per width) before extrapolating")
     return SweepReport(plan.name, plan.parametrization, metric, plan.warmup, plan.tokens_per_step, plan.steps,
                        grid, optima, drift.slope, drift.interval, drift.slope_se, drift.sigma, drift.spread,
-                       drift.verdict, drift.reason, fit, warnings)
+                       drift.verdict, drift.reason, fit, warnings, plan.batches)
 
 
-def extrapolation(report: SweepReport, tokens: int, width: int | None = None) -> dict | None:
-    """The fitted optimum of `width` (default: the widest proxy) at `tokens` (None without a horizon fit): log2
-    LR, and how far that reaches past the longest swept horizon (ratio) and moves the LR from the optimum
-    there (log2)."""
+def extrapolation(report: SweepReport, tokens: int, width: int | None = None,
+                  tokens_per_step: int | None = None) -> dict | None:
+    """The fitted optimum of `width` (default: the widest proxy) at `tokens` and `tokens_per_step` (default: the
+    config's batch) (None without a horizon fit): log2 LR, and how far that reaches past the longest swept horizon
+    (ratio) and moves the LR from the optimum there (log2), both at the config's batch."""
     fit = report.horizon_fit
     if fit is None:
         return None
     width = max(fit.intercepts) if width is None else width
     longest = report.tokens(max(report.steps))
-    at_longest = report.optimum(width, max(report.steps))
-    log2_lr = fit.log2_lr(width, tokens)
-    log2_lr_at_longest = math.log2(at_longest.lr) if at_longest else fit.log2_lr(width, longest)
+    at_longest = next((o for o in report.optima if o.width == width and o.tokens == longest
+                       and o.tokens_per_step == report.tokens_per_step), None)
+    log2_lr = fit.log2_lr(width, tokens, tokens_per_step or report.tokens_per_step)
+    log2_lr_at_longest = math.log2(at_longest.lr) if at_longest else fit.log2_lr(width, longest, report.tokens_per_step)
     return {"width": width, "tokens": tokens, "longest_tokens": longest, "ratio": tokens / longest,
             "log2_lr": log2_lr, "lr": 2**log2_lr, "log2_lr_at_longest": log2_lr_at_longest,
             "correction": log2_lr - log2_lr_at_longest}

@@ -13,16 +13,18 @@ from .report import SweepReport, extrapolation
 
 
 def plot_reports(reports: list[SweepReport], path: Path, target_tokens: int | None = None,
-                 intervals: list[Interval | None] | None = None) -> None:
-    """Per sweep, a row: loss against log2(LR), one curve per width and horizon, the fitted optima marked;
+                 intervals: list[Interval | None] | None = None, target_tokens_per_step: int | None = None) -> None:
+    """Per sweep, a row: loss against log2(LR), one curve per width, horizon and batch, the fitted optima marked;
     with several horizons, also log2(lr*) against tokens per width with the fitted lines (and the
-    extrapolation to `target_tokens`, marked, with the target's interval from `intervals`, one per report)."""
+    extrapolation to `target_tokens`, marked, with the target's interval from `intervals`, one per report); with
+    several batches, also log2(lr*) against the batch per width."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = 2 if any(r.horizon_fit for r in reports) else 1
+    horizons, batches = any(r.horizon_fit for r in reports), any(len(r.batches) > 1 for r in reports)
+    cols = 1 + horizons + batches
     fig, axes = plt.subplots(len(reports), cols, figsize=(5.8 * cols, 4.2 * len(reports)), squeeze=False)
     finite = [p.loss for r in reports for p in r.grid if p.loss is not None]
     for row, report, interval in zip(axes, reports, intervals or [None] * len(reports)):
@@ -30,8 +32,10 @@ def plot_reports(reports: list[SweepReport], path: Path, target_tokens: int | No
         if finite:  # diverging points are off the chart; keep the valleys readable
             low = min(finite)
             row[0].set_ylim(low - 0.05, min(max(finite), low + 1.5) + 0.05)
-        if cols == 2:
-            _plot_horizons(row[1], report, target_tokens, interval, plt)
+        if horizons:
+            _plot_horizons(row[1], report, target_tokens, interval, plt, target_tokens_per_step)
+        if batches:
+            _plot_batches(row[-1], report, plt)
     fig.tight_layout()
     with atomic_output(path) as staged:  # a report stopped mid-draw leaves the previous plot
         fig.savefig(staged, format="png", dpi=120)
@@ -45,15 +49,17 @@ def _width_colors(widths: list[int], plt) -> dict:
 def _plot_losses(ax, report: SweepReport, plt) -> None:
     widths = sorted({p.width for p in report.grid})
     colors = _width_colors(widths, plt)
-    styles = dict(zip(report.steps, ["-", "--", ":", "-."] * len(report.steps)))
+    runs = sorted({(p.steps, p.batch) for p in report.grid})
+    styles = dict(zip(runs, ["-", "--", ":", "-."] * len(runs)))
     for width in widths:
-        for steps in report.steps:
-            points = sorted((p for p in report.grid if p.width == width and p.steps == steps and p.loss is not None),
-                            key=lambda p: p.lr)
-            label = f"width {width}" + (f", {steps} steps" if len(report.steps) > 1 else "")
+        for steps, batch in runs:
+            points = sorted((p for p in report.grid if (p.width, p.steps, p.batch) == (width, steps, batch)
+                             and p.loss is not None), key=lambda p: p.lr)
+            label = (f"width {width}" + (f", {steps} steps" if len(report.steps) > 1 else "")
+                     + (f", batch {batch}" if len(report.batches) > 1 else ""))
             ax.plot([math.log2(p.lr) for p in points], [p.loss for p in points], "o", color=colors[width],
-                    linestyle=styles[steps], label=label, markersize=3)
-            optimum = report.optimum(width, steps)
+                    linestyle=styles[steps, batch], label=label, markersize=3)
+            optimum = report.optimum(width, steps, batch)
             if optimum is not None:
                 ax.axvline(math.log2(optimum.lr), color=colors[width], linestyle=":", linewidth=0.8)
     title = report.name if report.name == report.parametrization else f"{report.name} ({report.parametrization})"
@@ -65,7 +71,8 @@ def _plot_losses(ax, report: SweepReport, plt) -> None:
     ax.legend(fontsize=7, ncol=2 if len(report.steps) > 1 else 1)
 
 
-def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, interval: Interval | None, plt) -> None:
+def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, interval: Interval | None, plt,
+                   target_tokens_per_step: int | None = None) -> None:
     fit = report.horizon_fit
     if fit is None:
         ax.axis("off")
@@ -79,9 +86,10 @@ def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, interval:
         points = [o for o in report.optima if o.width == width]
         ax.plot([o.tokens for o in points], [math.log2(o.lr) for o in points], "o", color=colors[width],
                 label=f"width {width}: β {fit.width_betas[width]:.2f}", markersize=4, fillstyle="full")
-        ax.plot(line, [fit.log2_lr(width, t) for t in line], "-", color=colors[width], linewidth=1)
+        ax.plot(line, [fit.log2_lr(width, t, report.tokens_per_step) for t in line], "-", color=colors[width],
+                linewidth=1)
     if target_tokens is not None:
-        e = extrapolation(report, target_tokens)
+        e = extrapolation(report, target_tokens, tokens_per_step=target_tokens_per_step)
         ax.axvline(target_tokens, color="red", linestyle="--", linewidth=1)
         ax.plot([target_tokens], [e["log2_lr"]], "r*", markersize=10,
                 label=f"target {target_tokens:.2g} tokens: 2^{e['log2_lr']:.2f}")
@@ -93,6 +101,27 @@ def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, interval:
     ax.set_title(f"optimum vs horizon: β = {fit.beta:.2f}{se}", fontsize=9)
     ax.set_xscale("log")
     ax.set_xlabel("training tokens")
+    ax.set_ylabel("log2 lr*")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _plot_batches(ax, report: SweepReport, plt) -> None:
+    """log2(lr*) against the global batch, per width (every horizon), titled with the fitted batch exponent."""
+    if len(report.batches) < 2:
+        ax.axis("off")
+        return
+    widths = sorted({o.width for o in report.optima})
+    colors = _width_colors(widths, plt)
+    for width in widths:
+        points = [o for o in report.optima if o.width == width]
+        ax.plot([o.batch for o in points], [math.log2(o.lr) for o in points], "o", color=colors[width],
+                markersize=4, label=f"width {width}")
+    a = report.horizon_fit and report.horizon_fit.batch_exponent
+    exponent = "undetermined" if not a or not a.determined else f"{a.estimate:+.2f}, {a}"
+    ax.set_title(f"optimum vs batch: a = {exponent}", fontsize=9)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("global batch (sequences)")
     ax.set_ylabel("log2 lr*")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -8,20 +8,22 @@ from .report import SweepReport, extrapolation
 
 
 def format_report(report: SweepReport, target_tokens: int | None = None, refusals: list[str] | None = None,
-                  target_lr: str | None = None) -> str:
+                  target_lr: str | None = None, target_tokens_per_step: int | None = None) -> str:
     """The loss grid (rows LR, columns width and horizon; the best per column starred), the optima, the drift
     across widths with its interval and verdict, the horizon fit, and for a target: the extrapolation to its
     `target_tokens`, the LR `apply-lr` would set with its interval (`target_lr`, `apply_lr.describe`) and, before
     you apply, what `apply-lr` would refuse for it (`refusals`)."""
-    columns = sorted({(p.width, p.steps) for p in report.grid})
-    several = len(report.steps) > 1
-    label = {c: f"w{c[0]}/s{c[1]}" if several else str(c[0]) for c in columns}
+    columns = sorted({(p.width, p.steps, p.batch) for p in report.grid})
+    several, batches = len(report.steps) > 1, len(report.batches) > 1
+    label = {c: f"w{c[0]}/s{c[1]}" + (f"/b{c[2]}" if batches else "") if several or batches else str(c[0])
+             for c in columns}
     width = max(10, *(len(t) + 2 for t in label.values()))
-    cells = {(p.width, p.steps, p.lr): p for p in report.grid}
-    best = {(o.width, o.steps, o.best_lr) for o in report.optima}
+    cells = {(p.width, p.steps, p.batch, p.lr): p for p in report.grid}
+    best = {(o.width, o.steps, o.batch, o.best_lr) for o in report.optima}
     metric = report.metric.replace("_", " ")
     lines = [f"sweep {report.name} ({report.parametrization}): {metric} by LR (rows) and "
-             f"{'width/steps' if several else 'width'} (columns); warmup {report.warmup}",
+             f"{'width/steps/batch' if batches else 'width/steps' if several else 'width'} (columns); warmup "
+             f"{report.warmup}",
              f"{'log2 lr':>8}{'lr':>10}" + "".join(f"{label[c]:>{width}}" for c in columns)]
     for lr in sorted({p.lr for p in report.grid}):
         row = f"{math.log2(lr):>8.2f}{lr:>10.3g}"
@@ -46,14 +48,16 @@ def format_report(report: SweepReport, target_tokens: int | None = None, refusal
     if fit is not None:
         beta = (f"{fit.beta:.3f} ± {fit.beta_se:.3f}, {fit.beta_interval} (residual σ {fit.sigma:.2f} log2)"
                 if fit.determined else f"{fit.beta:.3f} undetermined ({fit.dof} dof)")
-        lines += ["", f"horizon fit: log2 lr* = a(width) − β·log2(tokens); β = {beta}",
-                  f"{'width':>8}{'own β':>8}{'± se':>8}{'a':>9}{'agrees':>8}"]
+        lines += ["", f"horizon fit: log2 lr* = a(width) − β·log2(tokens); β = {beta}"]
+        lines.append(f"{'width':>8}{'own β':>8}{'± se':>8}{'a':>9}{'agrees':>8}")
         for w, beta in fit.width_betas.items():
             own_se = fit.width_beta_se[w]
             lines.append(f"{w:>8}{beta:>8.3f}{own_se if own_se is not None else float('nan'):>8.3f}"
                          f"{fit.intercepts[w]:>9.2f}{'no' if w in fit.disagreeing else 'yes':>8}")
+    if len(report.batches) > 1:
+        lines.append(describe_batch_exponent(report))
     if target_tokens is not None:
-        lines.append(describe_extrapolation(report, target_tokens))
+        lines.append(describe_extrapolation(report, target_tokens, target_tokens_per_step))
     if target_lr is not None:
         lines.append(f"target lr: {target_lr}")
     if refusals is not None:
@@ -64,8 +68,21 @@ def format_report(report: SweepReport, target_tokens: int | None = None, refusal
     return "\n".join(lines)
 
 
-def describe_extrapolation(report: SweepReport, tokens: int) -> str:
-    e = extrapolation(report, tokens)
+def describe_batch_exponent(report: SweepReport) -> str:
+    """The batch exponent a, fitted with β: log2 lr* moves by a per doubling of the tokens per step."""
+    fit = report.horizon_fit
+    a = None if fit is None else fit.batch_exponent
+    if a is None:
+        return ("batch exponent a: undetermined: it is fitted jointly with β, which needs two or more horizons at a "
+                "batch, and the batch must vary apart from them (e.g. --equal-tokens)")
+    value = (f"{a.estimate:+.3f} ± {fit.batch_se:.3f}, {a}" if a.determined
+             else f"{a.estimate:+.3f} undetermined ({a.dof} dof)")
+    return f"batch exponent a (log2 lr* per doubling of tokens per step, fitted jointly with β) = {value}"
+
+
+def describe_extrapolation(report: SweepReport, tokens: int, tokens_per_step: int | None = None) -> str:
+    """The fitted optimum at the target's tokens (and tokens per step, in a fit across batches)."""
+    e = extrapolation(report, tokens, tokens_per_step=tokens_per_step)
     if e is None:
         return f"target: {tokens:.3g} tokens; no horizon fit to extrapolate with (sweep two or more --steps)"
     return (f"target: {tokens:.3g} tokens, {e['ratio']:.3g}x the longest swept horizon ({e['longest_tokens']:.3g}): "

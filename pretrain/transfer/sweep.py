@@ -1,10 +1,15 @@
-"""LR sweeps over widths and training horizons: a plan of (width, steps, LR) points, each one ordinary run.
+"""LR sweeps over widths, training horizons and global batches: a plan of (width, steps, batch, LR) points, each
+one ordinary run.
 
 The horizon axis (`--steps`) is optional: without it every point trains the config's train.steps. Every horizon
 warms up the same share of its run, so the LR schedule has one shape along the ladder and the fitted horizon
 exponent is not biased by it: a fixed optim.warmup_steps over several horizons becomes optim.warmup_fraction =
 warmup_steps / train.steps, with a warning (`ladder_warmup`), unless the caller keeps the fixed steps. The plan
 and the sweep's config.yaml record the rule used.
+
+The batch axis (`--batches`, train.global_batch_size in sequences) is optional too. A horizon is a number of steps
+at every batch (a larger batch trains more tokens), or with `--equal-tokens` the tokens its steps train at the
+config's batch (each batch trains them in its own number of steps). Tokens per step are recorded per point.
 
 `SWEEP_DIR/plan.json` lists the points; `SWEEP_DIR/config.yaml` is the resolved proxy config they all start
 from, so a sweep stays reproducible after the source config changes. A point runs as a subprocess
@@ -54,6 +59,10 @@ class Axis:
     label: Callable[[Any], str]  # the setting in point names, which identify points: "w128"
     text: Callable[[Any], str] = str  # the setting in messages
 
+    def count(self, n: int, plural: bool = False) -> str:
+        """`2 widths`, `1 batch`; with `plural`, `1 batches` too (in a grid's shape)."""
+        return f"{n} {self.noun}" + ("" if n == 1 and not plural else "es" if self.noun.endswith("ch") else "s")
+
 
 def _lr_text(lr: float) -> str:
     """`2^-3.5` for an LR on a log2 grid of hundredths, else three significant digits."""
@@ -61,11 +70,15 @@ def _lr_text(lr: float) -> str:
     return f"2^{round(exponent, 2):g}" if abs(exponent - round(exponent, 2)) < 1e-9 else f"{lr:.3g}"
 
 
-# The grid's dimensions, in the order of point names and overrides. Another axis (global batch, depth) is one
-# more entry, with a Point field and a Plan list of those names.
+# The global batch, in sequences. A point at the config's own batch leaves it out of its name and overrides, so a
+# sweep planned before the batch axis keeps its points' names and grows by batches like by any other axis.
+BATCH = Axis("batch", "batches", "train.global_batch_size", "batch", lambda batch: f"b{batch}")
+# The grid's dimensions, in the order of point names and overrides. Another axis (depth) is one more entry, with a
+# Point field and a Plan list of those names.
 AXES = (
     Axis("width", "widths", "model.d_model", "width", lambda width: f"w{width}"),
     Axis("steps", "steps", "train.steps", "horizon", lambda steps: f"s{steps}"),
+    BATCH,
     Axis("lr", "lrs", "optim.lr", "LR", lambda lr: f"lr{lr:.4e}", _lr_text),
 )
 # What a point's own overrides set; the rest of the config is the sweep's recipe, shared by all its points.
@@ -77,8 +90,10 @@ class Point:
     index: int
     name: str
     width: int
-    steps: int
+    steps: int  # the steps it trains (with --equal-tokens, the horizon scaled to its batch)
+    batch: int  # global batch, in sequences
     lr: float
+    tokens_per_step: int  # its global batch × seq_len
     out_dir: str
     overrides: list[str]  # everything that distinguishes this run from the sweep's config.yaml
 
@@ -90,9 +105,12 @@ class Plan:
     config: str  # the resolved proxy config snapshot
     parametrization: str
     widths: list[int]
-    steps: list[int]  # the horizons
+    steps: list[int]  # the horizons, in steps at the config's batch
+    batches: list[int]  # global batches, in sequences
     lrs: list[float]
-    tokens_per_step: int  # global batch × seq_len, the same at every point
+    batch: int  # the config's global batch: the one a point's name and overrides leave out
+    tokens_per_step: int  # the config's global batch × seq_len
+    horizon: str  # "steps": every batch trains a horizon's steps; "tokens": its tokens, the steps scaled
     warmup: str  # the warmup rule, identical at every horizon
     points: list[Point]
 
@@ -100,17 +118,28 @@ class Plan:
     def path(self) -> Path:
         return Path(self.dir) / "plan.json"
 
-    def tokens(self, steps: int) -> int:
-        """The token horizon of a point that trains `steps` steps."""
-        return steps * self.tokens_per_step
+    @property
+    def equal_tokens(self) -> bool:
+        return self.horizon == "tokens"
+
+    def tokens(self, steps: int, batch: int | None = None) -> int:
+        """The token horizon of a point that trains `steps` steps at `batch` (default: the config's)."""
+        return steps * (batch or self.batch) * (self.tokens_per_step // self.batch)
 
     def values(self, axis: Axis) -> list:
         """The swept settings on `axis`."""
         return getattr(self, axis.values)
 
+    def setting(self, point: Point, axis: Axis) -> Any:
+        """The point's setting on `axis`: on the horizon axis the horizon, which --equal-tokens scales to its steps."""
+        if axis.field == "steps" and self.equal_tokens:
+            return point.steps * point.batch // self.batch
+        return getattr(point, axis.field)
+
     def shape(self) -> str:
         """`4 widths x 1 horizons x 8 LRs = 32 points`."""
-        return " x ".join(f"{len(self.values(axis))} {axis.noun}s" for axis in AXES) + f" = {len(self.points)} points"
+        return " x ".join(axis.count(len(self.values(axis)), plural=True) for axis in AXES
+                          if axis is not BATCH or len(self.batches) > 1) + f" = {len(self.points)} points"
 
 
 @dataclass
@@ -136,7 +165,7 @@ class Growth:
         left_out = {axis: _missing(axis, self.before.values(axis), self.requested[axis.field]) for axis in AXES}
         if any(left_out.values()):
             labels = {axis: set(map(axis.label, values)) for axis, values in left_out.items()}
-            outside = sum(any(axis.label(getattr(p, axis.field)) in labels[axis] for axis in AXES)
+            outside = sum(any(axis.label(self.before.setting(p, axis)) in labels[axis] for axis in AXES)
                           for p in self.before.points)
             lines.append(f"this command leaves out {_in_words(left_out)} of the plan, which keeps their {outside} "
                          "points")
@@ -151,7 +180,7 @@ def _missing(axis: Axis, values: list, reference: list) -> list:
 
 def _in_words(settings: dict[Axis, list]) -> str:
     """`1 width (512) and 2 LRs (2^-5, 2^-4)`, naming the axes with settings only."""
-    parts = [f"{len(values)} {axis.noun}{'s' if len(values) > 1 else ''} ({', '.join(map(axis.text, values))})"
+    parts = [f"{axis.count(len(values))} ({', '.join(map(axis.text, values))})"
              for axis, values in settings.items() if values]
     return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
 
@@ -176,6 +205,11 @@ def _positive_integers(text: str, option: str, example: str) -> list[int]:
     return sorted(set(values))
 
 
+def parse_batches(text: str) -> list[int]:
+    """`--batches 8,16,32`: global batch sizes, in sequences (train.global_batch_size)."""
+    return _positive_integers(text, "--batches", "8,16,32")
+
+
 def parse_lrs(text: str) -> list[float]:
     """`LO:HI:STEP` is a log2 grid (`2^-10:2^-4:0.5` = 2^-10, 2^-9.5, ..., 2^-4); else a comma list."""
     try:
@@ -196,9 +230,26 @@ def parse_lrs(text: str) -> list[float]:
     return sorted(set(lrs))
 
 
-def point_name(settings: dict[str, Any]) -> str:
-    """`w128-s300-lr1.5625e-02`: a point's settings (by Point field), which it is identified by."""
-    return "-".join(axis.label(settings[axis.field]) for axis in AXES)
+def point_name(settings: dict[str, Any], batch: int) -> str:
+    """`w128-s300-lr1.5625e-02`: a point's settings (by Point field), which it is identified by; `batch` is the
+    config's, left out."""
+    return "-".join(axis.label(settings[axis.field]) for axis in _spelled(settings, batch))
+
+
+def _spelled(settings: dict[str, Any], batch: int) -> list[Axis]:
+    """The axes a point spells out in its name, overrides and messages: all but the batch at the config's."""
+    return [axis for axis in AXES if axis is not BATCH or settings["batch"] != batch]
+
+
+def horizon_steps(steps: int, batch: int, config_batch: int, equal_tokens: bool) -> int:
+    """The steps a point at `batch` trains for the horizon of `steps` steps: with `equal_tokens`, as many as train
+    the tokens of `steps` steps at `config_batch`; a batch that does not divide them into whole steps is refused."""
+    if not equal_tokens:
+        return steps
+    if steps * config_batch % batch:
+        raise ConfigError(f"--equal-tokens: batch {batch} does not divide {steps} steps x batch {config_batch} = "
+                          f"{steps * config_batch} sequences into whole steps; choose batches that divide it")
+    return steps * config_batch // batch
 
 
 def recipe_differences(before: Config, after: Config) -> dict[str, tuple[Any, Any]]:
@@ -242,21 +293,29 @@ def ladder_warmup(cfg: Config, horizons: list[int], fixed: bool = False,
 
 
 def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str | Path | None = None,
-               overrides: list[str] = (), steps: list[int] | None = None, fixed_warmup: bool = False) -> Growth:
-    """Plan the grid widths × horizons × LRs on top of CONFIG (plus overrides): a new sweep, or the sweep already
-    in the directory grown to the union of its settings and these on every axis (a restart when nothing is
-    new). `steps` None = the config's train.steps only. A fixed warmup over several horizons becomes a fraction
-    of each run unless `fixed_warmup` (`ladder_warmup`). A sweep of another recipe there is refused, naming the
-    difference. Every new point's config is validated here, so a bad width fails now rather than in the middle
-    of the sweep."""
+               overrides: list[str] = (), steps: list[int] | None = None, fixed_warmup: bool = False,
+               batches: list[int] | None = None, equal_tokens: bool = False) -> Growth:
+    """Plan the grid widths × horizons × batches × LRs on top of CONFIG (plus overrides): a new sweep, or the sweep
+    already in the directory grown to the union of its settings and these on every axis (a restart when nothing
+    is new). `steps` None = the config's train.steps only; `batches` None = the config's global batch only; with
+    `equal_tokens` a horizon is the tokens its steps train at the config's batch (`horizon_steps`). A fixed warmup
+    over several horizons becomes a fraction of each run unless `fixed_warmup` (`ladder_warmup`). A sweep of
+    another recipe there is refused, naming the difference. Every new point's config is validated here, so a bad
+    width or batch fails now rather than in the middle of the sweep."""
     cfg = load_config(config, overrides)
-    requested = {"width": widths, "steps": steps or [cfg.train.steps], "lr": lrs}
     # A sweep grows in place, so its directory is reused without --overwrite: one that holds a plan.json.
     sweep_dir = check_output(f"runs/sweep-{Path(config).stem}-{cfg.model.parametrization}" if out is None else out,
                              "--out", Kind.WORKSPACE, "sweep", [("the data cache", cfg.data.cache_dir)],
                              overwrite=True, owned=lambda folder: (folder / "plan.json").is_file())
     before = load_plan(sweep_dir) if (sweep_dir / "plan.json").exists() else None
     recorded = load_config(before.config) if before else None
+    config_batch = before.batch if before else cfg.train.global_batch(1)
+    requested = {"width": widths, "steps": steps or [cfg.train.steps], "batch": batches or [cfg.train.global_batch(1)],
+                 "lr": lrs}
+    if before is not None and before.equal_tokens != equal_tokens:
+        rule = "with --equal-tokens" if before.equal_tokens else "without --equal-tokens"
+        raise ConfigError(f"--equal-tokens: {sweep_dir} holds a sweep planned {rule}; grow it the same way, or plan "
+                          "a new sweep in another --out")
     grid = {axis.field: _union(axis, before.values(axis) if before else [], requested[axis.field]) for axis in AXES}
     warmup, warning = ladder_warmup(cfg, grid["steps"], fixed_warmup, recorded)
     if warmup:
@@ -273,19 +332,22 @@ def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str
     new = []
     for combination in itertools.product(*grid.values()):
         settings = dict(zip(grid, combination))
-        if point_name(settings) in names:
+        settings["steps"] = horizon_steps(settings["steps"], settings["batch"], config_batch, equal_tokens)
+        if point_name(settings, config_batch) in names:
             continue
-        point = _point(sweep_dir, len(kept) + len(new), settings)
-        try:
-            load_config(config, [*overrides, *point.overrides])
+        point = _point(sweep_dir, len(kept) + len(new), settings, config_batch)
+        try:  # the tokens per step check the batch against the micro batch
+            point.tokens_per_step = load_config(config, [*overrides, *point.overrides]).tokens_per_step()
         except ConfigError as err:
-            where = ", ".join(f"{axis.noun} {axis.text(settings[axis.field])}" for axis in AXES)
+            where = ", ".join(f"{axis.noun} {axis.text(settings[axis.field])}" for axis in _spelled(settings,
+                                                                                                   config_batch))
             raise ConfigError(f"sweep point {where}: {err}") from None
         new.append(point)
     lists = {axis.values: grid[axis.field] for axis in AXES}
     if before is None:
         plan = Plan(name=sweep_dir.name, dir=str(sweep_dir), config=str(sweep_dir / "config.yaml"),
-                    parametrization=cfg.model.parametrization, tokens_per_step=cfg.tokens_per_step(),
+                    parametrization=cfg.model.parametrization, batch=config_batch,
+                    tokens_per_step=cfg.tokens_per_step(), horizon="tokens" if equal_tokens else "steps",
                     warmup=cfg.optim.warmup_rule(), points=new, **lists)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         write_text(Path(plan.config), cfg.to_yaml())
@@ -297,9 +359,10 @@ def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str
 
 
 def create_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str | Path | None = None,
-                 overrides: list[str] = (), steps: list[int] | None = None, fixed_warmup: bool = False) -> Plan:
+                 overrides: list[str] = (), steps: list[int] | None = None, fixed_warmup: bool = False,
+                 batches: list[int] | None = None, equal_tokens: bool = False) -> Plan:
     """`grow_sweep`'s plan, for callers that do not report what changed."""
-    return grow_sweep(config, widths, lrs, out, overrides, steps, fixed_warmup).plan
+    return grow_sweep(config, widths, lrs, out, overrides, steps, fixed_warmup, batches, equal_tokens).plan
 
 
 def _union(axis: Axis, *lists: list) -> list:
@@ -311,12 +374,13 @@ def _union(axis: Axis, *lists: list) -> list:
     return sorted(by_label.values())
 
 
-def _point(sweep_dir: Path, index: int, settings: dict[str, Any]) -> Point:
-    name = point_name(settings)
+def _point(sweep_dir: Path, index: int, settings: dict[str, Any], config_batch: int) -> Point:
+    """The point of `settings`; its tokens_per_step (0 here) are set once its config is validated."""
+    name = point_name(settings, config_batch)
     out_dir = sweep_dir / "points" / name
-    overrides = [*(f"{axis.key}={settings[axis.field]!r}" for axis in AXES), f"train.out_dir={out_dir}",
-                 f"wandb.group={sweep_dir.name}", f"wandb.name={name}"]
-    return Point(index=index, name=name, out_dir=str(out_dir), overrides=overrides, **settings)
+    overrides = [*(f"{axis.key}={settings[axis.field]!r}" for axis in _spelled(settings, config_batch)),
+                 f"train.out_dir={out_dir}", f"wandb.group={sweep_dir.name}", f"wandb.name={name}"]
+    return Point(index=index, name=name, out_dir=str(out_dir), overrides=overrides, tokens_per_step=0, **settings)
 
 
 def merge_plans(plans: list[Plan]) -> tuple[Plan, dict[str, list[int]]]:
@@ -347,11 +411,23 @@ def load_plan(sweep_dir: str | Path) -> Plan:
     if not path.is_file():
         raise ConfigError(f"{sweep_dir}: no plan.json; create the sweep with `pretrain sweep CONFIG ...`")
     remedy = "; plan.json is written by `pretrain sweep`: restore it, or plan the sweep again in a new directory"
-    plan = _from_json(Plan, read_json_object(path, ConfigError, remedy), f"{path}: ", remedy)
+    raw = read_json_object(path, ConfigError, remedy)
+    if isinstance(raw, dict) and not {"batches", "batch", "horizon"} & set(raw):  # planned before the batch axis
+        raw = _with_config_batch(raw, load_config(raw.get("config")).train.global_batch(1))
+    plan = _from_json(Plan, raw, f"{path}: ", remedy)
     for position, point in enumerate(plan.points):
         if point.index != position:
             raise ConfigError(f"{path}: point {position} has index {point.index}{remedy}")
     return plan
+
+
+def _with_config_batch(raw: dict, batch: int) -> dict:
+    """An older plan's JSON with the batch fields a plan now has: the config's `batch` at every point, in steps."""
+    points = raw.get("points")
+    if isinstance(points, list):
+        points = [{**p, "batch": batch, "tokens_per_step": raw.get("tokens_per_step")} if isinstance(p, dict) else p
+                  for p in points]
+    return {**raw, "batches": [batch], "batch": batch, "horizon": "steps", "points": points}
 
 
 def _from_json(cls: type[Plan] | type[Point], raw: object, where: str, remedy: str) -> Plan | Point:
@@ -451,7 +527,7 @@ def run_local(plan: Plan) -> list[dict]:
     bar = progress_bar(todo, desc=f"sweep {plan.name}", unit="point", initial=len(plan.points) - len(todo),
                        total=len(plan.points), dynamic_ncols=True)
     for point in bar:
-        bar.set_postfix_str(f"width {point.width}, {point.steps} steps, lr {point.lr:.3g}")
+        bar.set_postfix_str(f"width {point.width}, {point.steps} steps, batch {point.batch}, lr {point.lr:.3g}")
         result = run_point(plan, point.index)
         results.append(result)
         if result["status"] == "failed":
