@@ -80,10 +80,20 @@ def _descends(parent: int, ancestor: int) -> bool:
     return False
 
 
+def tiny_tokenizer() -> Path:
+    """The 4096-token BPE of configs/tiny.yaml as a file (trained once on the embedded corpus, then cached)."""
+    cfg = load_config(CONFIGS / "tiny.yaml").data
+    return prepare_tokenizer(cfg, plan_sources(cfg), progress=False)
+
+
+def prepare_overrides(corpus: Path, cache: Path, tokenizer: Path) -> list[str]:
+    """configs/tiny.yaml's overrides that prepare `corpus` with `tokenizer` into `cache`, at seq_len 2048."""
+    return [f"data.source={corpus}", f"data.tokenizer={tokenizer}", f"data.cache_dir={cache}", "data.seq_len=2048"]
+
+
 def run(corpus: Path, cache: Path, tokenizer: Path, workers: int) -> dict:
     command = [sys.executable, "-m", "pretrain", "prepare-data", str(CONFIGS / "tiny.yaml"),
-               f"data.source={corpus}", f"data.tokenizer={tokenizer}", f"data.cache_dir={cache}",
-               "data.seq_len=2048", "--workers", str(workers)]
+               *prepare_overrides(corpus, cache, tokenizer), "--workers", str(workers)]
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     stop, peak = threading.Event(), [0]
@@ -109,8 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", default=None, help="working directory (default: a temporary one)")
     args = parser.parse_args(argv)
     root = Path(args.dir or tempfile.mkdtemp(prefix="prepare-scale-"))
-    cfg = load_config(CONFIGS / "tiny.yaml").data
-    tokenizer = prepare_tokenizer(cfg, plan_sources(cfg), progress=False)
+    tokenizer = tiny_tokenizer()
     sizes = {"large": args.tokens, "small": args.small}
     corpora = {name: root / f"corpus-{name}" for name in sizes}
     for name, tokens in sizes.items():

@@ -21,10 +21,8 @@ from pathlib import Path
 from ..config import load_config
 from ..data.layout import read_manifest
 from ..data.prepared import open_prepared
-from ..data.sources import plan_sources
-from ..data.tokenizer import prepare_tokenizer
 from . import CONFIGS, measure
-from .prepare_scale import TOKENS_PER_BYTE, build_corpus
+from .prepare_scale import TOKENS_PER_BYTE, build_corpus, prepare_overrides, tiny_tokenizer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,13 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", default=None, help="working directory (default: a temporary one)")
     args = parser.parse_args(argv)
     root = Path(args.dir or tempfile.mkdtemp(prefix="verify-cost-"))
-    tiny = load_config(CONFIGS / "tiny.yaml").data
-    tokenizer = prepare_tokenizer(tiny, plan_sources(tiny), progress=False)
     corpus, cache = root / "corpus", root / "cache"
     if not corpus.is_dir():
         build_corpus(corpus, args.tokens, TOKENS_PER_BYTE)
-    overrides = [f"data.source={corpus}", f"data.tokenizer={tokenizer}", f"data.cache_dir={cache}",
-                 "data.seq_len=2048"]
+    overrides = prepare_overrides(corpus, cache, tiny_tokenizer())
     subprocess.run([sys.executable, "-m", "pretrain", "prepare-data", str(CONFIGS / "tiny.yaml"), *overrides,
                     "--workers", "2"], check=True, stdout=subprocess.DEVNULL)
     cfg = load_config(CONFIGS / "tiny.yaml", overrides).data
