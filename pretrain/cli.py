@@ -115,13 +115,14 @@ def _prepare_data(args: argparse.Namespace) -> None:
     print(prepare_data(cfg.data, workers=args.workers, verify=args.verify).describe())
 
 
-@command("inspect", "show every parameter's μP role, measured init std and LR multiplier",
+@command("inspect", "show every parameter's μP role, measured init std, LR multiplier, depth factors and Adam ε",
          options=((("--json",), {"action": "store_true", "help": "print JSON instead of a table"}),))
 def _inspect(args: argparse.Namespace) -> None:
-    from .tools.inspect import format_table, inspect_model
+    from .tools.inspect import depth_line, format_table, inspect_model
 
-    rows = inspect_model(_config(args))
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    cfg = _config(args)
+    rows = inspect_model(cfg)
+    print(json.dumps(rows, indent=2) if args.json else f"{depth_line(cfg)}\n{format_table(rows)}")
 
 
 @command("estimate", "parameters, FLOPs per token and for the run, memory per GPU under ZeRO 0-3: what fits, on how "
@@ -174,6 +175,7 @@ def _consolidate(args: argparse.Namespace) -> None:
 
 
 _PARAMETRIZATION = (("--parametrization",), {"choices": ["mup", "sp"], "help": "set model.parametrization"})
+_COORD_WIDTHS = "128,256,512,1024"
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -182,8 +184,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return [*args.overrides, *extra]
 
 
-@command("coord-check", "train each width a few steps and plot activation sizes against width (μP: flat)",
-         options=((("--widths",), {"default": "128,256,512,1024", "help": "comma list (%(default)s)"}),
+@command("coord-check", "train each width (or depth) a few steps and plot activation sizes against it (μP: flat in "
+         "width; CompleteP: flat in depth)",
+         options=((("--widths",), {"help": f"comma list (default {_COORD_WIDTHS})"}),
+                  (("--depths",), {"help": "comma list of n_layers, e.g. 2,4,8,16: a check across depth at the "
+                                           "config's width, instead of --widths"}),
                   _PARAMETRIZATION,
                   (("--steps",), {"type": _positive(int), "default": 10, "help": "steps per width (%(default)s)"}),
                   (("--seeds",), {"type": _positive(int), "default": 3, "help": "seeds per width (%(default)s)"}),
@@ -195,23 +200,29 @@ def _coord_check(args: argparse.Namespace) -> None:
     scripts/transfer_evidence.sh runs both under `set -e`)."""
     from .outputs import Kind, check_output
     from .transfer.coord_check import coord_check, format_verdicts, write_coord_check
-    from .transfer.sweep import parse_widths
+    from .transfer.sweep import parse_depths, parse_widths
 
-    widths = sorted(set(parse_widths(args.widths)))
-    if len(widths) < 2:
-        raise UserError(f"--widths: a slope against width needs two widths or more, got {args.widths!r}")
+    if args.widths is not None and args.depths is not None:
+        raise UserError("--widths and --depths: pass one; a coordinate check varies one axis at a time")
+    axis, option, text = ("depth", "--depths", args.depths) if args.depths else ("width", "--widths",
+                                                                                   args.widths or _COORD_WIDTHS)
+    sizes = sorted(set((parse_depths if axis == "depth" else parse_widths)(text)))
+    if len(sizes) < 2:
+        raise UserError(f"{option}: a slope against {axis} needs two {axis}s or more, got {text!r}")
     cfg = load_config(args.config, _overrides(args))
-    out = check_output(args.out if args.out is not None else f"runs/coord-check-{cfg.model.parametrization}",
+    recipe = cfg.model.parametrization if axis == "width" else f"depth-{cfg.model.depth_parametrization}"
+    out = check_output(args.out if args.out is not None else f"runs/coord-check-{recipe}",
                        "--out", Kind.WORKSPACE, "coord-check", [("the data cache", cfg.data.cache_dir)], args.overwrite)
-    result = coord_check(cfg, widths, args.steps, args.seeds)  # minutes: the output is judged before
+    result = coord_check(cfg, sizes, args.steps, args.seeds, axis=axis)  # minutes: the output is judged before
     paths = write_coord_check(result, out)
     print("wrote " + ", ".join(map(str, paths)))
     print(format_verdicts(result))
 
 
-@command("sweep", "LR sweep over widths (and horizons, batches): run the points locally (restartable) or as a Slurm "
-         "array; more widths, horizons, batches or LRs into the same directory grow the sweep",
+@command("sweep", "LR sweep over widths (and depths, horizons, batches): run the points locally (restartable) or as a "
+         "Slurm array; more widths, depths, horizons, batches or LRs into the same directory grow the sweep",
          options=((("--widths",), {"required": True, "help": "d_model values, e.g. 128,256,512"}),
+                  (("--depths",), {"help": "n_layers values, e.g. 2,4,8 (default: the config's model.n_layers)"}),
                   (("--lrs",), {"required": True, "help": "log2 grid LO:HI:STEP (2^-10:2^-4:0.5) or a list"}),
                   (("--steps",), {"help": "training horizons in steps, e.g. 1250,2500,5000 (default: the config's "
                                           "train.steps)"}),
@@ -235,13 +246,23 @@ def _sweep(args: argparse.Namespace) -> None:
     import shlex
 
     from .tools.slurm import submit_sweep, sweep_command
-    from .transfer.sweep import grow_sweep, is_done, parse_batches, parse_lrs, parse_steps, parse_widths, run_local
+    from .transfer.sweep import (
+        grow_sweep,
+        is_done,
+        parse_batches,
+        parse_depths,
+        parse_lrs,
+        parse_steps,
+        parse_widths,
+        run_local,
+    )
 
     widths, lrs = parse_widths(args.widths), parse_lrs(args.lrs)
     steps = parse_steps(args.steps) if args.steps else None
     batches = parse_batches(args.batches) if args.batches else None
+    depths = parse_depths(args.depths) if args.depths else None
     growth = grow_sweep(args.config, widths, lrs, args.out, _overrides(args), steps, args.fixed_warmup, batches,
-                        args.equal_tokens)
+                        args.equal_tokens, depths)
     if growth.warning:
         print(growth.warning, file=sys.stderr)
     plan = growth.plan

@@ -56,12 +56,13 @@ def losses(out: Path) -> dict[int, float]:
 def synthetic_sweep(out: Path, optimum, widths=(128, 256, 512, 1024), lrs="2^-12:2^-2:0.5",
                     diverge_above: float = math.inf, config: str = "configs/tiny.yaml", overrides=(),
                     steps: list[int] | None = None, noise: float = 0.0, seed: int = 0, batches: list[int] | None = None,
-                    equal_tokens: bool = False) -> Path:
+                    equal_tokens: bool = False, depths: list[int] | None = None) -> Path:
     """A planned sweep whose points have results: eval loss 3 + 0.1·(log2 lr − optimum(width, tokens))²
-    (plus Gaussian noise of std `noise`), diverged above `diverge_above` (log2). An optimum of three arguments
-    also gets the point's tokens per step (`batch_like`)."""
+    (plus Gaussian noise of std `noise`), diverged above `diverge_above` (log2). An optimum of three positional
+    arguments also gets the point's tokens per step (`batch_like`), one with a keyword `depth` its depth
+    (`depth_like`)."""
     plan = create_sweep(ROOT / config, list(widths), parse_lrs(lrs), out, list(overrides), steps,
-                        batches=batches, equal_tokens=equal_tokens)
+                        batches=batches, equal_tokens=equal_tokens, depths=depths)
     rng = random.Random(seed)
     for p in plan.points:
         synthetic_result(plan, p, optimum, diverge_above, noise, rng)
@@ -71,8 +72,11 @@ def synthetic_sweep(out: Path, optimum, widths=(128, 256, 512, 1024), lrs="2^-12
 def synthetic_result(plan: Plan, point: Point, optimum, diverge_above: float = math.inf, noise: float = 0.0,
                      rng: random.Random | None = None) -> dict:
     """Write the result `synthetic_sweep` gives `point`, and return it: a stand-in for `sweep.run_point`."""
-    batch = (point.tokens_per_step,) if len(inspect.signature(optimum).parameters) == 3 else ()
-    x, best = math.log2(point.lr), optimum(point.width, point.steps * point.tokens_per_step, *batch)
+    parameters = inspect.signature(optimum).parameters
+    positional = [p for p in parameters.values() if p.kind != p.KEYWORD_ONLY]
+    batch = (point.tokens_per_step,) if len(positional) == 3 else ()
+    depth = {"depth": point.depth} if "depth" in parameters else {}
+    x, best = math.log2(point.lr), optimum(point.width, point.steps * point.tokens_per_step, *batch, **depth)
     diverged = x > diverge_above
     loss = None if diverged else 3 + 0.1 * (x - best) ** 2 + (rng or random.Random(point.index)).gauss(0, noise)
     result = {"index": point.index, "width": point.width, "lr": point.lr, "status": "diverged" if diverged else "ok",
@@ -99,6 +103,12 @@ def batch_like(beta: float, a: float, at_tokens: float = 4096 * 300, at_batch: f
     """`horizon_like(beta)`, moving by `a` log2 per doubling of the tokens per step from tiny.yaml's (16 × 256)."""
     return lambda width, tokens, tokens_per_step: (horizon_like(beta, at_tokens)(width, tokens)
                                                    + a * math.log2(tokens_per_step / at_batch))
+
+
+def depth_like(slope: float, scatter: dict[int, float] | None = None):
+    """-6.3 at depth 2 at every width and horizon, moving by `slope` log2 per doubling of depth, plus a fixed offset
+    per depth (`scatter`)."""
+    return lambda width, tokens, *, depth: -6.3 + slope * math.log2(depth / 2) + (scatter or {}).get(depth, 0.0)
 
 
 def drift_like(slope: float, scatter: dict[int, float] | None = None):

@@ -32,17 +32,22 @@ pytestmark = pytest.mark.slow
 # fp32 logits from the same model in float64 (measured: HF within 0.8x of it on both models).
 MARGIN = 4
 GQA_SP = ["model.parametrization=sp", "model.n_kv_heads=2", "model.norm_gains=true"]
+# Four layers at a base depth of one: every residual branch is scaled by 1/4, which the export folds into o_proj
+# and down_proj.
+COMPLETEP = ["model.depth_parametrization=completep", "model.base_depth=1", "model.n_layers=4"]
 # The same 16 sequences per step either way: one process accumulating 2 micro batches, or 2 ranks of ZeRO-3.
 BATCH = ["train.steps=6", "train.micro_batch_size=8", "train.global_batch_size=16"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """Train three tiny models a few steps (so the zero-init query is no longer zero and attention not
-    uniform): MHA μP with ZeRO-0; GQA SP with gains, ZeRO-0 in one process and ZeRO-3 over two."""
+    """Train four tiny models a few steps (so the zero-init query is no longer zero and attention not
+    uniform): MHA μP with ZeRO-0, also under CompleteP; GQA SP with gains, ZeRO-0 in one process and ZeRO-3 over
+    two."""
     root = tmp_path_factory.mktemp("runs")
     cache = root / "cache"
     pretrain("train", "configs/tiny.yaml", *small_run(root / "mha_mup", cache, *BATCH))
+    pretrain("train", "configs/tiny.yaml", *small_run(root / "mha_completep", cache, *BATCH, *COMPLETEP))
     pretrain("train", "configs/tiny.yaml", *small_run(root / "gqa_sp", cache, *BATCH, *GQA_SP))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     zero3 = small_run(root / "gqa_sp_zero3", cache, *BATCH, *GQA_SP, "deepspeed.zero_stage=3")
@@ -51,7 +56,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return {name: latest_checkpoint(root / name / "checkpoints")
-            for name in ("mha_mup", "gqa_sp", "gqa_sp_zero3")}
+            for name in ("mha_mup", "mha_completep", "gqa_sp", "gqa_sp_zero3")}
 
 
 def export(checkpoint: Path, out: Path, *flags: str) -> Path:
@@ -92,7 +97,7 @@ def umask(mask: int) -> Iterator[None]:
         os.umask(old)
 
 
-@pytest.mark.parametrize("name", ["mha_mup", "gqa_sp", "gqa_sp_zero3"])
+@pytest.mark.parametrize("name", ["mha_mup", "mha_completep", "gqa_sp", "gqa_sp_zero3"])
 def test_vanilla_llama_reproduces_our_logits(runs, tmp_path, name):
     out = export(runs[name], tmp_path / "hf", "--dtype", "fp32", "--max-shard-size", "300KB")
     ours = load_model(runs[name])
@@ -193,6 +198,21 @@ def test_a_wrong_rope_layout_or_a_missing_mup_fold_is_caught(runs, tmp_path):
     assert max_logit_diff(hf_model, ours, tokens) > 100 * limit
 
 
+def test_a_missing_residual_fold_is_caught(runs, tmp_path):
+    """The logits test is sensitive to the CompleteP fold too: o_proj and down_proj without the 1/m_L of the
+    residual branches they end."""
+    out = export(runs["mha_completep"], tmp_path / "hf", "--dtype", "fp32")
+    ours = load_model(runs["mha_completep"])
+    assert [block.residual for block in ours.blocks] == [0.25] * 4
+    tokens = random_tokens(ours.vocab_size)
+    hf_model = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        for layer in hf_model.model.layers:
+            layer.self_attn.o_proj.weight.mul_(4)
+            layer.mlp.down_proj.weight.mul_(4)
+    assert max_logit_diff(hf_model, ours, tokens) > 100 * tolerance(ours, tokens)
+
+
 def test_exported_tokenizer_encodes_and_decodes_like_ours(runs, tmp_path):
     out = export(runs["mha_mup"], tmp_path / "hf")
     ours = Tokenizer.from_file(str(runs["mha_mup"] / "tokenizer.json"))
@@ -271,3 +291,37 @@ def test_bad_inputs_give_one_clear_line(runs, tmp_path, capsys):
                                          "--max-shard-size", "5XB")
     export(ckpt, Path(out), "--overwrite")
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+# The paper's new options that vanilla Llama holds: biases on every projection (its attention_bias and mlp_bias)
+# and scalar gains (written as vectors), trained under ZeRO-1 with Lion, with a query drawn like the keys so that
+# its bias trains from the first step.
+PAPER_OPTIONS = ["model.bias=true", "model.norm_gains=scalar", "model.zero_query=false", "optim.name=lion",
+                 "optim.lr=0.005", "deepspeed.zero_stage=1"]
+
+
+@pytest.fixture(scope="module")
+def paper_options_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("paper_options")
+    pretrain("train", "configs/tiny.yaml", *small_run(root / "run", root / "cache", *BATCH, *PAPER_OPTIONS))
+    return latest_checkpoint(root / "run" / "checkpoints")
+
+
+def test_biases_and_scalar_gains_export_to_a_llama_with_our_logits(paper_options_run, tmp_path):
+    """In fp32 from ZeRO-1, whose consolidated weights are views into flat buffers until copied out."""
+    out = export(paper_options_run, tmp_path / "hf", "--dtype", "fp32")
+    ours = load_model(paper_options_run)
+    config = json.loads((out / "config.json").read_text())
+    assert config["attention_bias"] is True and config["mlp_bias"] is True
+    hf_model = AutoModelForCausalLM.from_pretrained(out)
+    layer = hf_model.model.layers[0]
+    assert layer.self_attn.q_proj.bias.abs().max() > 0 and layer.mlp.down_proj.bias.abs().max() > 0  # trained
+    gain = ours.blocks[0].attn_norm.weight
+    assert gain.shape == (1,) and torch.equal(layer.input_layernorm.weight, gain.expand(ours.cfg.d_model))
+    tokens = random_tokens(ours.vocab_size)
+    diff, limit = max_logit_diff(hf_model, ours, tokens), tolerance(ours, tokens)
+    assert 0 < limit < 1e-4 and diff <= limit
+    with torch.no_grad():  # the query's bias takes the μP fold with its weights: without it, other logits
+        for layer in hf_model.model.layers:
+            layer.self_attn.q_proj.bias.mul_(ours.cfg.head_dim**0.5)
+    assert max_logit_diff(hf_model, ours, tokens) > 100 * limit

@@ -60,7 +60,9 @@ def bad_values(hint: object, bounds: dict) -> list[str]:
         (hint,) = [a for a in args if a is not type(None)]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal:
-        return ["bogus", "true", "[1]", "{a: 1}"] + (["4", "-1"] if isinstance(args[0], int) else ["0"])
+        numbers = all(isinstance(a, int) and not isinstance(a, bool) for a in args)
+        boolean = [] if any(isinstance(a, bool) for a in args) else ["true"]
+        return ["bogus", *boolean, "[1]", "{a: 1}"] + (["4", "-1"] if numbers else ["0"])
     if origin is list:
         if dataclasses.is_dataclass(args[0]):
             return ["[1]", "[text]", "[{bogus: 1}]", "[{weight: 0}]", "[{source: ''}]"]
@@ -170,10 +172,15 @@ CLI_CASES = [
     (["sweep", TINY, "--widths", "64", "--lrs", "0.01", "--steps", "x"], "--steps"),
     (["sweep", TINY, "--widths", "64", "--lrs", "0.01", "--steps", "0"], "--steps"),
     (["sweep", TINY, "--widths", "64", "--lrs", "0.01", "--max-concurrent", "0"], "--max-concurrent"),
+    (["sweep", TINY, "--widths", "64", "--lrs", "0.01", "--depths", "deep"], "--depths"),
+    (["sweep", TINY, "--widths", "64", "--lrs", "0.01", "--depths", "0,4"], "--depths"),
+    (["sweep", TINY, "--widths", "64", "--lrs", "0.01", "--depths", "8192"], "model.n_layers: must lie in"),
     (["sweep", TINY, "--widths", "100", "--lrs", "0.01"], "model.head_dim: must divide"),
     (["coord-check", TINY, "--steps", "0"], "--steps"),
     (["coord-check", TINY, "--seeds", "-2"], "--seeds"),
     (["coord-check", TINY, "--widths", "x"], "--widths"),
+    (["coord-check", TINY, "--depths", "2,x"], "--depths"),
+    (["coord-check", TINY, "--depths", "2", "--widths", "64,128"], "--widths and --depths"),
     (["export-hf", "nowhere", "out", "--dtype", "fp8"], "--dtype"),
     (["sweep-point", "nowhere", "0"], "no plan.json"),
     (["sweep-point", "nowhere", "x"], "index"),

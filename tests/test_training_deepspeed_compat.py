@@ -69,10 +69,13 @@ def device():
         torch.distributed.destroy_process_group()
 
 
+def tiny_overrides(stage: int) -> list[str]:
+    return ["model.d_model=32", "model.n_layers=2", "model.head_dim=16", "data.vocab_size=512", "data.seq_len=16",
+            "train.micro_batch_size=2", "train.global_batch_size=2", f"deepspeed.zero_stage={stage}"]
+
+
 def tiny(stage: int) -> Config:
-    return load_config(None, ["model.d_model=32", "model.n_layers=2", "model.head_dim=16", "data.vocab_size=512",
-                              "data.seq_len=16", "train.micro_batch_size=2", "train.global_batch_size=2",
-                              f"deepspeed.zero_stage={stage}"])
+    return load_config(None, tiny_overrides(stage))
 
 
 def deepspeed_engine(stage: int, device: torch.device):
@@ -284,6 +287,41 @@ def test_a_zero3_parameter_keeps_its_partition_in_ds_tensor(device):
     engine = deepspeed_engine(1, device)
     assert all(compat.zero3_partition(p) is p for p in engine.module.parameters())
     engine.destroy()
+
+
+# Each μP group's settings reach the step.
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_each_groups_adam_eps_is_the_eps_of_the_deepspeed_step(device, tmp_path, stage):
+    """CompleteP's hidden ε (ε/(m·m_L), here ε/2) survives deepspeed.initialize at every ZeRO stage and is the ε
+    its step uses: Adam's first step moves a weight by lr·g/(|g| + ε), so with ε of the gradients' size the moved
+    weights tell each group's ε apart (fp32, no clipping: the step is exactly that; a nonzero query, so that every
+    weight has a gradient)."""
+    cfg = load_config(None, [*tiny_overrides(stage), "model.base_width=32", "model.depth_parametrization=completep",
+                             "model.base_depth=1", "model.zero_query=false", "optim.eps=1e-3", "optim.grad_clip=0",
+                             "deepspeed.precision=fp32"])
+    model = build_model(cfg.model, cfg.vocab_size, seed=0, device=device)
+    batch = torch.randint(0, cfg.vocab_size, (2, cfg.data.seq_len + 1), generator=torch.Generator().manual_seed(0))
+    reference = build_model(cfg.model, cfg.vocab_size, seed=0, device=device)
+    lm_loss(reference, batch.to(device)).backward()
+    engine = build_engine(cfg, model, build_optimizer(model, cfg.model, cfg.optim), 1, device)
+    groups = {g["name"]: g for g in engine.deepspeed_optimizer.param_groups}
+    assert {name: g["eps"] for name, g in groups.items()} == {
+        "embedding": 1e-3, "query": 5e-4, "key": 5e-4, "value": 5e-4, "attn_out": 5e-4, "mlp_in": 5e-4,
+        "mlp_out": 5e-4, "readout": 1e-3}
+    engine.backward(lm_loss(engine, batch.to(device)))
+    engine.step()
+    engine.save(tmp_path, checksums=False)
+    engine.destroy()
+    stepped = consolidated_state_dict(tmp_path, stage)
+    hidden = reference.block_params()
+    for name, p in reference.named_parameters():
+        eps = 5e-4 if name in hidden else 1e-3
+        predicted = p.detach() - cfg.optim.lr * p.grad / (p.grad.abs() + eps)
+        torch.testing.assert_close(stepped[name].to(device), predicted, rtol=0, atol=1e-6, msg=name)
+        if name in hidden:  # the base ε would have moved them visibly less
+            base = p.detach() - cfg.optim.lr * p.grad / (p.grad.abs() + 1e-3)
+            assert (stepped[name].to(device) - base).abs().max() > 1e-4, name
 
 
 def test_ops_built_just_in_time_go_to_a_folder_per_deepspeed_and_torch_version():

@@ -50,13 +50,13 @@ def test_set_lr_only_multiplies_each_groups_own_scale():
 
 
 def test_param_groups_cover_every_parameter_once_in_role_order():
-    model = build_model(ModelConfig(d_model=64, n_layers=2, head_dim=16, norm_gains=True), 512)
+    model = build_model(ModelConfig(d_model=64, n_layers=2, head_dim=16, norm_gains=True, bias=True), 512)
     groups = build_param_groups(model, model.cfg, OptimConfig())
-    assert [g["name"] for g in groups] == [role.value for role in Role]  # gains present: every role
+    assert [g["name"] for g in groups] == [role.value for role in Role]  # gains and biases present: every role
     grouped = [p for g in groups for p in g["params"]]
     assert len(grouped) == len(list(model.parameters())) == len({id(p) for p in grouped})
-    no_gains = build_param_groups(build_model(MODEL, 512), MODEL, OptimConfig())
-    assert "gain" not in [g["name"] for g in no_gains]  # no empty group: DeepSpeed would drop it
+    plain = [g["name"] for g in build_param_groups(build_model(MODEL, 512), MODEL, OptimConfig())]
+    assert "gain" not in plain and "bias" not in plain  # no empty group: DeepSpeed would drop it
 
 
 def test_a_parameter_without_a_role_is_an_error_not_an_assert():

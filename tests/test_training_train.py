@@ -250,6 +250,7 @@ def files_of(run: Path) -> dict[str, bytes]:
     ("model.parametrization=sp", 'model.parametrization ("mup" there, "sp" here)'),
     ("data.vocab_size=1024", "data.vocab_size (512 there, 1024 here)"),
     ("deepspeed.zero_stage=3", "deepspeed.zero_stage (1 there, 3 here)"),
+    ("optim.name=lion", 'optim.name ("adamw" there, "lion" here)'),  # Lion cannot read AdamW's states
 ])
 def test_a_resume_with_another_model_or_zero_stage_is_one_line_and_writes_nothing(four_steps, tmp_path, cache, change,
                                                                                   named):

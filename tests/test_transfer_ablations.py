@@ -1,5 +1,5 @@
 """The ablation configs: each is the proxy with one change of the paper, and apply-lr knows which ones broke
-transfer there."""
+transfer there (the paper's verdicts as `paper_table.ROWS` lists them)."""
 
 
 import pytest
@@ -7,21 +7,26 @@ import pytest
 from pretrain.config import load_config
 from pretrain.model.transformer import build_model
 from pretrain.transfer.apply_lr import breaking_settings, config_differences
+from pretrain.transfer.paper_table import ROWS
 from tests.helpers import CONFIGS
 
-# ablation -> (the settings it changes beyond width, did transfer break in the paper?)
+# ablation -> the settings it changes beyond width
 ABLATIONS = {
-    "norm_gains": (["model.norm_gains"], True),
-    "qk_scale_sp": (["model.qk_scale"], True),
-    "weight_decay_coupled": (["optim.weight_decay", "optim.weight_decay_mode"], True),
-    "zero_query_off": (["model.zero_query"], False),
-    "readout_sp": (["model.readout_init"], False),
-    "mlp_relu2": (["model.mlp"], False),
-    "mlp_relu": (["model.mlp"], False),
-    "mqa": ([], False),  # the KV head count follows width, so apply-lr lets it differ
-    "gqa": ([], False),
-    "schedule_cosine": (["optim.schedule"], False),
+    "bias": ["model.bias"],
+    "norm_gains": ["model.norm_gains"],
+    "norm_gains_scalar": ["model.norm_gains"],
+    "qk_scale_sp": ["model.qk_scale"],
+    "weight_decay_coupled": ["optim.weight_decay", "optim.weight_decay_mode"],
+    "zero_query_off": ["model.zero_query"],
+    "readout_sp": ["model.readout_init"],
+    "mlp_relu2": ["model.mlp"],
+    "mlp_relu": ["model.mlp"],
+    "mqa": [],  # the KV head count follows width, so apply-lr lets it differ
+    "gqa": [],
+    "schedule_cosine": ["optim.schedule"],
+    "lion": ["optim.name", "optim.beta2"],  # Lion with its own β2
 }
+BROKE = {row.name: row.paper == "breaks" for row in ROWS}  # in the paper
 
 
 def test_every_ablation_has_an_entry():
@@ -31,9 +36,8 @@ def test_every_ablation_has_an_entry():
 @pytest.mark.parametrize("name", sorted(ABLATIONS))
 def test_an_ablation_is_the_proxy_with_one_change(name):
     proxy, ablation = load_config(CONFIGS / "proxy.yaml"), load_config(CONFIGS / "ablations" / f"{name}.yaml")
-    changed, broke = ABLATIONS[name]
-    assert [d.split(":")[0] for d in config_differences(proxy, ablation)] == changed
-    assert bool(breaking_settings(ablation)) == broke
+    assert [d.split(":")[0] for d in config_differences(proxy, ablation)] == ABLATIONS[name]
+    assert bool(breaking_settings(ablation, results={})) == BROKE[name]
     assert ablation.model.n_layers == 12 and ablation.data.sources[0].source.startswith("hub:")  # from 10b.yaml
 
 
@@ -41,7 +45,7 @@ def test_the_proxy_differs_from_the_targets_only_where_transfer_allows():
     proxy = load_config(CONFIGS / "proxy.yaml")
     for target in ("10b.yaml", "1b.yaml"):
         assert config_differences(proxy, load_config(CONFIGS / target)) == []
-    assert breaking_settings(proxy) == []
+    assert breaking_settings(proxy, results={}) == []
 
 
 def test_sp_readout_init_under_mup():

@@ -16,7 +16,16 @@ from pretrain.transfer.apply_lr import set_optim_lr, transfer
 from pretrain.transfer.fit import SweepPoint, t_quantile
 from pretrain.transfer.report import build_report, grid_report
 from pretrain.transfer.sweep import create_sweep, load_plan, parse_lrs
-from tests.helpers import ROOT, batch_like, drift_like, horizon_like, mup_like, sp_like, synthetic_sweep
+from tests.helpers import (
+    ROOT,
+    batch_like,
+    depth_like,
+    drift_like,
+    horizon_like,
+    mup_like,
+    sp_like,
+    synthetic_sweep,
+)
 
 OPTIMUM = 2**-6.3  # mup_like's optimum at every width
 
@@ -63,7 +72,11 @@ def test_a_clean_target_gets_the_lr_and_keeps_its_comments(tmp_path, sweep, caps
     ({"model": "{qk_scale: sp}"}, "model.qk_scale=sp"),
     ({"optim": "{weight_decay: 0.1, weight_decay_mode: coupled}"}, "LR-coupled weight decay"),
     ({"model": "{parametrization: sp}"}, "model.parametrization=sp"),
-    ({"model": "{n_layers: 48}"}, "differs from the proxy in model.n_layers: proxy 4, target 48"),
+    ({"model": "{n_layers: 48}"}, "the target has 48 layers, the deepest proxy (whose optimum is carried) 4: without "
+                                  "a depth parametrization the optimum moves with depth; set "
+                                  "model.depth_parametrization=completep"),
+    ({"model": "{depth_parametrization: completep}"}, "differs from the proxy in model.depth_parametrization: proxy "
+                                                      "'none', target 'completep'"),
     ({"model": "{head_dim: 128}"}, "model.head_dim"),
     ({"optim": "{beta2: 0.99}"}, "optim.beta2"),
 ])
@@ -396,3 +409,69 @@ def test_the_shipped_proxy_ladder_transfers_to_the_shipped_targets(tmp_path, nam
     assert result.problems == [] and result.case == case
     tokens = load_config(ROOT / "configs" / name).training_tokens()
     assert math.log2(result.lr) == pytest.approx(-6.3 - 0.3 * math.log2(tokens / (2**21 * 5000)), abs=1e-6)
+
+
+COMPLETEP = ["model.depth_parametrization=completep", "model.base_depth=2"]
+DEEP = "{depth_parametrization: completep, base_depth: 2, n_layers: %d}"  # a target's model section, at a depth
+
+
+def deep_sweep(tmp_path: Path, slope: float = 0.0, depths: list[int] | None = (2, 4, 8)) -> Path:
+    """Four widths, `depths` under CompleteP, optima moving by `slope` per doubling of depth with some scatter."""
+    name = f"deep{slope}-{'-'.join(map(str, depths or []))}"
+    return synthetic_sweep(tmp_path / name, depth_like(slope, {2: 0.05, 4: -0.05, 8: 0.05}), overrides=COMPLETEP,
+                           depths=None if depths is None else list(depths))
+
+
+def test_completep_carries_the_deepest_proxys_optimum_to_a_deeper_target_with_the_depth_drifts_interval(tmp_path):
+    plan = load_plan(deep_sweep(tmp_path))
+    report = build_report(plan)
+    t = t_quantile(0.9, min(report.drift_interval.dof, report.depth_drift.interval.dof))
+    for layers, doublings in ((8, 0), (32, 2), (128, 4)):  # 128: 16x the deepest proxy, as far as it goes
+        result = transfer(plan, report, load_config(target(tmp_path, {"model": DEEP % layers})))
+        assert result.problems == [] and result.case == "same horizon"
+        assert math.log2(result.lr) == pytest.approx(-6.25, abs=1e-6)  # the deepest (8 layers) proxy's optimum
+        assert ("carried from 8 to" in result.note) == (layers != 8)
+        # the measured optimum's and a new one's scatter, the width drift over 2 doublings (1024 -> 4096), and the
+        # depth drift's standard error times the doublings from 8 layers
+        variance = (2 * report.drift_sigma**2 + (report.drift_se * 2) ** 2
+                    + (report.depth_drift.slope_se * doublings) ** 2)
+        half = (result.interval.high - result.interval.low) / 2
+        assert half**2 == pytest.approx(t**2 * variance)
+
+
+def test_past_16x_the_deepest_proxy_one_depth_swept_or_a_drift_in_depth_is_refused(tmp_path, capsys):
+    sweep = deep_sweep(tmp_path)
+    assert main(["apply-lr", str(sweep), str(target(tmp_path, {"model": DEEP % 256}))]) == 2
+    assert ("the target has 256 layers, more than 16x outside the swept 2..8: the depth drift is not trusted that "
+            "far") in capsys.readouterr().err
+    one = deep_sweep(tmp_path, depths=None)  # tiny.yaml's 4 layers only
+    assert main(["apply-lr", str(one), str(target(tmp_path, {"model": DEEP % 32}))]) == 2
+    assert ("the target has 32 layers and the sweep measured the optimum at 4 only: whether it holds across depth is "
+            "not measured; sweep two or more depths") in capsys.readouterr().err
+    assert main(["apply-lr", str(one), str(target(tmp_path, {"model": DEEP % 4}))]) == 0  # its own depth: no question
+    drifting = deep_sweep(tmp_path, slope=-0.5)
+    assert main(["apply-lr", str(drifting), str(target(tmp_path, {"model": DEEP % 32}))]) == 2
+    assert "the sweep's optimum drifts by -0.50 log2 per doubling of depth" in capsys.readouterr().err
+
+
+def test_without_completep_a_depth_sweep_still_refuses_another_depth_naming_completep(tmp_path, capsys):
+    sweep = synthetic_sweep(tmp_path / "none", depth_like(0.0, {2: 0.05, 4: -0.05, 8: 0.05}), depths=[2, 4, 8])
+    big = target(tmp_path, {"model": "{n_layers: 32}"})
+    assert main(["apply-lr", str(sweep), str(big)]) == 2
+    refusal = capsys.readouterr().err
+    assert ("without a depth parametrization the optimum moves with depth; set "
+            "model.depth_parametrization=completep") in refusal
+    assert main(["apply-lr", str(sweep), str(target(tmp_path, {"model": "{n_layers: 8}"}))]) == 0
+
+
+def test_the_shipped_deep_proxies_transfer_to_the_shipped_deep_target(tmp_path):
+    """configs/proxy_deep.yaml swept at its documented widths, depths and horizons gives configs/6b_deep.yaml a legal
+    transfer (no problem to force past): 8x wider and 4x deeper than the largest proxy, 16x longer."""
+    sweep = synthetic_sweep(tmp_path / "deep", horizon_like(0.3, at_tokens=2**21 * 5000), widths=(128, 256, 512),
+                            config="configs/proxy_deep.yaml", steps=[1250, 2500, 5000], depths=[4, 8])
+    plan = load_plan(sweep)
+    target_cfg = load_config(ROOT / "configs" / "6b_deep.yaml")
+    result = transfer(plan, build_report(plan), target_cfg)
+    assert result.problems == [] and result.case == "extrapolated" and "carried from 8 to 32 layers" in result.note
+    assert math.log2(result.lr) == pytest.approx(-6.3 - 0.3 * math.log2(target_cfg.training_tokens() / (2**21 * 5000)),
+                                                 abs=1e-6)

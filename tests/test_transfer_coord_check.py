@@ -1,4 +1,5 @@
-"""The coord check: activation sizes flat in width under μP, growing under SP; its progress and its verdict."""
+"""The coord check: activation sizes flat in width under μP, growing under SP; flat in depth under CompleteP,
+growing without it; its progress and its verdict."""
 
 import json
 import re
@@ -8,7 +9,7 @@ import pytest
 
 from pretrain.cli import main
 from pretrain.config import load_config
-from pretrain.transfer.coord_check import FLAT_SLOPE, coord_check, judge, summary, write_coord_check
+from pretrain.transfer.coord_check import FLAT_SLOPE, coord_check, format_verdicts, judge, summary, write_coord_check
 from tests.helpers import ROOT
 
 WIDTHS = [32, 64, 128, 256]
@@ -77,6 +78,48 @@ def test_the_cli_shows_progress_and_a_verdict(cache, tmp_path, capsys):
     assert re.fullmatch(r"μP coordinate check: \d of 8 quantities flat in width \(\|slope\| < 0\.25 log2 per "
                         r"doubling\): (passes|fails, μP predicts all flat \(.+\))", lines[-1]), lines[-1]
     assert json.loads((out / "coord_check.json").read_text())["widths"] == [32, 64]  # sorted: narrowest first
+
+
+DEPTHS = [2, 4, 8, 16]
+DEPTH_NAMES = ["embedding", "attn.first", "mlp.first", "attn.last", "mlp.last", "block.middle", "block.last", "logits"]
+
+
+def depth_check(depth_parametrization: str, cache: Path) -> dict:
+    """The model of `check` at width 64 (its base width) and depths 2..16 (base depth 2), at 2^-6, 8 steps, 2 seeds."""
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [*overrides("mup", cache), "model.d_model=64",
+                                                       "model.base_width=64", "optim.lr=2^-6", "model.base_depth=2",
+                                                       f"model.depth_parametrization={depth_parametrization}"])
+    return coord_check(cfg, DEPTHS, steps=8, seeds=2, progress=False, axis="depth")
+
+
+@pytest.mark.slow
+def test_completep_is_flat_in_depth_and_none_grows(cache, tmp_path):
+    completep, none = depth_check("completep", cache), depth_check("none", cache)
+    assert list(completep["verdicts"]) == [*DEPTH_NAMES, *(f"Δ{name}" for name in DEPTH_NAMES)]
+    assert completep["depths"] == DEPTHS and completep["axis"] == "depth" and "widths" not in completep
+    flat = {name: v["slope"] for name, v in completep["verdicts"].items()}
+    grows = {name: v["slope"] for name, v in none["verdicts"].items()}
+    # log2 per doubling of depth after 8 steps. CompleteP: every branch and the stream O(1) at any depth (measured
+    # |slope| <= 0.10). Without it every block adds its whole branch: the stream halfway and at the end, and its
+    # change since init, grow by +1.26..+1.34 per doubling (measured), so 0.8 leaves a margin of 1.6x and is over
+    # three times the flat bound.
+    assert max(abs(slope) for slope in flat.values()) < 0.25, flat
+    assert min(grows[n] for n in ("block.middle", "block.last", "Δblock.middle", "Δblock.last")) > 0.8, grows
+    assert completep["summary"] == ("CompleteP coordinate check: 16 of 16 quantities flat in depth (|slope| < 0.25 "
+                                    "log2 per doubling): passes")
+    assert ": not flat, as depth_parametrization none predicts (grows: " in none["summary"]
+    text = format_verdicts(none)
+    assert text.startswith("log2 mean |activation| (Δ: its change since init, on the first batch) per doubling of "
+                           "depth at step 7, the last (mean ± s.e. over 2 seeds):")
+    _, png_path = write_coord_check(none, tmp_path / "out")
+    assert png_path.stat().st_size > 10_000
+
+
+def test_widths_and_depths_together_or_one_depth_are_refused_before_any_training(capsys):
+    assert main(["coord-check", str(ROOT / "configs" / "tiny.yaml"), "--widths", "64,128", "--depths", "2,4"]) == 2
+    assert "--widths and --depths: pass one; a coordinate check varies one axis at a time" in capsys.readouterr().err
+    assert main(["coord-check", str(ROOT / "configs" / "tiny.yaml"), "--depths", "4,4"]) == 2
+    assert "--depths: a slope against depth needs two depths or more, got '4,4'" in capsys.readouterr().err
 
 
 def test_one_width_is_refused_before_any_training(capsys):

@@ -12,6 +12,7 @@ from pretrain.cli import main
 from pretrain.transfer.fit import (
     DRIFT_TOLERANCE,
     Optimum,
+    depth_drift,
     fit_optimum,
     linear_fit,
     shared_slope,
@@ -20,7 +21,16 @@ from pretrain.transfer.fit import (
 )
 from pretrain.transfer.report import build_report, report_sweeps
 from pretrain.transfer.sweep import load_plan, read_result, result_path
-from tests.helpers import ROOT, batch_like, drift_like, horizon_like, mup_like, sp_like, synthetic_sweep
+from tests.helpers import (
+    ROOT,
+    batch_like,
+    depth_like,
+    drift_like,
+    horizon_like,
+    mup_like,
+    sp_like,
+    synthetic_sweep,
+)
 
 
 def test_fit_recovers_the_vertex_of_a_parabola():
@@ -148,6 +158,9 @@ def test_batch_exponent_is_fitted_with_beta_exactly_without_noise(tmp_path, caps
     assert main(["report", str(sweep)]) == 0
     text = capsys.readouterr().out
     assert "by LR (rows) and width/steps/batch (columns)" in text and "w1024/s600/b64" in text
+    header, *optima = text.split("\n\n")[1].splitlines()[:37]
+    assert header.split()[:4] == ["width", "steps", "batch", "tokens"]  # each optimum says its batch
+    assert sorted({int(row.split()[2]) for row in optima}) == [16, 32, 64]
     assert ("batch exponent a (log2 lr* per doubling of tokens per step, fitted jointly with β) = +0.500 ± 0.000, "
             "80% interval [+0.50, +0.50], 30 dof\n") in text
     assert (sweep / "loss_vs_lr.png").stat().st_size > 10_000
@@ -446,3 +459,61 @@ def test_report_refuses_to_merge_sweeps_of_different_recipes(tmp_path, capsys):
     reports = [report for _, report in report_sweeps([mup, sp, wider])]
     assert [(r.name, r.parametrization) for r in reports] == [("mup+wider", "mup"), ("sp", "sp")]
     assert [o.width for o in reports[0].optima] == [128, 256, 512, 1024, 2048] and reports[0].verdict == "transfers"
+
+
+COMPLETEP = ["model.depth_parametrization=completep", "model.base_depth=2"]
+SCATTER = {2: 0.05, 4: -0.05, 8: 0.05, 16: -0.05}  # optima as scattered as noisy ones, reproducibly
+
+
+def test_a_depth_sweep_shows_the_optimum_per_depth_and_its_drift_with_the_verdict_of_width(tmp_path, capsys):
+    flat = build_report(load_plan(synthetic_sweep(tmp_path / "flat", depth_like(0.0, SCATTER), widths=(128, 256),
+                                                  depths=[2, 4, 8, 16], overrides=COMPLETEP)))
+    assert flat.depths == [2, 4, 8, 16] and flat.deepest == 16
+    assert sorted((o.width, o.depth) for o in flat.optima) == [(w, d) for w in (128, 256) for d in (2, 4, 8, 16)]
+    assert all(math.log2(o.lr) == pytest.approx(-6.3 + SCATTER[o.depth], abs=1e-6) for o in flat.optima)
+    assert flat.depth_drift.verdict == "transfers" and flat.verdict == "transfers"  # across depth, and width
+    assert flat.depth_drift.interval.dof == 8 - 2 - 1  # 8 optima, an intercept per width, the slope
+    sweep = synthetic_sweep(tmp_path / "drift", depth_like(-0.5, SCATTER), widths=(128, 256), depths=[2, 4, 8, 16])
+    drifting = build_report(load_plan(sweep))
+    assert drifting.depth_drift.slope == pytest.approx(-0.5 - 0.02, abs=1e-6)  # the scatter's own slope, -0.02
+    assert drifting.depth_drift.verdict == "drifts" and drifting.verdict == "transfers"
+    assert main(["report", str(sweep)]) == 0
+    text = capsys.readouterr().out
+    assert "by LR (rows) and width/depth (columns)" in text and "w256/d16" in text
+    header, *rows = text.split("\n\n")[1].splitlines()[:9]
+    assert header.split()[:3] == ["width", "depth", "steps"] and [int(r.split()[1]) for r in rows[:4]] == [2, 4, 8, 16]
+    assert "drift of log2 lr*: -0.52 per depth doubling, 80% interval [" in text
+    assert "log2 over 8x depth, at the worst width)\ndepth verdict: drifts: the whole interval lies outside" in text
+    assert main(["report", str(sweep), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["depths"] == [2, 4, 8, 16] and data["depth_drift"]["verdict"] == "drifts"
+    assert (sweep / "loss_vs_lr.png").stat().st_size > 10_000
+    one = build_report(load_plan(synthetic_sweep(tmp_path / "one", mup_like, widths=(128, 256))))
+    assert one.depths == [4] and one.depth_drift is None
+
+
+def test_the_depth_drift_is_the_width_drifts_logic_along_depth():
+    """One verdict logic for both axes: the same optima read across depth give what they give across width."""
+    cells = {(w, d): -6 - 0.3 * math.log2(d / 2) + 0.04 * (-1) ** (w // 128 + d) for w in (128, 256) for d in (2, 4, 8)}
+    along_depth = depth_drift([Optimum(w, 300, 300 * 4096, 2**x, 3.0, 2**x, True, False, depth=d)
+                               for (w, d), x in cells.items()])
+    along_width = width_drift([Optimum(d, 300, 300 * 4096, 2**x, 3.0, 2**x, True, False, depth=w)
+                               for (w, d), x in cells.items()])
+    assert along_depth.interval == along_width.interval and along_depth.verdict == along_width.verdict
+    assert along_depth.reason == along_width.reason
+    alone = depth_drift([Optimum(128, 300, 300 * 4096, 2**-6, 3.0, 2**-6, True, False, depth=4)])
+    assert alone.verdict == "undetermined" and alone.reason.startswith("fewer than two depths have an optimum")
+
+
+def test_with_several_depths_the_horizon_fit_is_the_deepest_proxies(tmp_path, capsys):
+    """β measured at the depth apply-lr transfers from: at depth 2 the optimum sits a whole log2 higher, which a fit
+    over both depths with one intercept per width would read as noise."""
+    at_tokens = 4096 * 300
+    optimum = lambda width, tokens, *, depth: -6.3 - 0.3 * math.log2(tokens / at_tokens) + (depth == 2)  # noqa: E731
+    sweep = synthetic_sweep(tmp_path / "s", optimum, widths=(128, 256, 512), depths=[2, 4], steps=[150, 300, 600],
+                            overrides=COMPLETEP)
+    fit = build_report(load_plan(sweep)).horizon_fit
+    assert fit.beta == pytest.approx(0.3, abs=1e-6) and fit.sigma == pytest.approx(0, abs=1e-6)
+    assert all(a == pytest.approx(-6.3 + 0.3 * math.log2(at_tokens), abs=1e-6) for a in fit.intercepts.values())
+    assert main(["report", str(sweep)]) == 0
+    assert "horizon fit, at depth 4 (the deepest): log2 lr* = a(width) − β·log2(tokens)" in capsys.readouterr().out

@@ -222,18 +222,18 @@ def test_fewer_settings_keep_the_plan_and_more_on_another_axis_still_grow_it(tmp
 
 def test_a_different_recipe_is_refused_naming_the_difference(tmp_path, capsys):
     sweep = tmp_path / "s"
-    create_sweep(TINY, [128, 256], [2**-8], sweep, ["model.n_layers=2"])
+    create_sweep(TINY, [128, 256], [2**-8], sweep, ["model.mlp=relu2"])
     plan_json = (sweep / "plan.json").read_bytes()
     assert main(["sweep", str(TINY), "--widths", "128,256,512", "--lrs", "2^-8", "--out", str(sweep)]) == 2
     assert capsys.readouterr().err == (
-        f"error: {sweep.resolve()} already holds a different sweep (model.n_layers is 2 there, 4 here); a sweep grows "
-        "only under the same recipe: pass --out with a new directory or delete it\n")
-    with pytest.raises(ConfigError, match="model.n_layers is 2 there, 4 here; model.parametrization is 'mup' "
+        f"error: {sweep.resolve()} already holds a different sweep (model.mlp is 'relu2' there, 'swiglu' here); a "
+        "sweep grows only under the same recipe: pass --out with a new directory or delete it\n")
+    with pytest.raises(ConfigError, match="model.mlp is 'relu2' there, 'swiglu' here; model.parametrization is 'mup' "
                                           "there, 'sp' here"):
         create_sweep(TINY, [128], [2**-8], sweep, ["model.parametrization=sp"])
     assert (sweep / "plan.json").read_bytes() == plan_json
-    # what each point sets for itself is no difference of recipe
-    same = grow_sweep(TINY, [128, 256], [2**-8], sweep, ["model.n_layers=2", "model.d_model=512",
+    # what each point sets for itself is no difference of recipe (the depth is an axis, whose settings it grows by)
+    same = grow_sweep(TINY, [128, 256], [2**-8], sweep, ["model.mlp=relu2", "model.d_model=512", "model.n_layers=4",
                                                          "train.out_dir=elsewhere", "wandb.group=mine"])
     assert same.new_points == [] and same.changes() == []
 
@@ -310,6 +310,38 @@ def test_a_sweep_grows_by_a_batch_and_a_plan_from_before_the_batch_axis_reads_as
     assert growth.plan.points[:6] == before.points and growth.plan.batches == [16, 32]
     assert {(p.batch, p.tokens_per_step) for p in growth.new_points} == {(32, 32 * 256)}
     assert all(p.name.endswith(f"-b32-lr{p.lr:.4e}") for p in growth.new_points)
+
+
+def test_depths_add_a_dimension_that_a_point_at_the_configs_depth_leaves_out_of_its_name(tmp_path, sbatch_calls,
+                                                                                         capsys):
+    sweep = tmp_path / "s"
+    assert main(["sweep", str(TINY), "--widths", "64", "--lrs", "2^-8", "--depths", "8,2,4", "--out", str(sweep),
+                 "--slurm"]) == 0  # planned and submitted, not run
+    assert f"sweep {sweep}: 1 widths x 3 depths x 1 horizons x 1 LRs = 3 points" in capsys.readouterr().out
+    plan = load_plan(sweep)
+    assert (plan.depths, plan.depth) == ([2, 4, 8], 4)  # tiny.yaml's 4 layers are the config's depth
+    assert [(p.name, p.depth) for p in plan.points] == [("w64-d2-s300-lr3.9062e-03", 2), ("w64-s300-lr3.9062e-03", 4),
+                                                        ("w64-d8-s300-lr3.9062e-03", 8)]
+    assert "model.n_layers=2" in plan.points[0].overrides
+    assert not any(o.startswith("model.n_layers") for o in plan.points[1].overrides)
+    growth = grow_sweep(TINY, [64], [2**-8], sweep, depths=[16])
+    assert growth.changes() == ["extended by 1 depth (16): 1 new points, 3 kept",
+                                "this command leaves out 3 depths (2, 4, 8) of the plan, which keeps their 3 points"]
+    assert growth.new_points[0].name == "w64-d16-s300-lr3.9062e-03" and growth.plan.depths == [2, 4, 8, 16]
+    with pytest.raises(ConfigError, match=r"^sweep point width 64, depth 8192, horizon 300, LR 2\^-8: model\.n_layers: "
+                                          r"must lie in \(0, 2\^12\], got 8192"):
+        grow_sweep(TINY, [64], [2**-8], sweep, depths=[8192])
+
+
+def test_a_plan_from_before_the_depth_axis_reads_as_the_configs_depth(tmp_path):
+    sweep = synthetic_sweep(tmp_path / "s", mup_like, widths=(128, 256), lrs="2^-8:2^-6:1")
+    before = load_plan(sweep)
+    old = json.loads((sweep / "plan.json").read_text())
+    del old["depths"], old["depth"]
+    for point in old["points"]:
+        del point["depth"]
+    (sweep / "plan.json").write_text(json.dumps(old))
+    assert load_plan(sweep) == before and before.depths == [4]
 
 
 @pytest.fixture

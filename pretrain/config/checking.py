@@ -82,9 +82,10 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(inner, value, path)
     if origin is Literal:
-        if isinstance(value, bool) or value not in args:  # True == 1: a boolean is never a choice
+        # True == 1: a boolean matches only a boolean choice, a number only a number
+        if not any(isinstance(value, bool) == isinstance(a, bool) and value == a for a in args):
             raise ConfigError(f"{path}: {describe(value)} is not allowed; choose one of: "
-                              f"{', '.join(map(str, args))}")
+                              f"{', '.join(map(choice_text, args))}")
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -156,6 +157,11 @@ def _limit(limit: float) -> str:
     if isinstance(limit, int) and limit >= 2**10 and limit & (limit - 1) == 0:
         return f"2^{limit.bit_length() - 1}"
     return f"{limit:g}"
+
+
+def choice_text(choice: Any) -> str:
+    """A Literal's choice as YAML spells it: `true`, `scalar`, `3`."""
+    return str(choice).lower() if isinstance(choice, bool) else str(choice)
 
 
 def describe(value: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .checking import allowed_range
+from .checking import allowed_range, choice_text
 from .schema import Config
 
 
@@ -37,7 +37,7 @@ def _allowed_values(hint: Any, bounds: dict[str, float]) -> str:
         (hint,) = [a for a in args if a is not type(None)]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal:
-        text = ", ".join(f"`{a}`" for a in args)
+        text = ", ".join(f"`{choice_text(a)}`" for a in args)
     elif origin is list:
         text = "list of mappings" if dataclasses.is_dataclass(args[0]) else "list of text"
     elif hint is bool:

@@ -36,12 +36,20 @@ class ModelConfig:
     ffn_multiple_of: int = setting(256, "rounding of the SwiGLU width", gt=0, le=MAX_WIDTH)
     parametrization: Literal["mup", "sp"] = setting("mup", "`sp` = standard parametrization, for baselines")
     base_width: int = setting(128, "the width at which μP equals SP", gt=0)
+    depth_parametrization: Literal["none", "completep"] = setting(
+        "none", "`completep` scales each residual branch by base_depth / n_layers (and the hidden Adam ε), so "
+                "the optimum LR transfers across depth; `none` adds branches unscaled")
+    base_depth: int = setting(2, "the depth at which completep equals none", gt=0, le=MAX_LAYERS)
     qk_scale: Literal["auto", "mup", "sp"] = setting("auto", "attention scale: mup 1/head_dim, sp "
                                                              "1/sqrt(head_dim), auto per parametrization")
     readout_init: Literal["auto", "mup", "sp"] = setting("auto", "readout init std: mup 1/d, sp d^-1/2, auto per "
                                                                  "parametrization")
     zero_query: bool = setting(True, "zero-init the query projection (μP only)")
-    norm_gains: bool = setting(False, "trainable RMSNorm gains; they broke μ-transfer in the paper")
+    norm_gains: Literal[False, True, "scalar"] = setting(False, "trainable RMSNorm gains: true = a vector (one per "
+                                                                "feature), scalar = one per norm; both broke "
+                                                                "μ-transfer in the paper")
+    bias: bool = setting(False, "a bias on every projection of the blocks (q, k, v, attention out, MLP in, gate and "
+                                "out; not the readout): zero init, LR α (μP's rule for vectors)")
     norm_eps: float = setting(1e-6, "RMSNorm epsilon", gt=0)
     rope_base: float = setting(10000.0, "RoPE base (half-split layout, full head dim)", gt=1)
     use_kernels: bool = setting(True, "route norm, SwiGLU and attention through `kernels` (Triton on GPU)")
@@ -70,6 +78,8 @@ class ModelConfig:
         require(self.head_dim % 2 == 0, "model.head_dim", f"must be even for RoPE (got {self.head_dim})")
         require(self.n_heads % self.kv_heads == 0, "model.n_kv_heads",
                  f"must divide the number of heads {self.n_heads} (got {self.n_kv_heads})")
+        require(self.depth_parametrization == "none" or self.parametrization == "mup", "model.depth_parametrization",
+                "completep extends μP; it needs model.parametrization=mup (got sp), or set it to none")
 
 
 @dataclass
@@ -154,8 +164,11 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW and its LR schedule; μP scales the LR per parameter role."""
+    """The optimizer (AdamW or Lion) and its LR schedule; μP scales the LR per parameter role."""
 
+    name: Literal["adamw", "lion"] = setting("adamw", "adamw, or lion (the sign of a momentum: beta1 interpolates "
+                                                      "it with the gradient, beta2 is its decay; eps unused); μP "
+                                                      "scales both per role alike")
     lr: float = setting(2**-6, "α, the base Adam LR; μP scales it per parameter role", gt=0)
     beta1: float = setting(0.9, "Adam β1", ge=0, lt=1)
     beta2: float = setting(0.95, "Adam β2", ge=0, lt=1)
@@ -199,9 +212,10 @@ class TrainConfig:
     out_dir: str = setting("runs/default", "the run directory: config.yaml, metrics.jsonl, checkpoints/")
     resume: str = setting("auto", '"auto" = latest complete checkpoint in out_dir if any; "never"; or a '
                                   "checkpoint path")
-    allow_config_change: bool = setting(False, "let a resume change the optimizer, schedule, data, global batch or "
-                                               "seed (each change is printed); the model's shape and μP never "
-                                               "change, nor the ZeRO stage (but between 1 and 2)")
+    allow_config_change: bool = setting(False, "let a resume change the optimizer's settings, schedule, data, "
+                                               "global batch or seed (each change is printed); the model's shape "
+                                               "and μP never change, nor the optimizer (optim.name) or the ZeRO "
+                                               "stage (but between 1 and 2)")
     seed: int = setting(0, "init and data order", ge=0)
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "`auto` = CUDA if present")
     activation_checkpointing: bool = setting(False, "recompute each block in the backward: far less activation "

@@ -1,12 +1,17 @@
 """Export a checkpoint as a Hugging Face `LlamaForCausalLM` directory that vanilla transformers loads.
 
-Our model is a Llama up to three μP details, each folded into plain weights so that no custom code is needed:
+Our model is a Llama up to four μP details, each folded into plain weights so that no custom code is needed:
 - attention logits: Llama scales q·k by 1/sqrt(D); ours by `mup.attention_scale` (1/D under μP). Attention
   is linear in q, so q_proj is multiplied by the ratio (`mup.hf_query_fold`: D^-1/2 under μP, 1 under SP).
-- RMSNorm gains: by default our norms have none; Llama's are written as the gains' init, ones (same eps).
+- residual branches: CompleteP multiplies each by `mup.residual_multiplier` (1/m_L) before it joins the stream;
+  a branch ends in o_proj or down_proj, which are linear, so their weights (and biases) take the factor.
+- RMSNorm gains: by default our norms have none; Llama's are written as the gains' init, ones (same eps). A
+  scalar gain (`norm_gains: scalar`) multiplies every feature alike: it is written as a vector of its value.
 - the readout is untied from the embedding, as `tie_word_embeddings=False` says.
 RoPE already uses Llama's half-split layout with the same inverse frequencies, and SwiGLU is
-silu(gate)·up, Llama's MLP. A ReLU-family MLP has no Llama equivalent and is refused.
+silu(gate)·up, Llama's MLP. A ReLU-family MLP has no Llama equivalent and is refused. Biases (`model.bias`)
+sit on exactly the projections Llama's `attention_bias` (q, k, v, o) and `mlp_bias` (gate, up, down) add them
+to; the query's bias takes the query fold with its weights.
 
 `max_position_embeddings` (and the tokenizer's `model_max_length`) is the training sequence length: RoPE has no
 position table, so longer inputs run, but nothing beyond that length was trained or measured.
@@ -44,21 +49,33 @@ KEY_MAP = {
     "blocks.{i}.mlp.w_gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
     "blocks.{i}.mlp.w_in.weight": "model.layers.{i}.mlp.up_proj.weight",
     "blocks.{i}.mlp.w_out.weight": "model.layers.{i}.mlp.down_proj.weight",
+    # model.bias only
+    "blocks.{i}.attn.wq.bias": "model.layers.{i}.self_attn.q_proj.bias",
+    "blocks.{i}.attn.wk.bias": "model.layers.{i}.self_attn.k_proj.bias",
+    "blocks.{i}.attn.wv.bias": "model.layers.{i}.self_attn.v_proj.bias",
+    "blocks.{i}.attn.wo.bias": "model.layers.{i}.self_attn.o_proj.bias",
+    "blocks.{i}.mlp.w_gate.bias": "model.layers.{i}.mlp.gate_proj.bias",
+    "blocks.{i}.mlp.w_in.bias": "model.layers.{i}.mlp.up_proj.bias",
+    "blocks.{i}.mlp.w_out.bias": "model.layers.{i}.mlp.down_proj.bias",
     "norm.weight": "model.norm.weight",
     "readout.weight": "lm_head.weight",
 }
-_QUERY = "blocks.{i}.attn.wq.weight"
+_QUERY = {"blocks.{i}.attn.wq.weight", "blocks.{i}.attn.wq.bias"}
+_BRANCH_ENDS = {f"blocks.{{i}}.{linear}.{kind}" for linear in ("attn.wo", "mlp.w_out") for kind in ("weight", "bias")}
 _GAINS = {"blocks.{i}.attn_norm.weight", "blocks.{i}.mlp_norm.weight", "norm.weight"}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def to_hf(state: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
-    """Our state dict as Llama's, with the μP attention scale folded into q_proj and missing gains as ones."""
+    """Our state dict as Llama's, with the μP attention scale folded into q_proj, the residual multiplier into
+    o_proj and down_proj, missing gains as ones and scalar gains as vectors."""
     _require_llama(cfg)
     m = cfg.model
-    query_fold = mup.hf_query_fold(m)
+    folds = {**dict.fromkeys(_QUERY, mup.hf_query_fold(m)), **dict.fromkeys(_BRANCH_ENDS, mup.residual_multiplier(m))}
     hf, used = {}, set()
     for ours, theirs in KEY_MAP.items():
+        if ours.endswith(".bias") and not m.bias:
+            continue  # Llama without attention_bias and mlp_bias
         for i in range(m.n_layers) if "{i}" in ours else [None]:
             name = ours.format(i=i)
             if ours in _GAINS and not m.norm_gains:
@@ -68,7 +85,9 @@ def to_hf(state: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor
                 used.add(name)
             else:
                 raise CheckpointError(f"the checkpoint has no {name}; it does not match its config.yaml")
-            hf[theirs.format(i=i)] = weight * query_fold if ours == _QUERY else weight
+            if ours in _GAINS:
+                weight = weight.expand(m.d_model).clone()  # a scalar gain: its value on every feature
+            hf[theirs.format(i=i)] = weight * folds[ours] if ours in folds else weight
     unexpected = sorted(set(state) - used)
     if unexpected:
         raise CheckpointError(f"weights with no Llama equivalent: {', '.join(unexpected)}")
@@ -85,7 +104,7 @@ def llama_config(cfg: Config, eos_token_id: int, dtype: str) -> LlamaConfig:
         head_dim=m.head_dim, hidden_act="silu", rms_norm_eps=m.norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": m.rope_base},
         max_position_embeddings=cfg.data.seq_len,  # the trained context (module docstring)
-        tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+        tie_word_embeddings=False, attention_bias=m.bias, mlp_bias=m.bias,
         bos_token_id=eos_token_id, eos_token_id=eos_token_id,  # documents are separated by EOS alone
         architectures=["LlamaForCausalLM"], dtype=DTYPES[dtype],
     )

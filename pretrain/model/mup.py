@@ -1,9 +1,10 @@
-"""The μP recipe, in one table, and every rule that depends on width or parametrization.
+"""The μP recipe, in one table, and every rule that depends on width, depth or parametrization.
 
 Every parameter of the model carries a `Role`. For each role and parametrization the table gives its init
-(a normal with mean and std) and its Adam LR multiplier, as functions of the model's widths. The model's
-`init_weights`, the optimizer's param groups, `pretrain inspect`, the reports and the HF export all ask this
-module; nothing else in the code base does μP arithmetic.
+(a normal with mean and std) and its Adam LR multiplier, as functions of the model's widths; its depth column
+gives the factors the depth parametrization adds. The model's `init_weights` and residual branches, the
+optimizer's param groups, `pretrain inspect`, the reports and the HF export all ask this module; nothing else
+in the code base does μP arithmetic.
 
     m = d_model / base_width      (width multiplier; at m = 1 μP equals SP)
     d = d_model, F = MLP hidden width, H·D = heads × head_dim
@@ -17,12 +18,38 @@ module; nothing else in the code base does μP arithmetic.
     mlp_out     F^-1/2           α/m      F^-1/2         α
     readout     1/d              α/m      d^-1/2         α
     gain        1 (constant)     α        1              α
+    bias        0 (constant)     α        0              α
+
+Gains (a vector, or one scalar per norm) and biases (`ModelConfig.bias`, on the blocks' projections) have no
+fan-in (each entry scales or shifts one feature): μP treats them like the embedding, LR α at every width.
+
+The LR column holds for Adam and Lion alike: both take a step of about the same size in every entry (Adam's
+normalized moment, Lion's sign), so a hidden matrix's update grows with its fan-in the same way and is scaled by
+1/m the same way.
 
 Attention logits are scaled by 1/D under μP and 1/sqrt(D) under SP (`ModelConfig.qk_scale`). The readout
 init can be swapped on its own too (`ModelConfig.readout_init`: the paper's "SP readout init" ablation).
 
-Weight decay (off by default) skips the gains. "Independent" decay shrinks every weight by s(t)·λ per step
-whatever its μP LR; "coupled" decay is AdamW's lr·λ, which ties it to the μP LR and broke transfer in the
+Depth (`ModelConfig.depth_parametrization`): `none` adds every residual branch as it is, so the optimum LR
+moves with depth. `completep` (Dey et al. 2025, "Don't be lazy: CompleteP enables compute-efficient deep
+transformers", α = 1 in the depth-μP family) multiplies each branch by 1/m_L, x + (1/m_L)·branch(norm(x)),
+and scales the Adam ε of the parameters inside the residual blocks:
+
+    m_L = n_layers / base_depth   (depth multiplier; at m_L = 1 completep equals none)
+
+    role                 completep: init   Adam LR   Adam ε
+    embedding                       ×1     ×1        ×1
+    query ... mlp_out               ×1     ×1        ×1/(m·m_L)
+    readout                         ×1     ×1        ×1
+    gain, bias in a block           ×1     ×1        ×1/(m·m_L)
+    gain of the final norm          ×1     ×1        ×1
+
+At α = 1 the depth factor of the hidden LR, m_L^(α-1), is 1 and the init keeps its width rule: the branch
+multiplier alone makes each block's contribution, and its update, O(1/L). The ε factor keeps Adam's ε as small
+against the hidden gradients, which shrink by 1/(m·m_L), as at the base shape.
+
+Weight decay (off by default) skips the gains and biases. "Independent" decay shrinks every weight by s(t)·λ per
+step whatever its μP LR; "coupled" decay is AdamW's lr·λ, which ties it to the μP LR and broke transfer in the
 paper. Exporting to Llama folds the attention scale into the query weights (Llama scales by 1/sqrt(D)).
 """
 
@@ -49,6 +76,17 @@ class Role(str, Enum):
     MLP_OUT = "mlp_out"
     READOUT = "readout"
     GAIN = "gain"
+    BIAS = "bias"
+
+
+@dataclass(frozen=True)
+class DepthRule:
+    """A role's factors on its width rule's init std and Adam LR as the model deepens, and on the base Adam ε
+    of its parameters inside the residual blocks (outside them ε keeps its base value)."""
+
+    std: Callable[[ModelConfig], float]
+    lr: Callable[[ModelConfig], float]
+    eps: Callable[[ModelConfig], float]
 
 
 @dataclass(frozen=True)
@@ -69,6 +107,11 @@ def _const(value: float) -> Callable[[ModelConfig], float]:
 def width_multiplier(cfg: ModelConfig) -> float:
     """m = d_model / base_width: 1 at the base width, where μP and SP coincide."""
     return cfg.d_model / cfg.base_width
+
+
+def depth_multiplier(cfg: ModelConfig) -> float:
+    """m_L = n_layers / base_depth: 1 at the base depth, where completep and none coincide."""
+    return cfg.n_layers / cfg.base_depth
 
 
 def attention_kind(cfg: ModelConfig) -> Literal["mup", "sp"]:
@@ -102,6 +145,7 @@ MUP: dict[Role, Rule] = {
     Role.MLP_OUT: Rule(std=_fan_in(lambda c: c.ffn_dim), lr=_per_width),
     Role.READOUT: Rule(std=_readout_std, lr=_per_width),
     Role.GAIN: Rule(std=_zero, lr=_one, mean=1.0),
+    Role.BIAS: Rule(std=_zero, lr=_one),
 }
 
 SP: dict[Role, Rule] = {
@@ -113,22 +157,49 @@ SP: dict[Role, Rule] = {
 TABLES = {"mup": MUP, "sp": SP}
 
 
+def _hidden_eps(c: ModelConfig) -> float:
+    return 1.0 / (width_multiplier(c) * depth_multiplier(c))
+
+
+_unchanged = DepthRule(std=_one, lr=_one, eps=_one)
+_hidden = DepthRule(std=_one, lr=_one, eps=_hidden_eps)
+DEPTH_TABLES: dict[str, dict[Role, DepthRule]] = {
+    "none": {role: _unchanged for role in Role},
+    "completep": {**{role: _hidden for role in Role}, Role.EMBEDDING: _unchanged, Role.READOUT: _unchanged},
+}
+RESIDUAL = {"none": _one, "completep": lambda c: 1.0 / depth_multiplier(c)}
+
+
 def rule(role: Role, cfg: ModelConfig) -> Rule:
     return TABLES[cfg.parametrization][role]
 
 
+def depth_rule(role: Role, cfg: ModelConfig) -> DepthRule:
+    return DEPTH_TABLES[cfg.depth_parametrization][role]
+
+
 def init_std(role: Role, cfg: ModelConfig) -> float:
-    return rule(role, cfg).std(cfg)
+    return rule(role, cfg).std(cfg) * depth_rule(role, cfg).std(cfg)
 
 
 def lr_multiplier(role: Role, cfg: ModelConfig) -> float:
-    return rule(role, cfg).lr(cfg)
+    return rule(role, cfg).lr(cfg) * depth_rule(role, cfg).lr(cfg)
+
+
+def eps_multiplier(role: Role, cfg: ModelConfig, in_blocks: bool) -> float:
+    """The factor on the base Adam ε of a parameter of `role`, inside the residual blocks or not."""
+    return depth_rule(role, cfg).eps(cfg) if in_blocks else 1.0
+
+
+def residual_multiplier(cfg: ModelConfig) -> float:
+    """What each residual branch's output is multiplied by before it joins the stream (1/m_L under completep).
+    Exporting to Llama folds it into the attention-out and MLP-down weights, the branches' last linear maps."""
+    return RESIDUAL[cfg.depth_parametrization](cfg)
 
 
 def initialize(tensor: torch.Tensor, role: Role, cfg: ModelConfig) -> torch.Tensor:
     """Draw `tensor` in place from its role's init, N(mean, std²)."""
-    r = rule(role, cfg)
-    return tensor.normal_(r.mean, r.std(cfg))
+    return tensor.normal_(rule(role, cfg).mean, init_std(role, cfg))
 
 
 def attention_scale(cfg: ModelConfig) -> float:
@@ -136,11 +207,11 @@ def attention_scale(cfg: ModelConfig) -> float:
     return 1.0 / cfg.head_dim if attention_kind(cfg) == "mup" else 1.0 / math.sqrt(cfg.head_dim)
 
 
-NO_WEIGHT_DECAY = frozenset({Role.GAIN})
+NO_WEIGHT_DECAY = frozenset({Role.GAIN, Role.BIAS})
 
 
 def weight_decay(role: Role, model_cfg: ModelConfig, cfg: OptimConfig) -> float:
-    """The AdamW `weight_decay` of a role's group, whose update subtracts lr·weight_decay·θ.
+    """The `weight_decay` of a role's group, whose update (AdamW's or Lion's) subtracts lr·weight_decay·θ.
 
     Independent decay: lr·weight_decay = s(t)·λ for every group, i.e. weight_decay = λ / peak LR of the group.
     Coupled decay: weight_decay = λ, so the decay follows the group's μP LR."""

@@ -2,7 +2,8 @@
 
 The model does no scaling arithmetic of its own. Each module tags its parameters with a `Role`
 (`ROLES`), and `init_weights` draws every parameter from the μP table in `pretrain.model.mup`; the optimizer
-groups read the same table. The only μP choice visible here is the attention scale, also from the table.
+groups read the same table. The only μP choices visible here are the attention scale and the residual
+branches' multiplier (1 unless CompleteP scales depth), both from the table.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ class RMSNorm(nn.Module):
 
     def __init__(self, cfg: ModelConfig, ops: Ops):
         super().__init__()
-        self.eps, self.ops = cfg.norm_eps, ops
-        # No gain by default: trainable gains broke μ-transfer in the paper.
-        self.weight = nn.Parameter(torch.empty(cfg.d_model)) if cfg.norm_gains else None
+        self.eps, self.ops, self.scalar = cfg.norm_eps, ops, cfg.norm_gains == "scalar"
+        # No gain by default: trainable gains (vector or scalar) broke μ-transfer in the paper.
+        self.weight = nn.Parameter(torch.empty(1 if self.scalar else cfg.d_model)) if cfg.norm_gains else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scalar:  # one gain for every feature: it scales the normalized output
+            return self.ops.rms_norm(x, None, self.eps) * self.weight
         return self.ops.rms_norm(x, self.weight, self.eps)
 
 
@@ -58,17 +61,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    ROLES = {"wq.weight": Role.QUERY, "wk.weight": Role.KEY, "wv.weight": Role.VALUE, "wo.weight": Role.ATTN_OUT}
+    ROLES = {"wq.weight": Role.QUERY, "wk.weight": Role.KEY, "wv.weight": Role.VALUE, "wo.weight": Role.ATTN_OUT,
+             **{f"{w}.bias": Role.BIAS for w in ("wq", "wk", "wv", "wo")}}  # biases exist with model.bias only
 
     def __init__(self, cfg: ModelConfig, ops: Ops):
         super().__init__()
         self.n_heads, self.kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         self.scale = mup.attention_scale(cfg)
         self.ops = ops
-        self.wq = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(cfg.d_model, self.kv_heads * self.head_dim, bias=False)
-        self.wv = nn.Linear(cfg.d_model, self.kv_heads * self.head_dim, bias=False)
-        self.wo = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=False)
+        self.wq = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.bias)
+        self.wk = nn.Linear(cfg.d_model, self.kv_heads * self.head_dim, bias=cfg.bias)
+        self.wv = nn.Linear(cfg.d_model, self.kv_heads * self.head_dim, bias=cfg.bias)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -81,14 +85,15 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    ROLES = {"w_in.weight": Role.MLP_IN, "w_gate.weight": Role.MLP_IN, "w_out.weight": Role.MLP_OUT}
+    ROLES = {"w_in.weight": Role.MLP_IN, "w_gate.weight": Role.MLP_IN, "w_out.weight": Role.MLP_OUT,
+             **{f"{w}.bias": Role.BIAS for w in ("w_in", "w_gate", "w_out")}}
 
     def __init__(self, cfg: ModelConfig, ops: Ops):
         super().__init__()
         self.kind, self.ops = cfg.mlp, ops
-        self.w_in = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)  # SwiGLU: the "up" projection
-        self.w_gate = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False) if cfg.mlp == "swiglu" else None
-        self.w_out = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
+        self.w_in = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias)  # SwiGLU: the "up" projection
+        self.w_gate = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias) if cfg.mlp == "swiglu" else None
+        self.w_out = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.w_in(x)  # (B, T, F)
@@ -106,10 +111,12 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm, self.attn = RMSNorm(cfg, ops), Attention(cfg, ops)
         self.mlp_norm, self.mlp = RMSNorm(cfg, ops), MLP(cfg, ops)
+        self.residual = mup.residual_multiplier(cfg)  # 1/m_L under CompleteP, else 1
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
-        x = x + self.mlp(self.mlp_norm(x))
+        # x + residual·branch in one op (at residual = 1, exactly x + branch)
+        x = x.add(self.attn(self.attn_norm(x), cos, sin), alpha=self.residual)
+        x = x.add(self.mlp(self.mlp_norm(x)), alpha=self.residual)
         return x
 
 
@@ -150,6 +157,10 @@ class Transformer(nn.Module):
             x = block(x, cos, sin)
         return self.readout(self.norm(x), targets)
 
+    def block_params(self) -> set[str]:
+        """The names of the parameters inside the residual blocks, which depth rules call hidden."""
+        return {f"blocks.{name}" for name, _ in self.blocks.named_parameters()}
+
     def param_roles(self) -> dict[str, Role]:
         """Every parameter's name mapped to its μP role, as declared by the modules' `ROLES`."""
         roles = {}
@@ -168,7 +179,7 @@ class Transformer(nn.Module):
     def init_weights(self) -> None:
         """Draw each parameter from N(mean, std²) with mean and std from the μP table for its role:
         embedding N(0, 1); q/k/v, MLP in, std d^-1/2 (q zero under μP by default); attention out std
-        (H·D)^-1/2; MLP out std F^-1/2; readout std 1/d (μP) or d^-1/2 (SP); norm gains 1."""
+        (H·D)^-1/2; MLP out std F^-1/2; readout std 1/d (μP) or d^-1/2 (SP); norm gains 1; biases 0."""
         params = dict(self.named_parameters())
         for name, role in self.param_roles().items():
             mup.initialize(params[name], role, self.cfg)

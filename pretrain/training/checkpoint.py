@@ -150,7 +150,13 @@ def load_consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path / STATE_DIR}: cannot read the ZeRO-{stage} weights ({err})") from None
-    return {name: tensor.float() for name, tensor in state.items()}
+    # ZeRO-1/2 weights come back as views into their group's flat buffer: each is copied into storage of its own
+    # (safetensors refuses to save a view of a larger buffer), the buffer freed once its last view is copied out.
+    return {name: _owned(state.pop(name).float()) for name in list(state)}
+
+
+def _owned(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.untyped_storage().nbytes() == tensor.nbytes else tensor.clone()
 
 
 def read_trainer_state(path: Path) -> dict:
@@ -205,6 +211,7 @@ _RESUME_RULES = {
     "data.vocab_size": "fixed",  # the embedding and readout rows
     "deepspeed.zero_stage": "fixed",  # the optimizer files are laid out by stage (but see _resume_rule)
     "deepspeed.precision": "fixed",  # and by precision (bf16 keeps the fp32 master weights apart)
+    "optim.name": "fixed",  # and by optimizer (AdamW's two moments, Lion's one)
     "model.use_kernels": "noted", "model.loss_chunk": "noted",  # how the same math is computed
     "optim": "guarded", "data": "guarded", "train.seed": "guarded",  # the run would go on as another experiment
     "data.cache_dir": "noted", "data.num_workers": "noted",  # where and how fast, not what
@@ -225,9 +232,10 @@ def _resume_rule(key: str, old: object, new: object) -> str:
 def check_resume(cfg: Config, checkpoint: Path) -> None:
     """Compare `cfg` with the config `checkpoint` was saved under, before anything of the run is written (every
     rank calls it; rank 0 reads and prints). A change of the model's shape or μP, or of the ZeRO stage (but
-    between 1 and 2) or precision its states were written in, is a ConfigError naming it. A change of the
-    optimizer, schedule, data, seed or global batch (whatever sets it: the data order and the updates follow it)
-    is one too, unless train.allow_config_change is set. Every change is printed."""
+    between 1 and 2), precision or optimizer (optim.name) its states were written in, is a ConfigError naming it, and
+    so is a Lion run's ZeRO checkpoint at another world size. A change of the optimizer's settings, schedule, data,
+    seed or global batch (whatever sets it: the data order and the updates follow it) is one too, unless
+    train.allow_config_change is set. Every change is printed."""
     dist.on_main(lambda: _check_resume(cfg, checkpoint))
 
 
@@ -236,7 +244,8 @@ def _check_resume(cfg: Config, checkpoint: Path) -> None:
     differing = [(f"{section}.{key}", old, current[section][key]) for section, settings in saved.items()
                  for key, old in settings.items() if old != current[section][key]]
     changes = [(name, old, new, _resume_rule(name, old, new)) for name, old, new in differing]
-    before, now = read_trainer_state(checkpoint)["global_batch"], cfg.train.global_batch(dist.world_size())
+    trainer = read_trainer_state(checkpoint)
+    before, now = trainer["global_batch"], cfg.train.global_batch(dist.world_size())
     if before != now:
         changes.append((_BATCH, before, now, "guarded"))
     rules = {rule for *_, rule in changes}
@@ -248,6 +257,13 @@ def _check_resume(cfg: Config, checkpoint: Path) -> None:
     if "fixed" in rules:
         raise ConfigError(f"{checkpoint}: cannot resume with another model or state layout: {listed('fixed')}; "
                           "keep the checkpoint's settings, or start a new run in another train.out_dir")
+    saved_world = trainer["world_size"]
+    if cfg.optim.name == "lion" and saved_world != dist.world_size() and has_zero_partitions(checkpoint):
+        # Another world size reads ZeRO partitions through DeepSpeed's universal format, which holds Adam's
+        # two moments and nothing else.
+        raise ConfigError(f"{checkpoint}: optim.name=lion: a ZeRO checkpoint of a Lion run resumes only at the world "
+                          f"size it was saved at ({saved_world} processes, {dist.world_size()} here); resume with "
+                          f"{saved_world} processes")
     if "guarded" in rules and not cfg.train.allow_config_change:
         fixes = " (train.global_batch_size fixes it at any number of processes)" if before != now else ""
         raise ConfigError(f"{checkpoint}: resuming would change {listed('guarded')}, continuing the run as another "

@@ -13,8 +13,8 @@ against, and reads every checkpoint file DeepSpeed reads for us as data, never c
 digests every file (`fileio.checksum`) in a thread as soon as it is written, while DeepSpeed writes the next one,
 for the checkpoint's checksums.
 
-The client AdamW keeps its μP param groups: DeepSpeed gets no optimizer or scheduler block, so it never
-rewrites a group's LR, and the engine is checked to step those very group dicts.
+The client optimizer (AdamW, or our Lion) keeps its μP param groups: DeepSpeed gets no optimizer or scheduler
+block, so it never rewrites a group's LR, and the engine is checked to step those very group dicts.
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def deepspeed_config(cfg: Config, world_size: int, device: torch.device) -> dict
         "gradient_clipping": cfg.optim.grad_clip,
         "bf16": {"enabled": precision(cfg, device) == "bf16"},
         "zero_optimization": {"stage": cfg.deepspeed.zero_stage, **_buckets(cfg), **_offload(cfg)},
-        "zero_allow_untested_optimizer": True,  # a plain torch AdamW, on purpose
-        "zero_force_ds_cpu_optimizer": False,  # keep that AdamW (and its μP groups) when offloading too
+        "zero_allow_untested_optimizer": True,  # a plain torch optimizer (AdamW or Lion), on purpose
+        "zero_force_ds_cpu_optimizer": False,  # keep it (and its μP groups) when offloading too
         "steps_per_print": 2**62,
         "wall_clock_breakdown": False,
     }
@@ -206,7 +206,7 @@ def _buckets(cfg: Config) -> dict:
     whatever the model's size."""
     d = cfg.model.d_model
     return {"reduce_bucket_size": d * d, "stage3_prefetch_bucket_size": int(0.9 * d * d),
-            "stage3_param_persistence_threshold": 10 * d}  # gather all but the norm gains on demand
+            "stage3_param_persistence_threshold": 10 * d}  # gather all but the gains and biases on demand
 
 
 def _offload(cfg: Config) -> dict:

@@ -10,12 +10,18 @@ decided per axis, from the target's token horizon (steps × global batch × seq_
   fitted batch exponent a (log2 lr* moves by a per doubling of tokens per step; the prediction's design row holds
   the batch, so the horizon fit's covariance widens its interval) within the swept batches and up to
   MAX_BATCH_REACH beyond them; refused farther out, with one batch swept, when a is undetermined, and for a target
-  shorter than MIN_BRIDGED_STEPS (there the warmup, not the batch, shapes the schedule).
+  shorter than MIN_BRIDGED_STEPS (there the warmup, not the batch, shapes the schedule);
+- another depth than the deepest proxy's (the one carried, as the widest proxy's is across width): under
+  model.depth_parametrization=completep the optimum should not move with depth, so it is carried over, from a
+  sweep of two or more depths whose depth verdict is "transfers", up to MAX_DEPTH_REACH times deeper than the
+  deepest proxy (or shallower than the shallowest); refused with one depth swept (no verdict), farther out, and
+  under `none`, naming completep.
 Beyond that, transfer is only claimed for a target that is the swept proxy made wider (and trained on other
-data or hardware), under a recipe the paper found to transfer, from a sweep whose optimum transfers across
-widths (the report's verdict). Anything else is refused with the reason; `--force` applies the LR anyway, and
-the config line written with it says how it was obtained and which checks it overrode. `pretrain report
---target` lists the same refusals before you apply (`review`) and shows the same LR and interval.
+data or hardware), under a recipe the paper found to transfer and our own ablation table did not measure breaking
+(`breaking_settings`; a refusal cites what that table measured, docs/paper_table.md), from a sweep whose optimum
+transfers across widths (the report's verdict). Anything else is refused with the reason; `--force` applies the
+LR anyway, and the config line written with it says how it was obtained and which checks it overrode. `pretrain
+report --target` lists the same refusals before you apply (`review`) and shows the same LR and interval.
 
 The interval. The target's log2 lr* gets a prediction interval at fit.CONFIDENCE (`fit.prediction_interval`):
 where a new measurement of the target's optimum would fall. Its variance adds up
@@ -26,11 +32,13 @@ where a new measurement of the target's optimum would fall. Its variance adds up
   fit's σ_h otherwise);
 - (se_drift·Δ)², Δ = |log2(target d_model / the widest proxy's width)|: μP says the drift across widths is zero
   and the point estimate assumes it (the verdict checks it), but the sweep bounds it only to its standard
-  error se_drift per doubling, and the doublings to the target multiply that.
+  error se_drift per doubling, and the doublings to the target multiply that; likewise across depth, the depth
+  drift's standard error times |log2(target n_layers / the deepest proxy's)|.
 The Student-t quantile is taken at the smallest residual dof of the fits involved (the width fit at a swept
-horizon; the horizon fit, and the width fit where Δ > 0, otherwise). With any of them below fit.MIN_DOF there
-is no interval, and the LR is refused; so is an interval wider than --max-interval (MAX_INTERVAL), naming the
-sweep that narrows its largest term. The one-horizon reuse (only with --force) predicts nothing: no interval.
+horizon; the horizon fit, and the width fit where Δ > 0, otherwise; the depth fit for another depth). With any
+of them below fit.MIN_DOF there is no interval, and the LR is refused; so is an interval wider than
+--max-interval (MAX_INTERVAL), naming the sweep that narrows its largest term. The one-horizon reuse (only with
+--force) predicts nothing: no interval.
 """
 
 from __future__ import annotations
@@ -47,26 +55,32 @@ from ..errors import ConfigError
 from ..fileio import write_text
 from ..model import mup
 from ..outputs import Kind, check_location
-from .fit import MIN_DOF, ErrorTerm, Interval, _more, prediction_interval
+from . import paper_table
+from .fit import MIN_DOF, Drift, ErrorTerm, Interval, _more, prediction_interval
 from .report import SweepReport, build_report, extrapolation
 from .sweep import Plan, load_plan
 
 # May differ between proxy and target: the width and what follows from it (MLP width and its rounding, KV
 # heads), and settings that leave the math alone (kernels, precision, logging). The run's length and batch
-# (train.*) are judged by their tokens, below; the warmup follows the run's length.
-FREE_KEYS = ("model.d_model", "model.d_ff", "model.ffn_multiple_of", "model.n_kv_heads", "model.use_kernels",
-             "model.loss_chunk", "optim.lr", "optim.warmup_steps", "optim.warmup_fraction")
+# (train.*) are judged by their tokens, below, and the depth by the depth parametrization; the warmup follows the
+# run's length.
+FREE_KEYS = ("model.d_model", "model.n_layers", "model.d_ff", "model.ffn_multiple_of", "model.n_kv_heads",
+             "model.use_kernels", "model.loss_chunk", "optim.lr", "optim.warmup_steps", "optim.warmup_fraction")
 FREE_SECTIONS = ("data", "train", "deepspeed", "wandb")
 SAME_HORIZON = 0.10  # a target within 10% of a swept horizon's tokens uses that horizon's optimum
 MAX_EXTRAPOLATION = 100.0  # farthest reach of the horizon fit past the longest swept horizon
 MAX_BATCH_REACH = 4.0  # farthest reach of the batch exponent past the smallest or largest swept batch
 MIN_BRIDGED_STEPS = 200  # a shorter target's schedule is mostly warmup: the batch is not bridged for it
+# Farthest reach in depth past the deepest (or shallowest) proxy: CompleteP's optimum held from 2 to 128 layers in
+# its paper, but a proxy sweep bounds the drift only to its interval, which the doublings multiply (4 at 16x).
+MAX_DEPTH_REACH = 16.0
 # The widest prediction interval (high − low, in log2 lr) applied without --force: at 1.0 the target's optimum
 # lies within a factor √2 either way of the LR applied, four times in five; a sweep grid's step is 0.5 log2.
 MAX_INTERVAL = 1.0
 # The terms of the target's error (`fit.ErrorTerm` names); `_narrowing` says which sweep narrows each.
 MEASURED, NEW, LINE, DRIFT = ("the measured optimum's scatter", "a new optimum's scatter", "the horizon fit's line",
                               "the width drift")
+DEPTH_DRIFT = "the depth drift"
 
 
 @dataclass(frozen=True)
@@ -86,22 +100,34 @@ class Transfer:
     interval: Interval | None = None  # of the target's log2 lr*; None for the one-horizon reuse, which predicts nothing
 
 
-def breaking_settings(cfg: Config) -> list[Problem]:
-    """Settings the paper found to break μ-transfer. (It also found Lion to break it; we have no Lion.)"""
+def breaking_settings(cfg: Config, results: dict | None = None) -> list[Problem]:
+    """Settings that break μ-transfer: those the paper found to, each with what our own table measured for it
+    (`paper_table.measured_note`), and those our table measured breaking though the paper found them to hold.
+    `results`: the measured table (default: the one this package ships, `paper_table.RESULTS`)."""
+    results = paper_table.load_results() if results is None else results
     model, optim = cfg.model, cfg.optim
     found = []
     if model.parametrization == "sp":
         found.append(("model.parametrization=sp", "under the standard parametrization the optimal LR shrinks "
                                                   "with width"))
     if model.norm_gains:
-        found.append(("model.norm_gains=true", "trainable RMSNorm gains broke transfer in the paper"))
+        setting = f"model.norm_gains={str(model.norm_gains).lower()}"
+        found.append((setting, "trainable RMSNorm gains (vector or scalar) broke transfer in the paper"))
     if model.parametrization == "mup" and mup.attention_kind(model) == "sp":
         found.append(("model.qk_scale=sp", "the 1/sqrt(head_dim) attention scale broke transfer in the paper; "
                                            "use mup"))
     if optim.weight_decay > 0 and optim.weight_decay_mode == "coupled":
         found.append(("optim.weight_decay_mode=coupled", "LR-coupled weight decay broke transfer in the paper; "
                                                          "use independent"))
-    return [Problem(setting, f"{setting}: {why}") for setting, why in found]
+    if optim.name == "lion":
+        found.append(("optim.name=lion", "Lion broke transfer in the paper, under the same μP LR rule as Adam's"))
+    problems = [Problem(setting, f"{setting}: {why}; {paper_table.measured_note(setting, results)}")
+                for setting, why in found]
+    for settings, note in paper_table.measured_breaks(cfg, results):
+        if not {setting for setting, _ in found} & set(settings):
+            named = " ".join(settings)
+            problems.append(Problem(named, f"{named}: the paper found transfer to hold with it, but {note}"))
+    return problems
 
 
 def config_differences(proxy: Config, target: Config) -> list[str]:
@@ -120,10 +146,15 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
     proxy = load_config(plan.config)
     problems += [Problem(d, f"differs from the proxy in {d}") for d in config_differences(proxy, target)]
     if report.verdict != "transfers":
-        problems.append(_width_problem(report))
-    widest = max(o.width for o in report.optima)
+        problems.append(_drift_problem(report.width_drift, "width"))
+    widest, deepest = max(o.width for o in report.optima), report.deepest
     problems += [Problem(f"width {o.width}'s optimum on the grid edge", f"width {o.width}: the optimum sits on the "
-                         "grid edge") for o in report.optima if o.on_edge and o.width == widest]
+                         "grid edge") for o in report.optima if o.on_edge and o.width == widest and o.depth == deepest]
+    if target.model.n_layers != deepest:
+        problems += _depth_problems(plan, report, target)
+    # Across depth CompleteP predicts no drift: the deepest proxy's optimum, its drift's error over the doublings.
+    depth_terms = _drift_terms(report.depth_drift, abs(math.log2(target.model.n_layers / deepest)), DEPTH_DRIFT,
+                               "depth")
     if target.train.global_batch_size is None:
         problems.append(Problem("train.global_batch_size unset", "train.global_batch_size is not set, so the target's "
                                 "tokens per step depend on the GPU count; set it to compare the target's batch and "
@@ -137,14 +168,17 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
     tokens = target.training_tokens()
     swept = {p.steps: p.steps * p.tokens_per_step for p in plan.points if p.batch == batch}
     nearest = min(swept, key=lambda steps: abs(math.log(tokens / swept[steps])))
-    at_nearest = report.optimum(widest, nearest, batch)
+    at_nearest = report.optimum(widest, nearest, batch, deepest)
     doublings = abs(math.log2(target.model.d_model / widest))
+    # Where the depth changes, which proxy depth the LR comes from: the notes say so.
+    carried = "" if target.model.n_layers == deepest else f", carried from {deepest} to {target.model.n_layers} layers"
     if abs(tokens / swept[nearest] - 1) <= SAME_HORIZON and at_nearest is not None and not bridged:
-        note = f"width {widest}, fitted 2^{math.log2(at_nearest.lr):.2f} at {swept[nearest]:.2g} tokens"
+        note = f"width {widest}, fitted 2^{math.log2(at_nearest.lr):.2f} at {swept[nearest]:.2g} tokens{carried}"
         # One measured optimum, used as it is: it scatters about its truth by the width fit's σ, as would a new one.
         terms = [ErrorTerm(name, _square(report.drift_sigma), _width_dof(report), "width") for name in (MEASURED, NEW)]
+        terms += [*_drift_terms(report.width_drift, doublings, DRIFT, "width"), *depth_terms]
         result = Transfer(at_nearest.lr, "same horizon", note, problems)
-        return _predicted(result, plan, report, [*terms, *_drift_terms(report, doublings)], tokens, max_interval)
+        return _predicted(result, plan, report, terms, tokens, max_interval)
     if report.horizon_fit is None:
         problems.append(Problem(
             f"one horizon swept ({swept[nearest]:.3g} tokens, target {tokens:.3g})",
@@ -153,7 +187,8 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
             f"sweep two or more horizons around it, e.g. `pretrain sweep {plan.config} --widths "
             f"{','.join(map(str, plan.widths))} --lrs ... --steps {_ladder(plan, tokens)}`"))
         lr = at_nearest.lr if at_nearest else report.optima[-1].lr
-        note = f"width {widest}, 2^{math.log2(lr):.2f} at {swept[nearest]:.2g} tokens, not corrected for the horizon"
+        note = (f"width {widest}, 2^{math.log2(lr):.2f} at {swept[nearest]:.2g} tokens, not corrected for the "
+                f"horizon{carried}")
         return Transfer(lr, "one horizon", note, problems)
     fit = report.horizon_fit
     if bridged and fit.batch_exponent is None:  # refused already; the LR shown is the config's batch's
@@ -181,9 +216,11 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
             f"({e['correction']:+.2f} log2)")
     if bridged:
         note += f", at {tokens_per_step:,} tokens per step with batch exponent {fit.batch_exponent.estimate:+.2f}"
+    note += carried
     terms = [ErrorTerm(LINE, fit.log2_lr_variance(e["width"], tokens, tokens_per_step), fit.dof, "horizon"),
              ErrorTerm(NEW, _square(fit.sigma), fit.dof, "horizon"),
-             *_drift_terms(report, abs(math.log2(target.model.d_model / e["width"])))]
+             *_drift_terms(report.width_drift, abs(math.log2(target.model.d_model / e["width"])), DRIFT, "width"),
+             *depth_terms]
     return _predicted(Transfer(e["lr"], "extrapolated", note, problems), plan, report, terms, tokens, max_interval)
 
 
@@ -216,6 +253,34 @@ def _batch_problems(plan: Plan, report: SweepReport, target: Config, tokens_per_
     return []
 
 
+def _depth_problems(plan: Plan, report: SweepReport, target: Config) -> list[Problem]:
+    """Why the deepest proxy's optimum cannot be carried to the target's depth."""
+    depth, deepest, shallowest = target.model.n_layers, report.deepest, min(plan.depths)
+    listed = ",".join(map(str, plan.depths))
+    if target.model.depth_parametrization == "none":
+        return [Problem(
+            f"depth differs (proxies {listed}, target {depth} layers) under model.depth_parametrization=none",
+            f"the target has {depth} layers, the deepest proxy (whose optimum is carried) {deepest}: without a depth "
+            "parametrization the optimum moves with depth; set model.depth_parametrization=completep (and "
+            "model.base_depth) in the proxies' config and the target's and sweep again, or sweep the proxies at the "
+            "target's depth")]
+    more = f"`pretrain sweep {plan.config} ... --depths {listed},{deepest * 2} --out {plan.dir}`"
+    if not shallowest / MAX_DEPTH_REACH <= depth <= deepest * MAX_DEPTH_REACH:
+        return [Problem(f"depth {depth} beyond {MAX_DEPTH_REACH:g}x the swept",
+                        f"the target has {depth} layers, more than {MAX_DEPTH_REACH:g}x outside the swept "
+                        f"{shallowest}..{deepest}: the depth drift is not trusted that far; sweep depths nearer the "
+                        f"target's, e.g. {more}")]
+    if report.depth_drift is None:
+        return [Problem(f"one depth swept ({deepest}, target {depth})",
+                        f"the target has {depth} layers and the sweep measured the optimum at {deepest} only: "
+                        "whether it holds across depth is not measured; sweep two or more depths, e.g. "
+                        f"`pretrain sweep {plan.config} ... --depths {max(1, deepest // 2)},{deepest} --out "
+                        f"{plan.dir}`")]
+    if report.depth_drift.verdict != "transfers":
+        return [_drift_problem(report.depth_drift, "depth")]
+    return []
+
+
 def _square(sigma: float | None) -> float | None:
     return None if sigma is None else sigma**2
 
@@ -224,13 +289,15 @@ def _width_dof(report: SweepReport) -> int:
     return 0 if report.drift_interval is None else report.drift_interval.dof
 
 
-def _drift_terms(report: SweepReport, doublings: float) -> list[ErrorTerm]:
-    """The drift's part of the target's error: μP predicts none, but the sweep bounds it only to its standard
-    error per doubling, which the doublings from the proxy to the target multiply. None at the proxy's width."""
+def _drift_terms(drift: Drift | None, doublings: float, name: str, fit: str) -> list[ErrorTerm]:
+    """A drift's part of the target's error (`fit` "width" or "depth"; `drift` None where nothing measured it): μP
+    (CompleteP) predicts none, but the sweep bounds it only to its standard error per doubling, which the
+    doublings from the proxy to the target multiply. None at the proxy's width (depth)."""
     if doublings == 0:
         return []
-    variance = None if report.drift_se is None else (report.drift_se * doublings) ** 2
-    return [ErrorTerm(DRIFT, variance, _width_dof(report), "width")]
+    se = None if drift is None else drift.slope_se
+    dof = 0 if drift is None or drift.interval is None else drift.interval.dof
+    return [ErrorTerm(name, None if se is None else (se * doublings) ** 2, dof, fit)]
 
 
 def _predicted(result: Transfer, plan: Plan, report: SweepReport, terms: list[ErrorTerm], tokens: int,
@@ -240,8 +307,9 @@ def _predicted(result: Transfer, plan: Plan, report: SweepReport, terms: list[Er
     interval = prediction_interval(math.log2(result.lr), terms)
     problems = list(result.problems)
     lacking = {term.fit: term.dof for term in terms if term.dof < MIN_DOF}
-    # The width fit alone lacking: the verdict is undetermined too, and its problem names the sweep that fixes both.
-    if lacking and set(lacking) != {"width"}:
+    # The width or depth fit alone lacking: its verdict is undetermined too, and that problem names the sweep that
+    # fixes both.
+    if lacking and not set(lacking) <= {"width", "depth"}:
         beta = {"horizon": f" (β = {report.horizon_fit.beta:.2f} is undetermined)"} if "horizon" in lacking else {}
         fits = " and ".join(f"the {fit} fit has {dof} residual dof{beta.get(fit, '')}" for fit, dof in lacking.items())
         problems.append(Problem(
@@ -282,6 +350,8 @@ def _narrowing(plan: Plan, report: SweepReport, term: ErrorTerm, tokens: int) ->
     """The sweep that narrows `term` most directly, as a command line."""
     if term.name == DRIFT:  # a wider proxy: fewer doublings to the target, and a longer lever on the drift
         return f"a wider proxy: {_sweep_command(plan, _wider(plan, 1))}"
+    if term.name == DEPTH_DRIFT:  # likewise in depth
+        return f"a deeper proxy: {_sweep_command(plan, depths=[max(plan.depths) * 2])}"
     if term.name == LINE:  # a horizon nearer the target's: a shorter extrapolation
         return f"a horizon nearer the target's: {_sweep_command(plan, steps=_longer(plan, tokens, 1))}"
     # An optimum's scatter: a parabola through more points around each optimum places it more precisely.
@@ -302,10 +372,13 @@ def _longer(plan: Plan, tokens: int, n: int) -> list[int]:
     return [max(1, min(plan.steps) // 2**k) for k in range(1, n + 1)]
 
 
-def _sweep_command(plan: Plan, widths: list[int] = (), steps: list[int] = (), lrs: str | None = None) -> str:
-    """`pretrain sweep` growing the sweep in its directory by `widths`, `steps` and `lrs`."""
+def _sweep_command(plan: Plan, widths: list[int] = (), steps: list[int] = (), lrs: str | None = None,
+                   depths: list[int] = ()) -> str:
+    """`pretrain sweep` growing the sweep in its directory by `widths`, `steps`, `lrs` and `depths`."""
+    depths = sorted({*plan.depths, *depths})
     return (f"`pretrain sweep {plan.config} --widths {','.join(map(str, sorted({*plan.widths, *widths})))} --lrs "
             f"{lrs or _lrs_text(plan.lrs)} --steps {','.join(map(str, sorted({*plan.steps, *steps})))} "
+            + (f"--depths {','.join(map(str, depths))} " if len(depths) > 1 else "")
             + (f"--batches {','.join(map(str, plan.batches))} " if len(plan.batches) > 1 else "")
             + ("--equal-tokens " if plan.equal_tokens else "") + f"--out {plan.dir}`")
 
@@ -319,15 +392,16 @@ def _lrs_text(lrs: list[float]) -> str:
     return ",".join(f"{lr:.6g}" for lr in lrs)
 
 
-def _width_problem(report: SweepReport) -> Problem:
-    """Why the sweep's verdict across widths stops the transfer: a drift, or a verdict the sweep cannot reach."""
-    if report.verdict == "drifts":
-        return Problem(f"drift {report.drift:+.2f} log2 per width doubling",
-                       f"the sweep's optimum drifts by {report.drift:+.2f} log2 per doubling of width "
-                       f"({report.drift_interval}): {report.verdict_reason}")
-    drift = "" if report.drift is None else f" (drift {report.drift:+.2f} log2 per doubling, {report.drift_interval})"
-    return Problem("width transfer undetermined", f"the sweep cannot tell whether its optimum moves with width"
-                   f"{drift}: {report.verdict_reason}")
+def _drift_problem(drift: Drift, axis: str) -> Problem:
+    """Why the sweep's verdict across `axis` (width or depth) stops the transfer: a drift, or a verdict the sweep
+    cannot reach."""
+    if drift.verdict == "drifts":
+        return Problem(f"drift {drift.slope:+.2f} log2 per {axis} doubling",
+                       f"the sweep's optimum drifts by {drift.slope:+.2f} log2 per doubling of {axis} "
+                       f"({drift.interval}): {drift.reason}")
+    slope = "" if drift.slope is None else f" (drift {drift.slope:+.2f} log2 per doubling, {drift.interval})"
+    return Problem(f"{axis} transfer undetermined", f"the sweep cannot tell whether its optimum moves with {axis}"
+                   f"{slope}: {drift.reason}")
 
 
 def _ladder(plan: Plan, tokens: int) -> str:

@@ -1,5 +1,5 @@
-"""The statistics of `pretrain report`: the optimum LR per width and horizon of a sweep, and how it moves across
-widths and token horizons. Pure functions of the sweep's points: no files, no plots.
+"""The statistics of `pretrain report`: the optimum LR per width, depth and horizon of a sweep, and how it moves
+across widths, depths and token horizons. Pure functions of the sweep's points: no files, no plots.
 
 Per (width, horizon), the optimum is the vertex of a least-squares parabola in eval loss against log2(LR),
 fitted to the points within ±1 log2 of it: the loss is close to quadratic in log2(LR) there (further out, the
@@ -11,7 +11,8 @@ fit; a window cut by the grid's edge or by a diverged neighbour is one-sided, an
 
 Two straight-line fits summarise the optima, each with one slope shared by every group and an intercept per
 group (`shared_slope`):
-- across widths (a group per horizon): the drift, log2(lr*) per doubling of width; μP makes it ~0.
+- across widths (a group per horizon and depth): the drift, log2(lr*) per doubling of width; μP makes it ~0.
+  Across depths likewise (a group per width and horizon), where a sweep has several: CompleteP makes it ~0.
 - across horizons (a group per width, with two or more horizons): log2(lr*) = a_width − β·log2(tokens), the
   optimum falling as a power of the token horizon. Where the optima span two or more batches, one least-squares
   fit adds a·log2(tokens per step) (the batch exponent a, with its own interval); it is left out where the batch
@@ -20,20 +21,21 @@ group (`shared_slope`):
   the grid's edge stay out of both fits (they only bound the optimum).
 
 Any linear combination of a least-squares fit's parameters gets a two-sided Student-t interval from the
-residuals (`linear_fit`, `LinearFit.interval`). The drift's interval decides the verdict: "transfers" when it
-lies within ±DRIFT_TOLERANCE, "drifts" when it lies wholly outside, else "undetermined". β is determined when
-it has an interval: MIN_DOF or more residual dof.
+residuals (`linear_fit`, `LinearFit.interval`). A drift's interval decides its verdict, the same way across
+widths and depths: "transfers" when it lies within ±DRIFT_TOLERANCE, "drifts" when it lies wholly outside, else
+"undetermined". β is determined when it has an interval: MIN_DOF or more residual dof.
 
 A value predicted from these fits, such as the target's log2(lr*) in `apply_lr`, gets a prediction interval
 (`prediction_interval`): its error is a sum of independent terms, each a variance estimated by one fit (the
 fitted value's variance wᵀCw from the parameter covariance C and the design row w; the residual variance σ²,
-by which a new optimum scatters about the line; the width drift's variance over the doublings to the target),
+by which a new optimum scatters about the line; a drift's variance over the doublings to the target),
 and the Student-t quantile is taken at the smallest of their fits' dof, the least-known term setting the tails.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,7 @@ class SweepPoint:
     status: str  # "ok", "diverged", "failed" (crashed) or "missing" (not run yet)
     loss: float | None  # the report's metric; None unless the run finished ("ok")
     batch: int | None = None  # global batch, in sequences
+    depth: int | None = None  # layers
 
     @property
     def has_result(self) -> bool:
@@ -87,11 +90,7 @@ class Optimum:
     on_edge: bool  # the best grid LR is the smallest or largest of the grid
     batch: int | None = None  # global batch, in sequences
     tokens_per_step: int | None = None  # None: the sweep's one batch
-
-    @property
-    def run(self) -> tuple[int, int | None]:
-        """What the optimum's run is trained for besides its width: the width drift's group."""
-        return self.steps, self.batch
+    depth: int | None = None  # layers
 
 
 @dataclass(frozen=True)
@@ -189,13 +188,14 @@ class SlopeFit:
 
 
 @dataclass
-class WidthDrift:
-    """log2(lr*) per doubling of width (one slope shared by the horizons), and what its interval says."""
+class Drift:
+    """log2(lr*) per doubling of width or depth (one slope shared by the runs that differ in the rest), and what
+    its interval says."""
 
-    interval: Interval | None  # None: fewer than two widths have an optimum inside the grid
+    interval: Interval | None  # None: fewer than two widths (depths) have an optimum inside the grid
     slope_se: float | None  # the drift's standard error; None where the fit has no residual
     sigma: float | None  # the fit's residual standard deviation: how far one optimum scatters, log2 units
-    spread: float | None  # max − min of log2(lr*) across widths, at the horizon where it is largest
+    spread: float | None  # max − min of log2(lr*) across widths (depths), in the group where it is largest
     verdict: str  # "transfers", "drifts" or "undetermined"
     reason: str  # why; for "undetermined", also what would decide it
 
@@ -313,31 +313,47 @@ def shared_slope(groups: dict[int, list[tuple[float | tuple[float, ...], float]]
         slope_interval=fit.interval(slope, confidence), fit=fit)
 
 
-def width_drift(optima: list[Optimum], confidence: float = CONFIDENCE) -> WidthDrift:
+def width_drift(optima: list[Optimum], confidence: float = CONFIDENCE) -> Drift:
     """The drift across widths with its interval at `confidence`, the spread, and the verdict (see the module
     docstring)."""
-    by_horizon = _log2_groups(optima, by="run", x=("width",))
-    spread = max((max(y for _, y in pts) - min(y for _, y in pts) for pts in by_horizon.values() if len(pts) > 1),
+    return _drift(optima, "width", confidence)
+
+
+def depth_drift(optima: list[Optimum], confidence: float = CONFIDENCE) -> Drift:
+    """The drift across depths, as `width_drift` across widths."""
+    return _drift(optima, "depth", confidence)
+
+
+# The settings of an optimum's run; a drift along one of them groups the optima by the others. Its verdict names
+# what else to sweep for residual dof: another horizon (for the width drift) or width (for the depth drift).
+SETTINGS = ("width", "depth", "steps", "batch")
+_ALSO = {"width": "horizon", "depth": "width"}
+
+
+def _drift(optima: list[Optimum], axis: str, confidence: float) -> Drift:
+    others = [k for k in SETTINGS if k != axis]
+    groups = _log2_groups(optima, key=lambda o: tuple(getattr(o, k) for k in others), x=(axis,))
+    spread = max((max(y for _, y in pts) - min(y for _, y in pts) for pts in groups.values() if len(pts) > 1),
                  default=None)
-    fit = shared_slope(by_horizon, confidence)
+    fit = shared_slope(groups, confidence)
     if fit is None:
-        return WidthDrift(None, None, None, spread, "undetermined", "fewer than two widths have an optimum inside "
-                          "the LR grid; to decide it, sweep two or more widths with LRs on both sides of each optimum")
+        return Drift(None, None, None, spread, "undetermined", f"fewer than two {axis}s have an optimum inside the "
+                     f"LR grid; to decide it, sweep two or more {axis}s with LRs on both sides of each optimum")
     drift, tolerance = fit.slope_interval, f"±{DRIFT_TOLERANCE} log2 per doubling"
     measured = (drift, fit.slope_se, fit.sigma, spread)
     if not drift.determined:
-        # each width more (at every fitted horizon) adds a dof per horizon; each horizon more, widths − 1 dof
-        missing, widths = MIN_DOF - drift.dof, len({x for pts in by_horizon.values() for x, _ in pts})
-        return WidthDrift(*measured, "undetermined", (
+        # each setting more (in every fitted group) adds a dof per group; each group more, settings − 1 dof
+        missing, settings = MIN_DOF - drift.dof, len({x for pts in groups.values() for x, _ in pts})
+        return Drift(*measured, "undetermined", (
             f"an interval needs {MIN_DOF} residual dof; to decide it, sweep "
-            f"{_more(math.ceil(missing / len(fit.intercepts)), 'width')}, or these {widths} widths at "
-            f"{_more(math.ceil(missing / (widths - 1)), 'horizon')}"))
+            f"{_more(math.ceil(missing / len(fit.intercepts)), axis)}, or these {settings} {axis}s at "
+            f"{_more(math.ceil(missing / (settings - 1)), _ALSO[axis])}"))
     if -DRIFT_TOLERANCE <= drift.low and drift.high <= DRIFT_TOLERANCE:
-        return WidthDrift(*measured, "transfers", f"the whole interval lies within {tolerance}")
+        return Drift(*measured, "transfers", f"the whole interval lies within {tolerance}")
     if drift.low > DRIFT_TOLERANCE or drift.high < -DRIFT_TOLERANCE:
-        return WidthDrift(*measured, "drifts", f"the whole interval lies outside {tolerance}")
-    return WidthDrift(*measured, "undetermined", f"the interval straddles {tolerance}; to decide it, narrow "
-                      "it: sweep more or farther-apart widths, or more horizons")
+        return Drift(*measured, "drifts", f"the whole interval lies outside {tolerance}")
+    return Drift(*measured, "undetermined", f"the interval straddles {tolerance}; to decide it, narrow it: sweep "
+                 f"more or farther-apart {axis}s, or more {_ALSO[axis]}s")
 
 
 def horizon_fit(optima: list[Optimum], confidence: float = CONFIDENCE) -> HorizonFit | None:
@@ -348,8 +364,8 @@ def horizon_fit(optima: list[Optimum], confidence: float = CONFIDENCE) -> Horizo
         return None  # no width has two horizons at one batch: nothing measures β apart from the batch
     # The batch column where the optima span two or more batches and it is separable from the horizon.
     joint = len({o.tokens_per_step for o in inside}) > 1 and shared_slope(
-        _log2_groups(optima, by="width", x=("tokens", "tokens_per_step")), confidence)
-    fit = joint or shared_slope(_log2_groups(optima, by="width", x=("tokens",)), confidence)
+        _log2_groups(optima, key=lambda o: o.width, x=("tokens", "tokens_per_step")), confidence)
+    fit = joint or shared_slope(_log2_groups(optima, key=lambda o: o.width, x=("tokens",)), confidence)
     if fit is None:
         return None
     se = fit.group_slope_se
@@ -364,13 +380,13 @@ def horizon_fit(optima: list[Optimum], confidence: float = CONFIDENCE) -> Horizo
                       batch_se=None if batch is None else fit.fit.standard_error(batch))
 
 
-def _log2_groups(optima: list[Optimum], by: str, x: tuple[str, ...]) -> dict[Any, list[tuple[tuple, float]]]:
-    """(log2 of each of the optimum's `x`, log2(lr*)) grouped by its `by`, leaving out optima on the grid's
-    edge."""
+def _log2_groups(optima: list[Optimum], key: Callable[[Optimum], Any],
+                 x: tuple[str, ...]) -> dict[Any, list[tuple[tuple, float]]]:
+    """(log2 of each of the optimum's `x`, log2(lr*)) grouped by `key`, leaving out optima on the grid's edge."""
     groups: dict[Any, list[tuple[tuple, float]]] = {}
     for o in optima:
         if not o.on_edge:
-            groups.setdefault(getattr(o, by), []).append((tuple(math.log2(getattr(o, k)) for k in x), math.log2(o.lr)))
+            groups.setdefault(key(o), []).append((tuple(math.log2(getattr(o, k)) for k in x), math.log2(o.lr)))
     return groups
 
 

@@ -1,6 +1,9 @@
-"""`pretrain report`: a sweep's plan and results read into a report: the loss grid, the optimum LR per width
-and horizon, their drift across widths and a verdict, the horizon fit, and warnings about what is missing or
-uncertain. The statistics are `fit`'s; `report_text` prints a report and `report_plot` draws it.
+"""`pretrain report`: a sweep's plan and results read into a report: the loss grid, the optimum LR per width,
+depth and horizon, their drift across widths (and depths) with a verdict each, the horizon fit, and warnings about
+what is missing or uncertain. The statistics are `fit`'s; `report_text` prints a report and `report_plot` draws it.
+
+With several depths the horizon fit is that of the deepest proxies, the ones `apply_lr` transfers from (as it
+transfers from the widest); the drift across widths is fitted at every depth, one slope for all.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from ..errors import ConfigError
 from .fit import (
     AGREEMENT_SIGMAS,
     MIN_DOF,
+    Drift,
     HorizonFit,
     Interval,
     Optimum,
     SweepPoint,
+    depth_drift,
     horizon_fit,
     width_drift,
     width_optimum,
@@ -45,6 +50,18 @@ class SweepReport:
     horizon_fit: HorizonFit | None  # with two or more horizons
     warnings: list[str] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)  # global batches, in sequences; one unless swept
+    depths: list[int] = field(default_factory=list)  # layers; one unless swept
+    depth_drift: Drift | None = None  # log2(lr*) per doubling of depth and its verdict, with several depths
+
+    @property
+    def deepest(self) -> int | None:
+        """The deepest proxies' depth: that of the horizon fit and of what `apply_lr` transfers."""
+        return max(self.depths, default=None)
+
+    @property
+    def width_drift(self) -> Drift:
+        return Drift(self.drift_interval, self.drift_se, self.drift_sigma, self.spread, self.verdict,
+                     self.verdict_reason)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -52,10 +69,11 @@ class SweepReport:
             del data["horizon_fit"]["line"]  # its arrays; β, its interval and σ are there as numbers
         return data
 
-    def optimum(self, width: int, steps: int, batch: int | None = None) -> Optimum | None:
-        """The optimum of `width` at `steps` steps, at `batch` (any, when None: the one batch of most sweeps)."""
-        return next((o for o in self.optima if o.width == width and o.steps == steps and batch in (None, o.batch)),
-                    None)
+    def optimum(self, width: int, steps: int, batch: int | None = None, depth: int | None = None) -> Optimum | None:
+        """The optimum of `width` at `steps` steps, at `batch` and `depth` (any, when None: the one batch and depth
+        of most sweeps)."""
+        return next((o for o in self.optima if o.width == width and o.steps == steps and batch in (None, o.batch)
+                     and depth in (None, o.depth)), None)
 
     def tokens(self, steps: int) -> int:
         """The token horizon of `steps` steps, as in the sweep's plan."""
@@ -70,7 +88,7 @@ def build_report(plan: Plan) -> SweepReport:
     for point, result in zip(plan.points, results):
         status = result["status"] if result else "missing"
         loss = result[metric] if result and status == "ok" else None
-        grid.append(SweepPoint(point.width, point.steps, point.lr, status, loss, point.batch))
+        grid.append(SweepPoint(point.width, point.steps, point.lr, status, loss, point.batch, point.depth))
     return grid_report(plan, grid, metric)
 
 
@@ -78,28 +96,33 @@ def grid_report(plan: Plan, grid: list[SweepPoint], metric: str = "eval_loss") -
     """The report of `grid`, the outcome of each of the plan's points (in `metric`), wherever they come from."""
     warnings, optima = [], []
     missing = [p for p in grid if not p.has_result]
+    depths = len(plan.depths) > 1
     if missing:
         warnings.append(f"{len(missing)} of {len(grid)} points have no result (not run yet or failed): "
-                        + ", ".join(f"w{p.width}/s{p.steps}" + (f"/b{p.batch}" if len(plan.batches) > 1 else "")
-                                    + f"/lr {p.lr:.3g}" for p in missing[:6])
+                        + ", ".join(f"w{p.width}" + (f"/d{p.depth}" if depths else "") + f"/s{p.steps}"
+                                    + (f"/b{p.batch}" if len(plan.batches) > 1 else "") + f"/lr {p.lr:.3g}"
+                                    for p in missing[:6])
                         + (" ..." if len(missing) > 6 else ""))
     edges = (min(plan.lrs), max(plan.lrs))
-    for width, steps, batch in sorted({(p.width, p.steps, p.batch or plan.batch) for p in grid}):
-        where = (f"width {width}" + (f", {steps} steps" if len(plan.steps) > 1 else "")
+    runs = {(p.width, p.depth or plan.depth, p.steps, p.batch or plan.batch) for p in grid}
+    for width, depth, steps, batch in sorted(runs):
+        where = (f"width {width}" + (f", depth {depth}" if depths else "")
+                 + (f", {steps} steps" if len(plan.steps) > 1 else "")
                  + (f", batch {batch}" if len(plan.batches) > 1 else ""))
-        column = [p for p in grid if (p.width, p.steps, p.batch or plan.batch) == (width, steps, batch)]
+        column = [p for p in grid if (p.width, p.depth or plan.depth, p.steps, p.batch or plan.batch)
+                  == (width, depth, steps, batch)]
         optimum = width_optimum(column, plan.tokens(steps, batch), edges)
         if optimum is None:
             warnings.append(f"{where}: no finished point, no optimum")
             continue
-        optimum = replace(optimum, batch=batch, tokens_per_step=plan.tokens(1, batch))  # one step's tokens
+        optimum = replace(optimum, batch=batch, tokens_per_step=plan.tokens(1, batch), depth=depth)  # one step's tokens
         optima.append(optimum)
         if optimum.on_edge:
             side = "smallest" if optimum.best_lr == edges[0] else "largest"
             warnings.append(f"{where}: the optimum is the {side} LR of the grid ({optimum.best_lr:.3g}); "
                             f"the true optimum may lie outside it: extend --lrs")
     drift = width_drift(optima)
-    fit = horizon_fit(optima)  # None with one horizon: no width has two
+    fit = horizon_fit([o for o in optima if o.depth == max(plan.depths)])  # None with one horizon: no width has two
     if fit is not None:
         for width in fit.disagreeing:
             warnings.append(f"width {width}: β = {fit.width_betas[width]:.2f} disagrees with the shared β = "
@@ -110,7 +133,8 @@ def grid_report(plan: Plan, grid: list[SweepPoint], metric: str = "eval_loss") -
                             f"interval needs {MIN_DOF}; sweep another horizon (a dof per width) before extrapolating")
     return SweepReport(plan.name, plan.parametrization, metric, plan.warmup, plan.tokens_per_step, plan.steps,
                        grid, optima, drift.slope, drift.interval, drift.slope_se, drift.sigma, drift.spread,
-                       drift.verdict, drift.reason, fit, warnings, plan.batches)
+                       drift.verdict, drift.reason, fit, warnings, plan.batches, plan.depths,
+                       depth_drift(optima) if depths else None)
 
 
 def extrapolation(report: SweepReport, tokens: int, width: int | None = None,
@@ -124,7 +148,7 @@ def extrapolation(report: SweepReport, tokens: int, width: int | None = None,
     width = max(fit.intercepts) if width is None else width
     longest = report.tokens(max(report.steps))
     at_longest = next((o for o in report.optima if o.width == width and o.tokens == longest
-                       and o.tokens_per_step == report.tokens_per_step), None)
+                       and o.tokens_per_step == report.tokens_per_step and o.depth == report.deepest), None)
     log2_lr = fit.log2_lr(width, tokens, tokens_per_step or report.tokens_per_step)
     log2_lr_at_longest = math.log2(at_longest.lr) if at_longest else fit.log2_lr(width, longest, report.tokens_per_step)
     return {"width": width, "tokens": tokens, "longest_tokens": longest, "ratio": tokens / longest,

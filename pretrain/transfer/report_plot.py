@@ -14,17 +14,18 @@ from .report import SweepReport, extrapolation
 
 def plot_reports(reports: list[SweepReport], path: Path, target_tokens: int | None = None,
                  intervals: list[Interval | None] | None = None, target_tokens_per_step: int | None = None) -> None:
-    """Per sweep, a row: loss against log2(LR), one curve per width, horizon and batch, the fitted optima marked;
-    with several horizons, also log2(lr*) against tokens per width with the fitted lines (and the
+    """Per sweep, a row: loss against log2(LR), one curve per width, depth, horizon and batch, the fitted optima
+    marked; with several horizons, also log2(lr*) against tokens per width with the fitted lines (and the
     extrapolation to `target_tokens`, marked, with the target's interval from `intervals`, one per report); with
-    several batches, also log2(lr*) against the batch per width."""
+    several batches, also log2(lr*) against the batch per width; with several depths, against the depth."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     horizons, batches = any(r.horizon_fit for r in reports), any(len(r.batches) > 1 for r in reports)
-    cols = 1 + horizons + batches
+    depths = any(len(r.depths) > 1 for r in reports)
+    cols = 1 + horizons + batches + depths
     fig, axes = plt.subplots(len(reports), cols, figsize=(5.8 * cols, 4.2 * len(reports)), squeeze=False)
     finite = [p.loss for r in reports for p in r.grid if p.loss is not None]
     for row, report, interval in zip(axes, reports, intervals or [None] * len(reports)):
@@ -35,7 +36,9 @@ def plot_reports(reports: list[SweepReport], path: Path, target_tokens: int | No
         if horizons:
             _plot_horizons(row[1], report, target_tokens, interval, plt, target_tokens_per_step)
         if batches:
-            _plot_batches(row[-1], report, plt)
+            _plot_against(row[1 + horizons], report, "batch", plt)
+        if depths:
+            _plot_against(row[-1], report, "depth", plt)
     fig.tight_layout()
     with atomic_output(path) as staged:  # a report stopped mid-draw leaves the previous plot
         fig.savefig(staged, format="png", dpi=120)
@@ -49,17 +52,18 @@ def _width_colors(widths: list[int], plt) -> dict:
 def _plot_losses(ax, report: SweepReport, plt) -> None:
     widths = sorted({p.width for p in report.grid})
     colors = _width_colors(widths, plt)
-    runs = sorted({(p.steps, p.batch) for p in report.grid})
+    runs = sorted({(p.depth, p.steps, p.batch) for p in report.grid})
     styles = dict(zip(runs, ["-", "--", ":", "-."] * len(runs)))
     for width in widths:
-        for steps, batch in runs:
-            points = sorted((p for p in report.grid if (p.width, p.steps, p.batch) == (width, steps, batch)
-                             and p.loss is not None), key=lambda p: p.lr)
-            label = (f"width {width}" + (f", {steps} steps" if len(report.steps) > 1 else "")
+        for depth, steps, batch in runs:
+            points = sorted((p for p in report.grid if (p.width, p.depth, p.steps, p.batch)
+                             == (width, depth, steps, batch) and p.loss is not None), key=lambda p: p.lr)
+            label = (f"width {width}" + (f", depth {depth}" if len(report.depths) > 1 else "")
+                     + (f", {steps} steps" if len(report.steps) > 1 else "")
                      + (f", batch {batch}" if len(report.batches) > 1 else ""))
             ax.plot([math.log2(p.lr) for p in points], [p.loss for p in points], "o", color=colors[width],
-                    linestyle=styles[steps, batch], label=label, markersize=3)
-            optimum = report.optimum(width, steps, batch)
+                    linestyle=styles[depth, steps, batch], label=label, markersize=3)
+            optimum = report.optimum(width, steps, batch, depth)
             if optimum is not None:
                 ax.axvline(math.log2(optimum.lr), color=colors[width], linestyle=":", linewidth=0.8)
     title = report.name if report.name == report.parametrization else f"{report.name} ({report.parametrization})"
@@ -106,22 +110,27 @@ def _plot_horizons(ax, report: SweepReport, target_tokens: int | None, interval:
     ax.legend(fontsize=7)
 
 
-def _plot_batches(ax, report: SweepReport, plt) -> None:
-    """log2(lr*) against the global batch, per width (every horizon), titled with the fitted batch exponent."""
-    if len(report.batches) < 2:
+def _plot_against(ax, report: SweepReport, axis: str, plt) -> None:
+    """log2(lr*) against the global batch or the depth (`axis`), per width (every other setting), titled with the
+    fitted batch exponent or the depth drift."""
+    if len(report.batches if axis == "batch" else report.depths) < 2:
         ax.axis("off")
         return
     widths = sorted({o.width for o in report.optima})
     colors = _width_colors(widths, plt)
     for width in widths:
         points = [o for o in report.optima if o.width == width]
-        ax.plot([o.batch for o in points], [math.log2(o.lr) for o in points], "o", color=colors[width],
+        ax.plot([getattr(o, axis) for o in points], [math.log2(o.lr) for o in points], "o", color=colors[width],
                 markersize=4, label=f"width {width}")
-    a = report.horizon_fit and report.horizon_fit.batch_exponent
-    exponent = "undetermined" if not a or not a.determined else f"{a.estimate:+.2f}, {a}"
-    ax.set_title(f"optimum vs batch: a = {exponent}", fontsize=9)
+    if axis == "batch":
+        a = report.horizon_fit and report.horizon_fit.batch_exponent
+        title = f"a = {'undetermined' if not a or not a.determined else f'{a.estimate:+.2f}, {a}'}"
+    else:
+        drift = report.depth_drift
+        title = drift.verdict + ("" if drift.slope is None else f", drift {drift.slope:+.2f} ({drift.interval})")
+    ax.set_title(f"optimum vs {axis}: {title}", fontsize=9)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("global batch (sequences)")
+    ax.set_xlabel("global batch (sequences)" if axis == "batch" else "depth (layers)")
     ax.set_ylabel("log2 lr*")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -1,5 +1,5 @@
-"""LR sweeps over widths, training horizons and global batches: a plan of (width, steps, batch, LR) points, each
-one ordinary run.
+"""LR sweeps over widths, depths, training horizons and global batches: a plan of (width, depth, steps, batch, LR)
+points, each one ordinary run.
 
 The horizon axis (`--steps`) is optional: without it every point trains the config's train.steps. Every horizon
 warms up the same share of its run, so the LR schedule has one shape along the ladder and the fitted horizon
@@ -10,6 +10,9 @@ and the sweep's config.yaml record the rule used.
 The batch axis (`--batches`, train.global_batch_size in sequences) is optional too. A horizon is a number of steps
 at every batch (a larger batch trains more tokens), or with `--equal-tokens` the tokens its steps train at the
 config's batch (each batch trains them in its own number of steps). Tokens per step are recorded per point.
+
+The depth axis (`--depths`, model.n_layers) is optional as well: under model.depth_parametrization=completep the
+optimum should not move with it, and the report measures whether it does.
 
 `SWEEP_DIR/plan.json` lists the points; `SWEEP_DIR/config.yaml` is the resolved proxy config they all start
 from, so a sweep stays reproducible after the source config changes. A point runs as a subprocess
@@ -70,13 +73,17 @@ def _lr_text(lr: float) -> str:
     return f"2^{round(exponent, 2):g}" if abs(exponent - round(exponent, 2)) < 1e-9 else f"{lr:.3g}"
 
 
-# The global batch, in sequences. A point at the config's own batch leaves it out of its name and overrides, so a
-# sweep planned before the batch axis keeps its points' names and grows by batches like by any other axis.
+# The global batch, in sequences, and the depth (layers). A point at the config's own batch or depth leaves it out
+# of its name and overrides, so a sweep planned before these axes keeps its points' names and grows by batches or
+# depths like by any other axis. The plan's field of the axis's `field` name holds the config's setting.
 BATCH = Axis("batch", "batches", "train.global_batch_size", "batch", lambda batch: f"b{batch}")
-# The grid's dimensions, in the order of point names and overrides. Another axis (depth) is one more entry, with a
-# Point field and a Plan list of those names.
+DEPTH = Axis("depth", "depths", "model.n_layers", "depth", lambda depth: f"d{depth}")
+IMPLICIT = (BATCH, DEPTH)
+# The grid's dimensions, in the order of point names and overrides. Another axis is one more entry, with a Point
+# field and a Plan list of those names.
 AXES = (
     Axis("width", "widths", "model.d_model", "width", lambda width: f"w{width}"),
+    DEPTH,
     Axis("steps", "steps", "train.steps", "horizon", lambda steps: f"s{steps}"),
     BATCH,
     Axis("lr", "lrs", "optim.lr", "LR", lambda lr: f"lr{lr:.4e}", _lr_text),
@@ -90,6 +97,7 @@ class Point:
     index: int
     name: str
     width: int
+    depth: int  # layers
     steps: int  # the steps it trains (with --equal-tokens, the horizon scaled to its batch)
     batch: int  # global batch, in sequences
     lr: float
@@ -105,10 +113,12 @@ class Plan:
     config: str  # the resolved proxy config snapshot
     parametrization: str
     widths: list[int]
+    depths: list[int]  # layers
     steps: list[int]  # the horizons, in steps at the config's batch
     batches: list[int]  # global batches, in sequences
     lrs: list[float]
     batch: int  # the config's global batch: the one a point's name and overrides leave out
+    depth: int  # the config's depth, left out likewise
     tokens_per_step: int  # the config's global batch × seq_len
     horizon: str  # "steps": every batch trains a horizon's steps; "tokens": its tokens, the steps scaled
     warmup: str  # the warmup rule, identical at every horizon
@@ -136,10 +146,14 @@ class Plan:
             return point.steps * point.batch // self.batch
         return getattr(point, axis.field)
 
+    def implicit(self) -> dict[str, int]:
+        """The config's own setting on each axis a point leaves out of its name at that setting, by Point field."""
+        return {axis.field: getattr(self, axis.field) for axis in IMPLICIT}
+
     def shape(self) -> str:
         """`4 widths x 1 horizons x 8 LRs = 32 points`."""
         return " x ".join(axis.count(len(self.values(axis)), plural=True) for axis in AXES
-                          if axis is not BATCH or len(self.batches) > 1) + f" = {len(self.points)} points"
+                          if axis not in IMPLICIT or len(self.values(axis)) > 1) + f" = {len(self.points)} points"
 
 
 @dataclass
@@ -205,6 +219,11 @@ def _positive_integers(text: str, option: str, example: str) -> list[int]:
     return sorted(set(values))
 
 
+def parse_depths(text: str) -> list[int]:
+    """`--depths 2,4,8`: the n_layers values."""
+    return _positive_integers(text, "--depths", "2,4,8")
+
+
 def parse_batches(text: str) -> list[int]:
     """`--batches 8,16,32`: global batch sizes, in sequences (train.global_batch_size)."""
     return _positive_integers(text, "--batches", "8,16,32")
@@ -230,15 +249,16 @@ def parse_lrs(text: str) -> list[float]:
     return sorted(set(lrs))
 
 
-def point_name(settings: dict[str, Any], batch: int) -> str:
-    """`w128-s300-lr1.5625e-02`: a point's settings (by Point field), which it is identified by; `batch` is the
-    config's, left out."""
-    return "-".join(axis.label(settings[axis.field]) for axis in _spelled(settings, batch))
+def point_name(settings: dict[str, Any], implicit: dict[str, int]) -> str:
+    """`w128-s300-lr1.5625e-02`: a point's settings (by Point field), which it is identified by; `implicit` holds the
+    config's batch and depth (`Plan.implicit`), left out."""
+    return "-".join(axis.label(settings[axis.field]) for axis in _spelled(settings, implicit))
 
 
-def _spelled(settings: dict[str, Any], batch: int) -> list[Axis]:
-    """The axes a point spells out in its name, overrides and messages: all but the batch at the config's."""
-    return [axis for axis in AXES if axis is not BATCH or settings["batch"] != batch]
+def _spelled(settings: dict[str, Any], implicit: dict[str, int]) -> list[Axis]:
+    """The axes a point spells out in its name, overrides and messages: all but the batch and depth at the
+    config's."""
+    return [axis for axis in AXES if settings[axis.field] != implicit.get(axis.field)]
 
 
 def horizon_steps(steps: int, batch: int, config_batch: int, equal_tokens: bool) -> int:
@@ -294,14 +314,15 @@ def ladder_warmup(cfg: Config, horizons: list[int], fixed: bool = False,
 
 def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str | Path | None = None,
                overrides: list[str] = (), steps: list[int] | None = None, fixed_warmup: bool = False,
-               batches: list[int] | None = None, equal_tokens: bool = False) -> Growth:
-    """Plan the grid widths × horizons × batches × LRs on top of CONFIG (plus overrides): a new sweep, or the sweep
-    already in the directory grown to the union of its settings and these on every axis (a restart when nothing
-    is new). `steps` None = the config's train.steps only; `batches` None = the config's global batch only; with
-    `equal_tokens` a horizon is the tokens its steps train at the config's batch (`horizon_steps`). A fixed warmup
-    over several horizons becomes a fraction of each run unless `fixed_warmup` (`ladder_warmup`). A sweep of
-    another recipe there is refused, naming the difference. Every new point's config is validated here, so a bad
-    width or batch fails now rather than in the middle of the sweep."""
+               batches: list[int] | None = None, equal_tokens: bool = False, depths: list[int] | None = None) -> Growth:
+    """Plan the grid widths × depths × horizons × batches × LRs on top of CONFIG (plus overrides): a new sweep, or
+    the sweep already in the directory grown to the union of its settings and these on every axis (a restart when
+    nothing is new). `steps` None = the config's train.steps only; `batches` None = the config's global batch only;
+    `depths` None = the config's model.n_layers only; with `equal_tokens` a horizon is the tokens its steps train
+    at the config's batch (`horizon_steps`). A fixed warmup over several horizons becomes a fraction of each run
+    unless `fixed_warmup` (`ladder_warmup`). A sweep of another recipe there is refused, naming the difference.
+    Every new point's config is validated here, so a bad width, depth or batch fails now rather than in the middle
+    of the sweep."""
     cfg = load_config(config, overrides)
     # A sweep grows in place, so its directory is reused without --overwrite: one that holds a plan.json.
     sweep_dir = check_output(f"runs/sweep-{Path(config).stem}-{cfg.model.parametrization}" if out is None else out,
@@ -310,8 +331,9 @@ def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str
     before = load_plan(sweep_dir) if (sweep_dir / "plan.json").exists() else None
     recorded = load_config(before.config) if before else None
     config_batch = before.batch if before else cfg.train.global_batch(1)
-    requested = {"width": widths, "steps": steps or [cfg.train.steps], "batch": batches or [cfg.train.global_batch(1)],
-                 "lr": lrs}
+    implicit = before.implicit() if before else {"batch": config_batch, "depth": cfg.model.n_layers}
+    requested = {"width": widths, "depth": depths or [cfg.model.n_layers], "steps": steps or [cfg.train.steps],
+                 "batch": batches or [cfg.train.global_batch(1)], "lr": lrs}
     if before is not None and before.equal_tokens != equal_tokens:
         rule = "with --equal-tokens" if before.equal_tokens else "without --equal-tokens"
         raise ConfigError(f"--equal-tokens: {sweep_dir} holds a sweep planned {rule}; grow it the same way, or plan "
@@ -333,20 +355,20 @@ def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str
     for combination in itertools.product(*grid.values()):
         settings = dict(zip(grid, combination))
         settings["steps"] = horizon_steps(settings["steps"], settings["batch"], config_batch, equal_tokens)
-        if point_name(settings, config_batch) in names:
+        if point_name(settings, implicit) in names:
             continue
-        point = _point(sweep_dir, len(kept) + len(new), settings, config_batch)
+        point = _point(sweep_dir, len(kept) + len(new), settings, implicit)
         try:  # the tokens per step check the batch against the micro batch
             point.tokens_per_step = load_config(config, [*overrides, *point.overrides]).tokens_per_step()
         except ConfigError as err:
             where = ", ".join(f"{axis.noun} {axis.text(settings[axis.field])}" for axis in _spelled(settings,
-                                                                                                   config_batch))
+                                                                                                   implicit))
             raise ConfigError(f"sweep point {where}: {err}") from None
         new.append(point)
     lists = {axis.values: grid[axis.field] for axis in AXES}
     if before is None:
         plan = Plan(name=sweep_dir.name, dir=str(sweep_dir), config=str(sweep_dir / "config.yaml"),
-                    parametrization=cfg.model.parametrization, batch=config_batch,
+                    parametrization=cfg.model.parametrization, **implicit,
                     tokens_per_step=cfg.tokens_per_step(), horizon="tokens" if equal_tokens else "steps",
                     warmup=cfg.optim.warmup_rule(), points=new, **lists)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -360,9 +382,9 @@ def grow_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str
 
 def create_sweep(config: str | Path, widths: list[int], lrs: list[float], out: str | Path | None = None,
                  overrides: list[str] = (), steps: list[int] | None = None, fixed_warmup: bool = False,
-                 batches: list[int] | None = None, equal_tokens: bool = False) -> Plan:
+                 batches: list[int] | None = None, equal_tokens: bool = False, depths: list[int] | None = None) -> Plan:
     """`grow_sweep`'s plan, for callers that do not report what changed."""
-    return grow_sweep(config, widths, lrs, out, overrides, steps, fixed_warmup, batches, equal_tokens).plan
+    return grow_sweep(config, widths, lrs, out, overrides, steps, fixed_warmup, batches, equal_tokens, depths).plan
 
 
 def _union(axis: Axis, *lists: list) -> list:
@@ -374,11 +396,11 @@ def _union(axis: Axis, *lists: list) -> list:
     return sorted(by_label.values())
 
 
-def _point(sweep_dir: Path, index: int, settings: dict[str, Any], config_batch: int) -> Point:
+def _point(sweep_dir: Path, index: int, settings: dict[str, Any], implicit: dict[str, int]) -> Point:
     """The point of `settings`; its tokens_per_step (0 here) are set once its config is validated."""
-    name = point_name(settings, config_batch)
+    name = point_name(settings, implicit)
     out_dir = sweep_dir / "points" / name
-    overrides = [*(f"{axis.key}={settings[axis.field]!r}" for axis in _spelled(settings, config_batch)),
+    overrides = [*(f"{axis.key}={settings[axis.field]!r}" for axis in _spelled(settings, implicit)),
                  f"train.out_dir={out_dir}", f"wandb.group={sweep_dir.name}", f"wandb.name={name}"]
     return Point(index=index, name=name, out_dir=str(out_dir), overrides=overrides, tokens_per_step=0, **settings)
 
@@ -413,7 +435,12 @@ def load_plan(sweep_dir: str | Path) -> Plan:
     remedy = "; plan.json is written by `pretrain sweep`: restore it, or plan the sweep again in a new directory"
     raw = read_json_object(path, ConfigError, remedy)
     if isinstance(raw, dict) and not {"batches", "batch", "horizon"} & set(raw):  # planned before the batch axis
-        raw = _with_config_batch(raw, load_config(raw.get("config")).train.global_batch(1))
+        batch = load_config(raw.get("config")).train.global_batch(1)
+        raw = _with_settings(raw, {"batches": [batch], "batch": batch, "horizon": "steps"},
+                             {"batch": batch, "tokens_per_step": raw.get("tokens_per_step")})
+    if isinstance(raw, dict) and not {"depths", "depth"} & set(raw):  # planned before the depth axis
+        depth = load_config(raw.get("config")).model.n_layers
+        raw = _with_settings(raw, {"depths": [depth], "depth": depth}, {"depth": depth})
     plan = _from_json(Plan, raw, f"{path}: ", remedy)
     for position, point in enumerate(plan.points):
         if point.index != position:
@@ -421,13 +448,13 @@ def load_plan(sweep_dir: str | Path) -> Plan:
     return plan
 
 
-def _with_config_batch(raw: dict, batch: int) -> dict:
-    """An older plan's JSON with the batch fields a plan now has: the config's `batch` at every point, in steps."""
+def _with_settings(raw: dict, plan_fields: dict, point_fields: dict) -> dict:
+    """An older plan's JSON with the fields of an axis added since, the config's setting on it everywhere: the plan's
+    `plan_fields` and every point's `point_fields` (a batch axis' horizon in steps)."""
     points = raw.get("points")
     if isinstance(points, list):
-        points = [{**p, "batch": batch, "tokens_per_step": raw.get("tokens_per_step")} if isinstance(p, dict) else p
-                  for p in points]
-    return {**raw, "batches": [batch], "batch": batch, "horizon": "steps", "points": points}
+        points = [{**p, **point_fields} if isinstance(p, dict) else p for p in points]
+    return {**raw, **plan_fields, "points": points}
 
 
 def _from_json(cls: type[Plan] | type[Point], raw: object, where: str, remedy: str) -> Plan | Point:
@@ -527,7 +554,8 @@ def run_local(plan: Plan) -> list[dict]:
     bar = progress_bar(todo, desc=f"sweep {plan.name}", unit="point", initial=len(plan.points) - len(todo),
                        total=len(plan.points), dynamic_ncols=True)
     for point in bar:
-        bar.set_postfix_str(f"width {point.width}, {point.steps} steps, batch {point.batch}, lr {point.lr:.3g}")
+        bar.set_postfix_str(f"width {point.width}, depth {point.depth}, {point.steps} steps, batch {point.batch}, "
+                            f"lr {point.lr:.3g}")
         result = run_point(plan, point.index)
         results.append(result)
         if result["status"] == "failed":
