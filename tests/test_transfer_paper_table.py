@@ -66,6 +66,16 @@ def test_before_a_row_is_measured_the_refusal_says_so():
     assert problem.brief == "model.norm_gains=scalar" and problem.detail.endswith(NOT_YET)
 
 
+def test_a_setting_the_paper_found_breaking_but_our_table_measured_holding_is_refused_and_says_why():
+    holding = {"name": "norm_gains", "settings": ["model.norm_gains=true"], "paper": "breaks", "drift": -0.03,
+               "drift_interval": interval(-0.16, 0.1), "verdict": "transfers"}
+    (problem,) = breaking_settings(load_config(CPU, ["model.norm_gains=true"]), {**MEASURED, "rows": [holding]})
+    assert problem.detail == ("model.norm_gains=true: trainable RMSNorm gains (vector or scalar) broke transfer in "
+                              "the paper; our table (docs/paper_table.md, CPU, widths 32-256) measured a drift of "
+                              "-0.03 log2 per width doubling (80% interval [-0.16, +0.10]): holds there; the refusal "
+                              "stands on the paper's runs, which reach width 2048, 8x our widest")
+
+
 def test_a_setting_the_paper_kept_but_our_table_measured_breaking_is_refused_too():
     (problem,) = breaking_settings(load_config(CPU, ["model.bias=true"]), MEASURED)
     assert problem.detail == ("model.bias=true: the paper found transfer to hold with it, but our table "
