@@ -180,7 +180,13 @@ def markdown(results: dict, results_path: Path) -> str:
         agree = {True: "yes", False: "**no**", None: "–"}[r["agrees"]]
         lines.append(f"| {r['name']} | {r['change']}{_settings(r)} | {' | '.join(_cell(r, w) for w in widths)} | "
                      f"{drift} | {r['ours'] or '–'} | {paper} | {agree} |")
-    lines += ["", "![optima and drifts](paper_table.png)", ""]
+    decided = [r for r in rows if r["paper"] and r["agrees"] is not None]
+    lines += ["", f"Of the {sum(1 for r in rows if r['paper'])} rows the paper ran, our table decides "
+              f"{len(decided)}: it agrees on {sum(r['agrees'] for r in decided)} and disagrees on "
+              f"{sum(not r['agrees'] for r in decided)}; "
+              f"{sum(1 for r in rows if r['paper'] and r['verdict'] == 'undetermined')} are undetermined and "
+              f"{sum(1 for r in rows if r['paper'] and r['verdict'] is None)} not measured.",
+              "", "![optima and drifts](paper_table.png)", ""]
     disagreements = [r for r in rows if r["agrees"] is False]
     lines += ["## Where we disagree with the paper", ""]
     if not disagreements:
@@ -232,7 +238,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 right.plot([interval["low"], interval["high"]], [y, y], color=colours[r["paper"]])
             right.plot(r["drift"], y, "o", color=colours[r["paper"]])
     right.set(yticks=range(len(rows)), yticklabels=[r["name"] for r in rows], xlabel="drift of log2 lr* per doubling",
-              title="drift with its 80% interval (blue: holds in the paper, red: breaks)")
+              title="drift, 80% interval (paper: blue holds, red breaks)")
     right.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
