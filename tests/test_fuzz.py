@@ -728,6 +728,9 @@ def run_without_root(capsys, *argv: str) -> tuple[int, str]:
     """`run` as the user `nobody` in a forked child (root reads every file); in this process for anyone else."""
     if os.geteuid() != 0:
         return run(capsys, *argv)
+    # Once as root first, so that what the command imports lazily is loaded: `nobody` may not read the
+    # interpreter's own library where it lives under root's home.
+    run(capsys, *argv)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: drop root, run, report (status, stderr), and leave without pytest's cleanup
