@@ -7,6 +7,7 @@ that is not a file may name a bundled config: `tiny`, `10b`, `ablations/mqa` (`.
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
 from pathlib import Path
 
@@ -26,10 +27,11 @@ def slurm_script(name: str) -> Path:
     return _folder("pretrain.slurm") / name
 
 
-def config_names() -> list[str]:
+@functools.cache  # the CLI lists them on every parse; they do not change while a process runs
+def config_names() -> tuple[str, ...]:
     """The bundled configs by name, e.g. `tiny`, `ablations/mqa`."""
     root = configs_dir()
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    return tuple(sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml")))
 
 
 def bundled_config(name: str) -> Path:
