@@ -195,7 +195,7 @@ def markdown(results: dict, results_path: Path) -> str:
         lines.append(f"- **{r['name']}** ({r['change']}): the paper found transfer to {r['paper'][:-1]}"
                      + (f" ({r['paper_optima']})" if r["paper_optima"] else "")
                      + f" at widths 128 to 2048; our {results['scope']} table measured {drift_text(r)}, so it "
-                     f"{r['ours']} here. " + WHY_APART[r["paper"]] + (f" {r['note']}" if r["note"] else ""))
+                     f"{r['ours']} here. " + WHY_APART[r["paper"]] + _note(r))
     undecided = [r for r in rows if r["verdict"] == "undetermined"]
     if undecided:
         lines += ["", "## Rows our table leaves undetermined", "",
@@ -203,9 +203,13 @@ def markdown(results: dict, results_path: Path) -> str:
                   "breaking is shown. They neither confirm nor contradict the paper; more widths (a wider range, "
                   "or more points inside it) or seeds per point would narrow the interval.", ""]
         lines += [f"- **{r['name']}** ({r['change']}; paper: {r['paper'] or 'not in the paper'}): {drift_text(r)}."
-                  + (f" {r['note']}" if r["note"] else "") for r in undecided]
+                  + _note(r) for r in undecided]
     lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _note(row: dict) -> str:
+    return f" {row['note']}" if row["note"] else ""
 
 
 def _settings(row: dict) -> str:
