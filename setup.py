@@ -1,6 +1,7 @@
 """The `pretrain` distribution: the packages `pretrain` and `pretrain_kernels` (the folder kernels/), with the
 configs/ and slurm/ folders as package data (`pretrain.configs`, `pretrain.slurm`; see pretrain/bundled.py), and the
-measured ablation table apply-lr cites (pretrain/transfer/paper_table.json, once written).
+measured ablation table apply-lr cites and the seed-noise prior of its intervals (pretrain/transfer/paper_table.json
+and seed_noise.json, once written).
 
 Bounds: each floor is a version the whole test suite passed with (constraints-floor.txt); the ceilings sit
 on the packages whose internals or behaviour we depend on (DeepSpeed's minor, triton's and transformers'
@@ -25,7 +26,7 @@ setup(
               "pretrain.slurm"],
     package_dir={"pretrain_kernels": "kernels", "pretrain.configs": "configs", "pretrain.slurm": "slurm"},
     package_data={"pretrain.configs": ["**/*.yaml"], "pretrain.slurm": ["*.sbatch", "*.sh"],
-                  "pretrain.transfer": ["paper_table.json"]},  # what apply-lr cites (scripts/paper_table.sh)
+                  "pretrain.transfer": ["paper_table.json", "seed_noise.json"]},  # see scripts/*.sh
     install_requires=[
         "torch>=2.13,<2.15",
         "deepspeed>=0.19.2,<0.20",  # private touchpoints: pretrain/training/deepspeed_compat.py

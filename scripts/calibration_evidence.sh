@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Held-out calibration of the transferred LR's 80% interval on a CPU: a proxy sweep of configs/transfer_cpu.yaml
 # at widths 64 and 128 over 100, 200 and 400 steps, then five targets the sweep never ran (other widths, and
-# horizons up to 8x past the longest proxy), each predicted by `pretrain apply-lr` and then measured with its own
-# LR sweep (scripts/heldout.py). Writes docs/calibration_cpu.md. Restartable: a rerun skips finished points.
+# horizons up to 8x past the longest proxy), each predicted by `pretrain apply-lr` (its interval pooling the
+# seed-noise prior of scripts/seed_noise.sh) and then measured with its own LR sweep (scripts/heldout.py).
+# Writes docs/calibration_cpu.md. Restartable: a rerun skips finished points.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/calibration_cpu}
-targets=(64:800 64:1600 256:400 256:800 128:3200)  # width:steps, cheapest first
+targets=(96:800 192:600 128:1200 96:1600 96:3200)  # width:steps, cheapest first
 
 SECONDS=0
 pretrain sweep configs/transfer_cpu.yaml --widths 64,128 --lrs 2^-7:2^-3:0.5 --steps 100,200,400 --out "$out/fit"

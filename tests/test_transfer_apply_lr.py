@@ -12,8 +12,9 @@ import yaml
 from pretrain.cli import main
 from pretrain.config import load_config
 from pretrain.errors import ConfigError
-from pretrain.transfer.apply_lr import set_optim_lr, transfer
-from pretrain.transfer.fit import SweepPoint, t_quantile
+from pretrain.transfer import apply_lr
+from pretrain.transfer.apply_lr import seed_noise, set_optim_lr, transfer
+from pretrain.transfer.fit import NoisePrior, SweepPoint, t_quantile
 from pretrain.transfer.report import build_report, grid_report
 from pretrain.transfer.sweep import create_sweep, load_plan, parse_lrs
 from tests.helpers import (
@@ -28,6 +29,14 @@ from tests.helpers import (
 )
 
 OPTIMUM = 2**-6.3  # mup_like's optimum at every width
+SHIPPED_PRIOR = apply_lr.SEED_NOISE
+
+
+@pytest.fixture(autouse=True)
+def fits_alone(tmp_path, monkeypatch):
+    """The intervals in these tests are the fits' own, checked to the digit; the shipped seed-noise prior that
+    apply-lr pools into them is tested on its own (test_apply_lr_pools_the_shipped_seed_noise_prior)."""
+    monkeypatch.setattr(apply_lr, "SEED_NOISE", tmp_path / "no-prior.json")
 
 
 @pytest.fixture
@@ -289,23 +298,27 @@ def test_apply_lr_json_has_the_lr_its_interval_and_problems_and_the_exit_status_
 
 
 def coverage(tmp_path: Path, widths: tuple, steps: list[int], target_steps: int, draws: int = 400,
-             sigma: float = 0.2) -> tuple[float, str]:
+             sigma: float = 0.2, prior_dof: int = 0) -> tuple[float, str, float]:
     """How often the target's 80% interval holds a new draw of its optimum, over `draws` sweeps whose optima are
     horizon_like(0.3)'s plus Gaussian noise of `sigma` log2 (the loss an exact parabola about each: the report's
     fitted optimum is the noisy one). The target is the widest proxy at `target_steps`, so the width drift
-    (zero here) adds nothing. Also returned: the case."""
+    (zero here) adds nothing. With `prior_dof`, each draw also measures a noise prior of the same noise from that
+    many dof (σ₀² = σ²·χ²/dof), as scripts/seed_noise.sh does from seeds. Also returned: the case and the mean
+    interval width."""
     plan = create_sweep(ROOT / "configs" / "tiny.yaml", list(widths), parse_lrs("2^-10:2^-2:0.5"), tmp_path / "plan",
                         steps=steps)
     big = load_config(target(tmp_path, {"model": f"{{d_model: {max(widths)}}}", "train": f"{{steps: {target_steps}}}"}))
-    truth, rng, covered = horizon_like(0.3), np.random.default_rng(0), 0
+    truth, rng, covered, width = horizon_like(0.3), np.random.default_rng(0), 0, 0.0
     for _ in range(draws):
         noisy = {(w, s): truth(w, plan.tokens(s)) + rng.normal(0, sigma) for w in widths for s in steps}
         grid = [SweepPoint(p.width, p.steps, p.lr, "ok", 3 + 0.1 * (math.log2(p.lr) - noisy[p.width, p.steps]) ** 2)
                 for p in plan.points]
-        result = transfer(plan, grid_report(plan, grid), big)
+        prior = NoisePrior(sigma * math.sqrt(rng.chisquare(prior_dof) / prior_dof), prior_dof) if prior_dof else None
+        result = transfer(plan, grid_report(plan, grid), big, prior=prior)
         new = truth(max(widths), big.training_tokens()) + rng.normal(0, sigma)
         covered += result.interval.low <= new <= result.interval.high
-    return covered / draws, result.case
+        width += (result.interval.high - result.interval.low) / draws
+    return covered / draws, result.case, width
 
 
 @pytest.mark.parametrize("widths, steps, target_steps, case", [
@@ -315,8 +328,53 @@ def coverage(tmp_path: Path, widths: tuple, steps: list[int], target_steps: int,
 def test_the_interval_holds_a_new_optimum_as_often_as_it_claims(tmp_path, widths, steps, target_steps, case):
     """80% ± 6% over 400 seeded draws (3 standard deviations of the binomial). Leaving out the new optimum's
     scatter, the measured optimum's, or taking z for t, covers 64-71% here and fails."""
-    covered, found = coverage(tmp_path, widths, steps, target_steps)
+    covered, found, _ = coverage(tmp_path, widths, steps, target_steps)
     assert found == case and 0.74 <= covered <= 0.86
+
+
+def test_a_noise_prior_keeps_the_coverage_and_narrows_the_interval(tmp_path):
+    """The extrapolated case above, its 2 dof pooled with a prior of the same noise measured from 6: still 80% ±
+    6%, and narrower on average (t at 8 dof, not 2; a σ from 8 dof is less often far off)."""
+    setting = ((256, 512, 1024), [150, 600], 300)
+    covered, _, pooled = coverage(tmp_path, *setting, prior_dof=6)
+    _, _, alone = coverage(tmp_path, *setting)
+    assert 0.74 <= covered <= 0.86 and pooled < 0.85 * alone
+
+
+def test_apply_lr_pools_the_shipped_seed_noise_prior(tmp_path, monkeypatch, capsys):
+    """The prior measured by scripts/seed_noise.sh ships with the package; apply-lr's interval pools it with the
+    fits' σ: half-width² = t²·(2 + leverage·Δ²)·(ν σ̂² + ν₀ σ₀²)/(ν + ν₀) at ν + ν₀ dof."""
+    monkeypatch.setattr(apply_lr, "SEED_NOISE", SHIPPED_PRIOR)
+    prior = seed_noise()
+    assert prior is not None and prior.sigma > 0 and prior.dof >= 2
+    sweep = scattered(tmp_path)
+    report = build_report(load_plan(sweep))
+    assert main(["apply-lr", str(sweep), str(target(tmp_path)), "--json", "--print"]) == 0
+    low, high = json.loads(capsys.readouterr().out)["interval_log2"]
+    dof = report.drift_interval.dof
+    pooled = (dof * report.drift_sigma**2 + prior.dof * prior.sigma**2) / (dof + prior.dof)
+    scale = 2 + (report.drift_se / report.drift_sigma * 2) ** 2  # two doublings, 1024 -> 4096
+    assert (high - low) / 2 == pytest.approx(t_quantile(0.9, dof + prior.dof) * math.sqrt(scale * pooled))
+    assert f"{dof} dof with the seed-noise prior's {prior.dof}" in describe_target(tmp_path, sweep, capsys)
+
+
+def describe_target(tmp_path: Path, sweep: Path, capsys) -> str:
+    """The note apply-lr writes into the default target."""
+    big = target(tmp_path)
+    assert main(["apply-lr", str(sweep), str(big)]) == 0
+    capsys.readouterr()
+    return next(line for line in big.read_text().splitlines() if line.strip().startswith("lr:"))
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{not json", '{"sigma": 0.1}', '{"sigma": -0.1, "dof": 6}',
+                                  '{"sigma": 0.1, "dof": 2.5}'])
+def test_a_broken_seed_noise_file_is_one_error_line(tmp_path, monkeypatch, sweep, capsys, text):
+    broken = tmp_path / "seed_noise.json"
+    broken.write_text(text)
+    monkeypatch.setattr(apply_lr, "SEED_NOISE", broken)
+    assert main(["apply-lr", str(sweep), str(target(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {broken}: ") and "scripts/seed_noise.sh" in err and err.count("\n") == 1
 
 
 def test_the_drift_term_grows_with_the_doublings_to_the_target(tmp_path):

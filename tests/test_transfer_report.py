@@ -11,10 +11,13 @@ import pytest
 from pretrain.cli import main
 from pretrain.transfer.fit import (
     DRIFT_TOLERANCE,
+    ErrorTerm,
+    NoisePrior,
     Optimum,
     depth_drift,
     fit_optimum,
     linear_fit,
+    prediction_interval,
     shared_slope,
     t_quantile,
     width_drift,
@@ -291,6 +294,30 @@ def test_no_interval_below_two_residual_dof():
     assert linear_fit(np.column_stack([np.ones(2), [0.0, 1]]), np.array([0.0, 1.0])).covariance is None
 
 
+def test_a_noise_prior_pools_each_fits_sigma_and_adds_its_dof():
+    """The moderated t: σ² = (ν σ̂² + ν₀ σ₀²)/(ν + ν₀) for each fit's terms, the quantile at min ν + ν₀."""
+    terms = [ErrorTerm("line", 0.5, 0.05, 3, "horizon"), ErrorTerm("new", 1.0, 0.05, 3, "horizon"),
+             ErrorTerm("drift", 4.0, 0.1, 5, "width")]
+    prior = NoisePrior(0.2, 6)
+    interval = prediction_interval(-6.0, terms, prior)
+    horizon, width = (3 * 0.05**2 + 6 * 0.2**2) / 9, (5 * 0.1**2 + 6 * 0.2**2) / 11
+    half = t_quantile(0.9, 9) * math.sqrt(1.5 * horizon + 4.0 * width)
+    assert (interval.low, interval.high) == pytest.approx((-6.0 - half, -6.0 + half))
+    assert interval.dof == 9 and interval.prior_dof == 6
+    assert str(interval).endswith("3 dof with the seed-noise prior's 6")
+    alone = prediction_interval(-6.0, terms)  # the fits' own: a lucky-low σ̂ of 0.05 gives a narrow interval
+    assert alone.high - alone.low < interval.high - interval.low and str(alone).endswith(", 3 dof")
+    assert terms[0].variance(prior) == pytest.approx(0.5 * horizon)
+    assert terms[0].variance() == pytest.approx(0.5 * 0.05**2)
+
+
+def test_a_noise_prior_does_not_lift_a_fit_below_two_dof_of_its_own():
+    """One residual cannot tell a wrong shape of the fitted curve from noise, whatever the prior says."""
+    terms = [ErrorTerm("new", 1.0, 0.05, 1, "horizon"), ErrorTerm("drift", 1.0, 0.1, 5, "width")]
+    interval = prediction_interval(-6.0, terms, NoisePrior(0.2, 30))
+    assert not interval.determined and str(interval) == "no interval at 1 dof"
+
+
 def optima(log2_lrs: dict[tuple[int, int], float]) -> list[Optimum]:
     """Fitted optima inside the grid, at (width, steps) -> log2 lr*."""
     return [Optimum(w, s, s * 4096, 2**x, 3.0, 2**x, True, False) for (w, s), x in log2_lrs.items()]
@@ -339,7 +366,7 @@ def test_a_two_width_sweep_is_undetermined_and_says_what_would_decide_it(tmp_pat
     data = json.loads(capsys.readouterr().out)
     assert data["verdict"] == "undetermined" and data["drift"] == pytest.approx(-0.32)
     assert data["drift_interval"] == {"estimate": pytest.approx(-0.32), "low": None, "high": None,
-                                      "confidence": 0.8, "dof": 0}
+                                      "confidence": 0.8, "dof": 0, "prior_dof": 0}
     assert "before_apply" not in data and "target" not in data  # nothing about a target without --target
 
 

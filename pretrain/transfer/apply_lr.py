@@ -34,9 +34,12 @@ where a new measurement of the target's optimum would fall. Its variance adds up
   and the point estimate assumes it (the verdict checks it), but the sweep bounds it only to its standard
   error se_drift per doubling, and the doublings to the target multiply that; likewise across depth, the depth
   drift's standard error times |log2(target n_layers / the deepest proxy's)|.
+Each fit's σ² is pooled with the seed-noise prior this package ships (`seed_noise`: how far one sweep's optimum
+scatters between seeds, measured by scripts/seed_noise.sh on the CPU proxy, docs/seed_noise_cpu.md), which adds its
+dof: a proxy sweep leaves its fits 2 or 3 residual dof, and a σ from so few is often small by luck (see fit.py).
 The Student-t quantile is taken at the smallest residual dof of the fits involved (the width fit at a swept
-horizon; the horizon fit, and the width fit where Δ > 0, otherwise; the depth fit for another depth). With any
-of them below fit.MIN_DOF there is no interval, and the LR is refused; so is an interval wider than
+horizon; the horizon fit, and the width fit where Δ > 0, otherwise; the depth fit for another depth), plus the
+prior's. With any of them below fit.MIN_DOF of its own there is no interval, and the LR is refused; so is an interval wider than
 --max-interval (MAX_INTERVAL), naming the sweep that narrows its largest term. The one-horizon reuse (only with
 --force) predicts nothing: no interval.
 """
@@ -52,11 +55,11 @@ import yaml
 
 from ..config import Config, load_config
 from ..errors import ConfigError
-from ..fileio import write_text
+from ..fileio import read_json_object, write_text
 from ..model import mup
 from ..outputs import Kind, check_location
 from . import paper_table
-from .fit import MIN_DOF, Drift, ErrorTerm, Interval, _more, prediction_interval
+from .fit import MIN_DOF, Drift, ErrorTerm, Interval, NoisePrior, _more, prediction_interval
 from .report import SweepReport, build_report, extrapolation
 from .sweep import Plan, load_plan
 
@@ -77,6 +80,7 @@ MAX_DEPTH_REACH = 16.0
 # The widest prediction interval (high − low, in log2 lr) applied without --force: at 1.0 the target's optimum
 # lies within a factor √2 either way of the LR applied, four times in five; a sweep grid's step is 0.5 log2.
 MAX_INTERVAL = 1.0
+SEED_NOISE = Path(__file__).with_name("seed_noise.json")  # the noise prior of every interval (`seed_noise`)
 # The terms of the target's error (`fit.ErrorTerm` names); `_narrowing` says which sweep narrows each.
 MEASURED, NEW, LINE, DRIFT = ("the measured optimum's scatter", "a new optimum's scatter", "the horizon fit's line",
                               "the width drift")
@@ -137,9 +141,26 @@ def config_differences(proxy: Config, target: Config) -> list[str]:
             if before[key] != after[key] and key not in FREE_KEYS and key.split(".")[0] not in FREE_SECTIONS]
 
 
-def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: float = MAX_INTERVAL) -> Transfer:
+def seed_noise(path: Path | None = None) -> NoisePrior | None:
+    """The seed-noise prior in `path` (default: the one this package ships, SEED_NOISE, measured by
+    scripts/seed_noise.sh); None before one is written."""
+    path = SEED_NOISE if path is None else path
+    if not path.exists():
+        return None
+    remedy = "; it is written by scripts/seed_noise.sh"
+    raw = read_json_object(path, ConfigError, remedy)
+    sigma, dof = raw.get("sigma"), raw.get("dof")
+    if not (isinstance(sigma, (int, float)) and sigma > 0 and isinstance(dof, int) and dof > 0):
+        raise ConfigError(f"{path}: expected a positive \"sigma\" (log2) and a positive integer \"dof\", got sigma "
+                          f"{sigma!r}, dof {dof!r}{remedy}")
+    return NoisePrior(float(sigma), dof)
+
+
+def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: float = MAX_INTERVAL,
+             prior: NoisePrior | None = None) -> Transfer:
     """The LR for `target` from the sweep, the case that gave it, its prediction interval (see the module
-    docstring) and every reason to refuse it."""
+    docstring) and every reason to refuse it. `prior`: the noise prior pooled into the interval (None: the fits'
+    residuals alone; `apply_lr` and `review` pass the shipped one, `seed_noise()`)."""
     if not report.optima:
         raise ConfigError(f"sweep {report.name} has no optimum yet; run its points first")
     problems = breaking_settings(target)
@@ -175,10 +196,10 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
     if abs(tokens / swept[nearest] - 1) <= SAME_HORIZON and at_nearest is not None and not bridged:
         note = f"width {widest}, fitted 2^{math.log2(at_nearest.lr):.2f} at {swept[nearest]:.2g} tokens{carried}"
         # One measured optimum, used as it is: it scatters about its truth by the width fit's σ, as would a new one.
-        terms = [ErrorTerm(name, _square(report.drift_sigma), _width_dof(report), "width") for name in (MEASURED, NEW)]
+        terms = [ErrorTerm(name, 1.0, report.drift_sigma, _width_dof(report), "width") for name in (MEASURED, NEW)]
         terms += [*_drift_terms(report.width_drift, doublings, DRIFT, "width"), *depth_terms]
         result = Transfer(at_nearest.lr, "same horizon", note, problems)
-        return _predicted(result, plan, report, terms, tokens, max_interval)
+        return _predicted(result, plan, report, terms, tokens, max_interval, prior)
     if report.horizon_fit is None:
         problems.append(Problem(
             f"one horizon swept ({swept[nearest]:.3g} tokens, target {tokens:.3g})",
@@ -217,11 +238,12 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
     if bridged:
         note += f", at {tokens_per_step:,} tokens per step with batch exponent {fit.batch_exponent.estimate:+.2f}"
     note += carried
-    terms = [ErrorTerm(LINE, fit.log2_lr_variance(e["width"], tokens, tokens_per_step), fit.dof, "horizon"),
-             ErrorTerm(NEW, _square(fit.sigma), fit.dof, "horizon"),
+    terms = [ErrorTerm(LINE, fit.log2_lr_leverage(e["width"], tokens, tokens_per_step), fit.sigma, fit.dof, "horizon"),
+             ErrorTerm(NEW, 1.0, fit.sigma, fit.dof, "horizon"),
              *_drift_terms(report.width_drift, abs(math.log2(target.model.d_model / e["width"])), DRIFT, "width"),
              *depth_terms]
-    return _predicted(Transfer(e["lr"], "extrapolated", note, problems), plan, report, terms, tokens, max_interval)
+    return _predicted(Transfer(e["lr"], "extrapolated", note, problems), plan, report, terms, tokens, max_interval,
+                      prior)
 
 
 def _batch_problems(plan: Plan, report: SweepReport, target: Config, tokens_per_step: int) -> list[Problem]:
@@ -281,10 +303,6 @@ def _depth_problems(plan: Plan, report: SweepReport, target: Config) -> list[Pro
     return []
 
 
-def _square(sigma: float | None) -> float | None:
-    return None if sigma is None else sigma**2
-
-
 def _width_dof(report: SweepReport) -> int:
     return 0 if report.drift_interval is None else report.drift_interval.dof
 
@@ -295,16 +313,16 @@ def _drift_terms(drift: Drift | None, doublings: float, name: str, fit: str) -> 
     doublings from the proxy to the target multiply. None at the proxy's width (depth)."""
     if doublings == 0:
         return []
-    se = None if drift is None else drift.slope_se
-    dof = 0 if drift is None or drift.interval is None else drift.interval.dof
-    return [ErrorTerm(name, None if se is None else (se * doublings) ** 2, dof, fit)]
+    if drift is None or drift.leverage is None:
+        return [ErrorTerm(name, None, None, 0, fit)]
+    return [ErrorTerm(name, drift.leverage * doublings**2, drift.sigma, drift.interval.dof, fit)]
 
 
 def _predicted(result: Transfer, plan: Plan, report: SweepReport, terms: list[ErrorTerm], tokens: int,
-               max_interval: float) -> Transfer:
+               max_interval: float, prior: NoisePrior | None) -> Transfer:
     """`result` with the prediction interval of the target's log2 lr* from `terms`, in its note, and the problems
     it raises: no interval, or one wider than `max_interval` (log2)."""
-    interval = prediction_interval(math.log2(result.lr), terms)
+    interval = prediction_interval(math.log2(result.lr), terms, prior)
     problems = list(result.problems)
     lacking = {term.fit: term.dof for term in terms if term.dof < MIN_DOF}
     # The width or depth fit alone lacking: its verdict is undetermined too, and that problem names the sweep that
@@ -317,8 +335,8 @@ def _predicted(result: Transfer, plan: Plan, report: SweepReport, terms: list[Er
             f"the target's log2 lr has no {interval.confidence:.0%} interval: {fits}, and an interval needs "
             f"{MIN_DOF}; sweep {_more_dof(plan, report, tokens)}"))
     elif interval.determined and interval.high - interval.low > max_interval:
-        share = ", ".join(f"{t.name} {math.sqrt(t.variance):.2f}" for t in terms)
-        top = max(terms, key=lambda t: t.variance)
+        share = ", ".join(f"{t.name} {math.sqrt(t.variance(prior)):.2f}" for t in terms)
+        top = max(terms, key=lambda t: t.variance(prior))
         problems.append(Problem(
             f"interval {interval.high - interval.low:.2f} log2 wide (--max-interval {max_interval:g})",
             f"the target's log2 lr is {interval.estimate:.2f}, {interval.confidence:.0%} interval "
@@ -414,7 +432,7 @@ def review(plan: Plan, report: SweepReport, target: Config) -> tuple[Transfer | 
     """What `apply-lr` would do for `target`: the transfer and its problems, or no transfer and the error that
     stops it before any check (the sweep has no optimum yet), which --force cannot override."""
     try:
-        result = transfer(plan, report, target)
+        result = transfer(plan, report, target, prior=seed_noise())
     except ConfigError as err:
         return None, [Problem("cannot transfer", str(err))]
     return result, result.problems
@@ -452,7 +470,7 @@ def apply_lr(sweep_dir: str | Path, target_path: str | Path, force: bool = False
         target_path = check_location(target_path, "TARGET", Kind.FILE, [("the sweep", sweep_dir),
                                                                         ("the installed package", package)])
     plan = load_plan(sweep_dir)
-    result = transfer(plan, build_report(plan), load_config(target_path), max_interval)
+    result = transfer(plan, build_report(plan), load_config(target_path), max_interval, seed_noise())
     result = replace(result, lr=float(f"{result.lr:.4g}"))
     if result.problems:
         if not force:

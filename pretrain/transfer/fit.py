@@ -26,17 +26,22 @@ widths and depths: "transfers" when it lies within ±DRIFT_TOLERANCE, "drifts" w
 "undetermined". β is determined when it has an interval: MIN_DOF or more residual dof.
 
 A value predicted from these fits, such as the target's log2(lr*) in `apply_lr`, gets a prediction interval
-(`prediction_interval`): its error is a sum of independent terms, each a variance estimated by one fit (the
-fitted value's variance wᵀCw from the parameter covariance C and the design row w; the residual variance σ²,
-by which a new optimum scatters about the line; a drift's variance over the doublings to the target),
-and the Student-t quantile is taken at the smallest of their fits' dof, the least-known term setting the tails.
+(`prediction_interval`): its error is a sum of independent terms, each a multiple of one fit's residual variance
+σ² (the fitted value's wᵀ(XᵀX)⁻¹w·σ², from the design row w; σ² itself, by which a new optimum scatters about the
+line; a drift's variance over the doublings to the target), and the Student-t quantile is taken at the smallest
+of their fits' dof, the least-known term setting the tails. A proxy sweep leaves its fits few residual dof (3 is
+typical), and σ from so few is often far too small by luck (σ̂²/σ² is χ²₃/3: under a third one time in
+six). With a `NoisePrior`, an independent estimate σ₀ of how far one sweep's optimum scatters (between seeds, at
+a fixed width and horizon) from ν₀ dof, each fit's σ² becomes the pooled (ν σ̂² + ν₀ σ₀²)/(ν + ν₀) with ν + ν₀ dof:
+the moderated t of empirical Bayes, exact when the prior measures the same scatter. It does not lift a fit below
+MIN_DOF of its own: a curve fitted through its points has no residual to tell a wrong shape by.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -102,7 +107,8 @@ class Interval:
     low: float | None
     high: float | None
     confidence: float
-    dof: int
+    dof: int  # of the t quantile: the fits' residual dof, plus prior_dof
+    prior_dof: int = 0  # the dof a NoisePrior added
 
     @property
     def determined(self) -> bool:
@@ -111,7 +117,9 @@ class Interval:
     def __str__(self) -> str:
         if not self.determined:
             return f"no interval at {self.dof} dof"
-        return f"{self.confidence:.0%} interval [{self.low:+.2f}, {self.high:+.2f}], {self.dof} dof"
+        prior = f" with the seed-noise prior's {self.prior_dof}" if self.prior_dof else ""
+        return (f"{self.confidence:.0%} interval [{self.low:+.2f}, {self.high:+.2f}], "
+                f"{self.dof - self.prior_dof} dof{prior}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,12 @@ class LinearFit:
     covariance: np.ndarray | None  # None without a residual (as many parameters as points)
     sigma: float | None  # the residual standard deviation
     dof: int  # residual degrees of freedom: points − parameters
+    unscaled: np.ndarray  # (XᵀX)⁻¹: the covariance in units of σ²
+
+    def leverage(self, weights: ArrayLike) -> float:
+        """The variance of weights·params in units of σ²: wᵀ(XᵀX)⁻¹w."""
+        w = np.asarray(weights, dtype=float)
+        return max(float(w @ self.unscaled @ w), 0.0)  # a tiny negative is rounding
 
     def standard_error(self, weights: ArrayLike) -> float | None:
         """The standard error of weights·params."""
@@ -138,22 +152,47 @@ class LinearFit:
 
 
 @dataclass(frozen=True)
+class NoisePrior:
+    """An estimate, independent of the fits, of how far one sweep's fitted optimum scatters about its truth:
+    `sigma` log2 from `dof` degrees of freedom (the seed-to-seed scatter at a fixed width and horizon)."""
+
+    sigma: float
+    dof: int
+
+    def pooled(self, sigma: float, dof: int) -> tuple[float, int]:
+        """The pooled variance of a fit's residual σ̂ from `dof` and this prior, and its dof."""
+        total = dof + self.dof
+        return (dof * sigma**2 + self.dof * self.sigma**2) / total, total
+
+
+@dataclass(frozen=True)
 class ErrorTerm:
-    """One independent source of a predicted value's error, as one fit estimates it."""
+    """One independent source of a predicted value's error: `scale` times one fit's residual variance."""
 
     name: str  # what it is, for messages
-    variance: float | None  # log2 units squared; None where its fit has no residual
+    scale: float | None  # the variance in units of the fit's σ²; None where nothing measured it
+    sigma: float | None  # the fit's residual standard deviation, log2; None where it has no residual
     dof: int  # the residual dof of that fit
     fit: str  # which fit, for messages
 
+    def variance(self, prior: NoisePrior | None = None) -> float:
+        """log2 units squared, with the fit's σ² pooled with `prior` where one is given."""
+        variance = self.sigma**2 if prior is None else prior.pooled(self.sigma, self.dof)[0]
+        return self.scale * variance
 
-def prediction_interval(estimate: float, terms: list[ErrorTerm], confidence: float = CONFIDENCE) -> Interval:
+
+def prediction_interval(estimate: float, terms: list[ErrorTerm], prior: NoisePrior | None = None,
+                        confidence: float = CONFIDENCE) -> Interval:
     """The two-sided interval of a new value predicted at `estimate` whose error is the sum of `terms`, with the
     Student-t quantile at the smallest of their dof: each variance is only as well known as its fit's residuals,
-    and the least-known one sets the tails (conservative where the others are better known)."""
-    dof = min(term.dof for term in terms)
-    variance = None if dof < MIN_DOF else sum(term.variance for term in terms)
-    return _t_interval(estimate, None if variance is None else math.sqrt(variance), dof, confidence)
+    and the least-known one sets the tails (conservative where the others are better known). With a `prior`, each
+    fit's σ² is pooled with it and gains its dof (see the module docstring); none below MIN_DOF of its own."""
+    own = min(term.dof for term in terms)
+    if own < MIN_DOF:
+        return Interval(estimate, None, None, confidence, own)
+    added = 0 if prior is None else prior.dof
+    se = math.sqrt(sum(term.variance(prior) for term in terms))
+    return replace(_t_interval(estimate, se, own + added, confidence), prior_dof=added)
 
 
 def _t_interval(estimate: float, se: float | None, dof: int, confidence: float) -> Interval:
@@ -198,6 +237,7 @@ class Drift:
     spread: float | None  # max − min of log2(lr*) across widths (depths), in the group where it is largest
     verdict: str  # "transfers", "drifts" or "undetermined"
     reason: str  # why; for "undetermined", also what would decide it
+    leverage: float | None = None  # the drift's variance in units of σ²; None: no fit
 
     @property
     def slope(self) -> float | None:
@@ -238,10 +278,9 @@ class HorizonFit:
         """The fitted log2 lr* of `width` at `tokens`, and at `tokens_per_step` in a fit across batches."""
         return float(self.line.row(width, self._x(tokens, tokens_per_step)) @ self.line.fit.params)
 
-    def log2_lr_variance(self, width: int, tokens: float, tokens_per_step: float | None = None) -> float | None:
-        """The variance of `log2_lr(...)` from the parameters' covariance (wᵀCw); None without a residual."""
-        se = self.line.fit.standard_error(self.line.row(width, self._x(tokens, tokens_per_step)))
-        return None if se is None else se**2
+    def log2_lr_leverage(self, width: int, tokens: float, tokens_per_step: float | None = None) -> float:
+        """The variance of `log2_lr(...)` in units of the fit's σ²: wᵀ(XᵀX)⁻¹w at its design row w."""
+        return self.line.fit.leverage(self.line.row(width, self._x(tokens, tokens_per_step)))
 
 
 def width_optimum(points: list[SweepPoint], tokens: int, grid_edges: tuple[float, float]) -> Optimum | None:
@@ -341,19 +380,20 @@ def _drift(optima: list[Optimum], axis: str, confidence: float) -> Drift:
                      f"LR grid; to decide it, sweep two or more {axis}s with LRs on both sides of each optimum")
     drift, tolerance = fit.slope_interval, f"±{DRIFT_TOLERANCE} log2 per doubling"
     measured = (drift, fit.slope_se, fit.sigma, spread)
+    leverage = fit.fit.leverage(fit.weights(0))
     if not drift.determined:
         # each setting more (in every fitted group) adds a dof per group; each group more, settings − 1 dof
         missing, settings = MIN_DOF - drift.dof, len({x for pts in groups.values() for x, _ in pts})
         return Drift(*measured, "undetermined", (
             f"an interval needs {MIN_DOF} residual dof; to decide it, sweep "
             f"{_more(math.ceil(missing / len(fit.intercepts)), axis)}, or these {settings} {axis}s at "
-            f"{_more(math.ceil(missing / (settings - 1)), _ALSO[axis])}"))
+            f"{_more(math.ceil(missing / (settings - 1)), _ALSO[axis])}"), leverage)
     if -DRIFT_TOLERANCE <= drift.low and drift.high <= DRIFT_TOLERANCE:
-        return Drift(*measured, "transfers", f"the whole interval lies within {tolerance}")
+        return Drift(*measured, "transfers", f"the whole interval lies within {tolerance}", leverage)
     if drift.low > DRIFT_TOLERANCE or drift.high < -DRIFT_TOLERANCE:
-        return Drift(*measured, "drifts", f"the whole interval lies outside {tolerance}")
+        return Drift(*measured, "drifts", f"the whole interval lies outside {tolerance}", leverage)
     return Drift(*measured, "undetermined", f"the interval straddles {tolerance}; to decide it, narrow it: sweep "
-                 f"more or farther-apart {axis}s, or more {_ALSO[axis]}s")
+                 f"more or farther-apart {axis}s, or more {_ALSO[axis]}s", leverage)
 
 
 def horizon_fit(optima: list[Optimum], confidence: float = CONFIDENCE) -> HorizonFit | None:
@@ -400,11 +440,12 @@ def linear_fit(design: np.ndarray, y: np.ndarray) -> LinearFit:
     q, r = np.linalg.qr(design)
     params = np.linalg.solve(r, q.T @ y)
     dof = len(y) - design.shape[1]
-    if dof == 0:
-        return LinearFit(params, None, None, 0)
-    sigma = math.sqrt(float(((y - design @ params) ** 2).sum()) / dof)
     r_inv = np.linalg.inv(r)
-    return LinearFit(params, sigma**2 * (r_inv @ r_inv.T), sigma, dof)
+    unscaled = r_inv @ r_inv.T
+    if dof == 0:
+        return LinearFit(params, None, None, 0, unscaled)
+    sigma = math.sqrt(float(((y - design @ params) ** 2).sum()) / dof)
+    return LinearFit(params, sigma**2 * unscaled, sigma, dof, unscaled)
 
 
 def t_quantile(p: float, dof: int) -> float:

@@ -52,6 +52,7 @@ class SweepReport:
     batches: list[int] = field(default_factory=list)  # global batches, in sequences; one unless swept
     depths: list[int] = field(default_factory=list)  # layers; one unless swept
     depth_drift: Drift | None = None  # log2(lr*) per doubling of depth and its verdict, with several depths
+    drift_leverage: float | None = None  # the drift's variance in units of drift_sigma²; None without a fit
 
     @property
     def deepest(self) -> int | None:
@@ -61,7 +62,7 @@ class SweepReport:
     @property
     def width_drift(self) -> Drift:
         return Drift(self.drift_interval, self.drift_se, self.drift_sigma, self.spread, self.verdict,
-                     self.verdict_reason)
+                     self.verdict_reason, self.drift_leverage)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -134,7 +135,7 @@ def grid_report(plan: Plan, grid: list[SweepPoint], metric: str = "eval_loss") -
     return SweepReport(plan.name, plan.parametrization, metric, plan.warmup, plan.tokens_per_step, plan.steps,
                        grid, optima, drift.slope, drift.interval, drift.slope_se, drift.sigma, drift.spread,
                        drift.verdict, drift.reason, fit, warnings, plan.batches, plan.depths,
-                       depth_drift(optima) if depths else None)
+                       depth_drift(optima) if depths else None, drift.leverage)
 
 
 def extrapolation(report: SweepReport, tokens: int, width: int | None = None,
