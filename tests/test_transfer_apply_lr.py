@@ -29,14 +29,21 @@ from tests.helpers import (
 )
 
 OPTIMUM = 2**-6.3  # mup_like's optimum at every width
-SHIPPED_PRIOR = apply_lr.SEED_NOISE
+SHIPPED_PRIOR, SHIPPED_REACH = apply_lr.SEED_NOISE, apply_lr.HORIZON_REACH
 
 
 @pytest.fixture(autouse=True)
 def fits_alone(tmp_path, monkeypatch):
-    """The intervals in these tests are the fits' own, checked to the digit; the shipped seed-noise prior that
-    apply-lr pools into them is tested on its own (test_apply_lr_pools_the_shipped_seed_noise_prior)."""
+    """The intervals in these tests are the fits' own, checked to the digit; the measured seed-noise prior and
+    horizon reach that apply-lr adds to them are tested on their own (`shipped`)."""
     monkeypatch.setattr(apply_lr, "SEED_NOISE", tmp_path / "no-prior.json")
+    monkeypatch.setattr(apply_lr, "HORIZON_REACH", 0.0)
+
+
+def shipped(monkeypatch) -> None:
+    """Back to what apply-lr ships: its seed-noise prior and horizon reach."""
+    monkeypatch.setattr(apply_lr, "SEED_NOISE", SHIPPED_PRIOR)
+    monkeypatch.setattr(apply_lr, "HORIZON_REACH", SHIPPED_REACH)
 
 
 @pytest.fixture
@@ -344,7 +351,7 @@ def test_a_noise_prior_keeps_the_coverage_and_narrows_the_interval(tmp_path):
 def test_apply_lr_pools_the_shipped_seed_noise_prior(tmp_path, monkeypatch, capsys):
     """The prior measured by scripts/seed_noise.sh ships with the package; apply-lr's interval pools it with the
     fits' σ: half-width² = t²·(2 + leverage·Δ²)·(ν σ̂² + ν₀ σ₀²)/(ν + ν₀) at ν + ν₀ dof."""
-    monkeypatch.setattr(apply_lr, "SEED_NOISE", SHIPPED_PRIOR)
+    shipped(monkeypatch)
     prior = seed_noise()
     assert prior is not None and prior.sigma > 0 and prior.dof >= 2
     sweep = scattered(tmp_path)
@@ -356,6 +363,25 @@ def test_apply_lr_pools_the_shipped_seed_noise_prior(tmp_path, monkeypatch, caps
     scale = 2 + (report.drift_se / report.drift_sigma * 2) ** 2  # two doublings, 1024 -> 4096
     assert (high - low) / 2 == pytest.approx(t_quantile(0.9, dof + prior.dof) * math.sqrt(scale * pooled))
     assert f"{dof} dof with the seed-noise prior's {prior.dof}" in describe_target(tmp_path, sweep, capsys)
+
+
+def test_outside_the_ladder_the_horizon_reach_widens_the_interval_per_doubling(tmp_path, monkeypatch, horizons):
+    """Extrapolated d doublings of tokens past the longest swept horizon, the variance gains (κ·d)², κ the shipped
+    HORIZON_REACH; inside the ladder nothing."""
+    plan = load_plan(horizons)
+    report = build_report(plan)
+
+    def variance(steps: int, reach: float) -> float:
+        monkeypatch.setattr(apply_lr, "HORIZON_REACH", reach)
+        result = transfer(plan, report, load_config(target(tmp_path, {"train": f"{{steps: {steps}}}"})))
+        assert result.case == "extrapolated"
+        return ((result.interval.high - result.interval.low) / 2 / t_quantile(0.9, result.interval.dof)) ** 2
+
+    longest = max(plan.steps)
+    for steps, doublings in ((longest * 2, 1), (longest * 8, 3)):
+        assert variance(steps, SHIPPED_REACH) - variance(steps, 0.0) == pytest.approx((SHIPPED_REACH * doublings) ** 2)
+    inside = (min(plan.steps) + longest) // 2
+    assert variance(inside, SHIPPED_REACH) == pytest.approx(variance(inside, 0.0))
 
 
 def describe_target(tmp_path: Path, sweep: Path, capsys) -> str:
@@ -456,14 +482,16 @@ def test_weight_decay_with_a_horizon_change_is_refused(tmp_path, horizons, capsy
     assert "optim.weight_decay > 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, case", [("10b.yaml", "extrapolated"), ("1b.yaml", "extrapolated")])
-def test_the_shipped_proxy_ladder_transfers_to_the_shipped_targets(tmp_path, name, case):
-    """configs/proxy.yaml swept at its documented horizons gives 1b and 10b a legal extrapolation (no problem
-    to force past), on the targets' own batch."""
+@pytest.mark.parametrize("name, case", [("10b.yaml", "extrapolated"), ("1b.yaml", "same horizon")])
+def test_the_shipped_proxy_ladder_transfers_to_the_shipped_targets(tmp_path, monkeypatch, name, case):
+    """configs/proxy.yaml swept at its documented horizons gives 1b (at the longest) and 10b (9x past it) a legal
+    LR (no problem to force past), on the targets' own batch, with the shipped prior and reach: at 18x past a
+    ladder that stopped at 5000 steps, 10b's interval would be 1.1 log2 wide, refused by --max-interval."""
+    shipped(monkeypatch)
     sweep = synthetic_sweep(tmp_path / "proxy", horizon_like(0.3, at_tokens=2**21 * 5000), widths=(128, 256, 512),
-                            config="configs/proxy.yaml", steps=[1250, 2500, 5000])
+                            config="configs/proxy.yaml", steps=[1250, 2500, 5000, 10000])
     plan = load_plan(sweep)
-    result = transfer(plan, build_report(plan), load_config(ROOT / "configs" / name))
+    result = transfer(plan, build_report(plan), load_config(ROOT / "configs" / name), prior=seed_noise())
     assert result.problems == [] and result.case == case
     tokens = load_config(ROOT / "configs" / name).training_tokens()
     assert math.log2(result.lr) == pytest.approx(-6.3 - 0.3 * math.log2(tokens / (2**21 * 5000)), abs=1e-6)
@@ -522,14 +550,16 @@ def test_without_completep_a_depth_sweep_still_refuses_another_depth_naming_comp
     assert main(["apply-lr", str(sweep), str(target(tmp_path, {"model": "{n_layers: 8}"}))]) == 0
 
 
-def test_the_shipped_deep_proxies_transfer_to_the_shipped_deep_target(tmp_path):
+def test_the_shipped_deep_proxies_transfer_to_the_shipped_deep_target(tmp_path, monkeypatch):
     """configs/proxy_deep.yaml swept at its documented widths, depths and horizons gives configs/6b_deep.yaml a legal
-    transfer (no problem to force past): 8x wider and 4x deeper than the largest proxy, 16x longer."""
+    transfer (no problem to force past), with the shipped prior and reach: 8x wider and 4x deeper than the largest
+    proxy, 8x longer."""
+    shipped(monkeypatch)
     sweep = synthetic_sweep(tmp_path / "deep", horizon_like(0.3, at_tokens=2**21 * 5000), widths=(128, 256, 512),
-                            config="configs/proxy_deep.yaml", steps=[1250, 2500, 5000], depths=[4, 8])
+                            config="configs/proxy_deep.yaml", steps=[1250, 2500, 5000, 10000], depths=[4, 8])
     plan = load_plan(sweep)
     target_cfg = load_config(ROOT / "configs" / "6b_deep.yaml")
-    result = transfer(plan, build_report(plan), target_cfg)
+    result = transfer(plan, build_report(plan), target_cfg, prior=seed_noise())
     assert result.problems == [] and result.case == "extrapolated" and "carried from 8 to 32 layers" in result.note
     assert math.log2(result.lr) == pytest.approx(-6.3 - 0.3 * math.log2(target_cfg.training_tokens() / (2**21 * 5000)),
                                                  abs=1e-6)

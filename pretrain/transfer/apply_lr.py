@@ -30,6 +30,8 @@ where a new measurement of the target's optimum would fall. Its variance adds up
   the fit's parameter covariance C and its design row w;
 - σ², by which a new optimum scatters about its truth (the width fit's σ at a swept horizon, the horizon
   fit's σ_h otherwise);
+- extrapolated, (κ·d)², d the doublings of tokens outside the swept ladder, κ = HORIZON_REACH: the fit's
+  covariance holds only while the power law does, and its slope can differ past the ladder (a fixed σ: no dof);
 - (se_drift·Δ)², Δ = |log2(target d_model / the widest proxy's width)|: μP says the drift across widths is zero
   and the point estimate assumes it (the verdict checks it), but the sweep bounds it only to its standard
   error se_drift per doubling, and the doublings to the target multiply that; likewise across depth, the depth
@@ -39,9 +41,9 @@ scatters between seeds, measured by scripts/seed_noise.sh on the CPU proxy, docs
 dof: a proxy sweep leaves its fits 2 or 3 residual dof, and a σ from so few is often small by luck (see fit.py).
 The Student-t quantile is taken at the smallest residual dof of the fits involved (the width fit at a swept
 horizon; the horizon fit, and the width fit where Δ > 0, otherwise; the depth fit for another depth), plus the
-prior's. With any of them below fit.MIN_DOF of its own there is no interval, and the LR is refused; so is an interval wider than
---max-interval (MAX_INTERVAL), naming the sweep that narrows its largest term. The one-horizon reuse (only with
---force) predicts nothing: no interval.
+prior's. With any of them below fit.MIN_DOF of its own there is no interval, and the LR is refused; so is an
+interval wider than --max-interval (MAX_INTERVAL), naming the sweep that narrows its largest term. The
+one-horizon reuse (only with --force) predicts nothing: no interval.
 """
 
 from __future__ import annotations
@@ -81,9 +83,15 @@ MAX_DEPTH_REACH = 16.0
 # lies within a factor √2 either way of the LR applied, four times in five; a sweep grid's step is 0.5 log2.
 MAX_INTERVAL = 1.0
 SEED_NOISE = Path(__file__).with_name("seed_noise.json")  # the noise prior of every interval (`seed_noise`)
+# How far the horizon law's slope may differ outside the swept ladder, as one standard deviation of log2 lr* per
+# doubling of tokens past the longest (or short of the shortest) swept horizon: the fit's parameter covariance
+# assumes the power law holds out there. Measured on the first CPU calibration (scripts/horizon_reach.py, from
+# docs/calibration_cpu_first.md): its held-out misses beyond what the pooled interval counts, 0.080.
+HORIZON_REACH = 0.08
 # The terms of the target's error (`fit.ErrorTerm` names); `_narrowing` says which sweep narrows each.
 MEASURED, NEW, LINE, DRIFT = ("the measured optimum's scatter", "a new optimum's scatter", "the horizon fit's line",
                               "the width drift")
+REACH = "the horizon law's reach"
 DEPTH_DRIFT = "the depth drift"
 
 
@@ -242,6 +250,9 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
              ErrorTerm(NEW, 1.0, fit.sigma, fit.dof, "horizon"),
              *_drift_terms(report.width_drift, abs(math.log2(target.model.d_model / e["width"])), DRIFT, "width"),
              *depth_terms]
+    outside = max(math.log2(e["ratio"]), math.log2(shortest / tokens), 0.0)  # doublings outside the ladder
+    if outside:
+        terms.append(ErrorTerm(REACH, outside**2, HORIZON_REACH, None, "horizon law"))
     return _predicted(Transfer(e["lr"], "extrapolated", note, problems), plan, report, terms, tokens, max_interval,
                       prior)
 
@@ -324,7 +335,7 @@ def _predicted(result: Transfer, plan: Plan, report: SweepReport, terms: list[Er
     it raises: no interval, or one wider than `max_interval` (log2)."""
     interval = prediction_interval(math.log2(result.lr), terms, prior)
     problems = list(result.problems)
-    lacking = {term.fit: term.dof for term in terms if term.dof < MIN_DOF}
+    lacking = {term.fit: term.dof for term in terms if term.dof is not None and term.dof < MIN_DOF}
     # The width or depth fit alone lacking: its verdict is undetermined too, and that problem names the sweep that
     # fixes both.
     if lacking and not set(lacking) <= {"width", "depth"}:
@@ -370,7 +381,7 @@ def _narrowing(plan: Plan, report: SweepReport, term: ErrorTerm, tokens: int) ->
         return f"a wider proxy: {_sweep_command(plan, _wider(plan, 1))}"
     if term.name == DEPTH_DRIFT:  # likewise in depth
         return f"a deeper proxy: {_sweep_command(plan, depths=[max(plan.depths) * 2])}"
-    if term.name == LINE:  # a horizon nearer the target's: a shorter extrapolation
+    if term.name in (LINE, REACH):  # a horizon nearer the target's: a shorter extrapolation
         return f"a horizon nearer the target's: {_sweep_command(plan, steps=_longer(plan, tokens, 1))}"
     # An optimum's scatter: a parabola through more points around each optimum places it more precisely.
     fitted = [math.log2(o.lr) for o in report.optima if not o.on_edge] or [math.log2(o.lr) for o in report.optima]

@@ -167,18 +167,19 @@ class NoisePrior:
 
 @dataclass(frozen=True)
 class ErrorTerm:
-    """One independent source of a predicted value's error: `scale` times one fit's residual variance."""
+    """One independent source of a predicted value's error: `scale` times one fit's residual variance σ², or
+    times a fixed σ² that no fit estimates (dof None: neither pooled with a prior nor counted in the dof)."""
 
     name: str  # what it is, for messages
-    scale: float | None  # the variance in units of the fit's σ²; None where nothing measured it
+    scale: float | None  # the variance in units of σ²; None where nothing measured it
     sigma: float | None  # the fit's residual standard deviation, log2; None where it has no residual
-    dof: int  # the residual dof of that fit
+    dof: int | None  # the residual dof of that fit; None for a fixed σ
     fit: str  # which fit, for messages
 
     def variance(self, prior: NoisePrior | None = None) -> float:
         """log2 units squared, with the fit's σ² pooled with `prior` where one is given."""
-        variance = self.sigma**2 if prior is None else prior.pooled(self.sigma, self.dof)[0]
-        return self.scale * variance
+        pooled = prior is not None and self.dof is not None
+        return self.scale * (prior.pooled(self.sigma, self.dof)[0] if pooled else self.sigma**2)
 
 
 def prediction_interval(estimate: float, terms: list[ErrorTerm], prior: NoisePrior | None = None,
@@ -186,8 +187,9 @@ def prediction_interval(estimate: float, terms: list[ErrorTerm], prior: NoisePri
     """The two-sided interval of a new value predicted at `estimate` whose error is the sum of `terms`, with the
     Student-t quantile at the smallest of their dof: each variance is only as well known as its fit's residuals,
     and the least-known one sets the tails (conservative where the others are better known). With a `prior`, each
-    fit's σ² is pooled with it and gains its dof (see the module docstring); none below MIN_DOF of its own."""
-    own = min(term.dof for term in terms)
+    fit's σ² is pooled with it and gains its dof (see the module docstring); none below MIN_DOF of its own. At
+    least one term must come from a fit."""
+    own = min(term.dof for term in terms if term.dof is not None)
     if own < MIN_DOF:
         return Interval(estimate, None, None, confidence, own)
     added = 0 if prior is None else prior.dof
