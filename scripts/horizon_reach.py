@@ -1,13 +1,14 @@
 """The horizon law's reach: how far log2 lr* strays from the fitted power law outside the swept ladder, per
 doubling of tokens, beyond what the fits' interval counts (apply_lr.HORIZON_REACH).
 
-    python scripts/horizon_reach.py FIT.json TABLE.md
+    python scripts/horizon_reach.py FIT.json TABLE.md...
 
-FIT.json is `pretrain report --json` of the proxy sweep of scripts/calibration_evidence.sh, TABLE.md the held-out
-table scripts/heldout.py wrote for it. Each target is predicted again with today's apply-lr (the seed-noise prior
-pooled in) but without the reach term; its miss m (prediction − measured optimum) then has variance v (the
-interval's, half-width / t) plus (κ·d)², d its doublings outside the ladder. By moments, κ² = max(0, Σ(m² − v)) /
-Σd² over the targets outside the ladder (d > 0). Prints each target's figures and κ."""
+FIT.json is `pretrain report --json` of the proxy sweep of scripts/calibration_evidence.sh, each TABLE.md a
+held-out table scripts/heldout.py wrote for it (several: their targets pooled). Each target is predicted again
+with today's apply-lr (the seed-noise prior pooled in) but without the reach term; its miss m (prediction −
+measured optimum) then has variance v (the interval's, half-width / t) plus (κ·d)², d its doublings outside the
+ladder. By moments, κ² = max(0, Σ(m² − v)) / Σd² over the targets outside the ladder (d > 0). Prints each
+target's figures and κ."""
 
 import math
 import re
@@ -28,7 +29,7 @@ CONFIG = ROOT / "configs" / "transfer_cpu.yaml"
 ROW = re.compile(r"^\| width (\d+), (\d+) steps × (\d+) tokens [^|]*\| (-?[\d.]+) \|[^|]*\| (-?[\d.]+) \|")
 
 
-def main(fit_json: Path, table: Path) -> None:
+def main(fit_json: Path, tables: list[Path]) -> None:
     fit = yaml.safe_load(fit_json.read_text())  # JSON is YAML
     grid = [SweepPoint(p["width"], p["steps"], p["lr"], p["status"], p["loss"], p["batch"], p["depth"])
             for p in fit["grid"]]
@@ -41,7 +42,7 @@ def main(fit_json: Path, table: Path) -> None:
         squares, doublings = 0.0, 0.0
         print("| target | predicted | measured | miss m | interval sd √v | doublings d | m² − v |")
         print("|---|---:|---:|---:|---:|---:|---:|")
-        for line in table.read_text().splitlines():
+        for line in (line for table in tables for line in table.read_text().splitlines()):
             row = ROW.match(line)
             if not row:
                 continue
@@ -64,6 +65,6 @@ def main(fit_json: Path, table: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3:
         sys.exit(__doc__)
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), [Path(a) for a in sys.argv[2:]])
