@@ -191,10 +191,13 @@ def test_the_wheel_works_outside_the_checkout_beside_hugging_face_kernels(wheel_
 
     help_text = _run("pretrain", "train", "--help", cwd=tmp_path, env=env)
     assert "tiny" in help_text and "ablations/mqa" in help_text
-    # the measured ablation table that apply-lr cites ships as package data
+    # the measured ablation table that apply-lr cites, and the seed-noise prior of its intervals, ship as package data
     table = _run(python, "-c", "from pretrain.transfer.paper_table import RESULTS; print(RESULTS.is_file(), RESULTS)",
                  cwd=tmp_path, env=env).split()
     assert table[0] == "True" and table[1].startswith(site), table
+    prior = _run(python, "-c", "from pretrain.transfer.apply_lr import SEED_NOISE, seed_noise; "
+                 "print(seed_noise() is not None, SEED_NOISE)", cwd=tmp_path, env=env).split()
+    assert prior[0] == "True" and prior[1].startswith(site), prior
 
     small = ["data.max_documents=40", "data.vocab_size=512", "data.seq_len=32", "model.d_model=64",
              "model.n_layers=2", "model.head_dim=16", "train.steps=4", "train.eval_every=2", "train.eval_batches=1",
