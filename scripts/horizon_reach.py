@@ -10,6 +10,7 @@ measured optimum) then has variance v (the interval's, half-width / t) plus (κ�
 ladder. By moments, κ² = max(0, Σ(m² − v)) / Σd² over the targets outside the ladder (d > 0). Prints each
 target's figures and κ."""
 
+import json
 import math
 import re
 import sys
@@ -30,7 +31,7 @@ ROW = re.compile(r"^\| width (\d+), (\d+) steps × (\d+) tokens [^|]*\| (-?[\d.]
 
 
 def main(fit_json: Path, tables: list[Path]) -> None:
-    fit = yaml.safe_load(fit_json.read_text())  # JSON is YAML
+    fit = json.loads(fit_json.read_text())
     grid = [SweepPoint(p["width"], p["steps"], p["lr"], p["status"], p["loss"], p["batch"], p["depth"])
             for p in fit["grid"]]
     apply_lr.HORIZON_REACH = 0.0  # the interval as it would be without the term measured here
@@ -54,7 +55,7 @@ def main(fit_json: Path, tables: list[Path]) -> None:
             interval = result.interval
             sd = (interval.high - interval.low) / 2 / t_quantile(0.9, interval.dof)
             miss = interval.estimate - measured
-            d = max(math.log2(steps / longest), math.log2(shortest / steps), 0.0)
+            d = apply_lr.doublings_outside(steps, shortest, longest)
             if d:  # inside the ladder a miss says nothing about the reach
                 squares += miss**2 - sd**2
                 doublings += d**2

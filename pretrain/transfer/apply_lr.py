@@ -250,11 +250,16 @@ def transfer(plan: Plan, report: SweepReport, target: Config, max_interval: floa
              ErrorTerm(NEW, 1.0, fit.sigma, fit.dof, "horizon"),
              *_drift_terms(report.width_drift, abs(math.log2(target.model.d_model / e["width"])), DRIFT, "width"),
              *depth_terms]
-    outside = max(math.log2(e["ratio"]), math.log2(shortest / tokens), 0.0)  # doublings outside the ladder
+    outside = doublings_outside(tokens, shortest, e["longest_tokens"])
     if outside:
         terms.append(ErrorTerm(REACH, outside**2, HORIZON_REACH, None, "horizon law"))
     return _predicted(Transfer(e["lr"], "extrapolated", note, problems), plan, report, terms, tokens, max_interval,
                       prior)
+
+
+def doublings_outside(tokens: float, shortest: float, longest: float) -> float:
+    """How many doublings `tokens` lies past the longest swept horizon or short of the shortest; 0 inside."""
+    return max(math.log2(tokens / longest), math.log2(shortest / tokens), 0.0)
 
 
 def _batch_problems(plan: Plan, report: SweepReport, target: Config, tokens_per_step: int) -> list[Problem]:

@@ -127,10 +127,14 @@ class LinearFit:
     """y ≈ design·params by least squares, with the parameters' covariance σ²(XᵀX)⁻¹ from the residuals."""
 
     params: np.ndarray
-    covariance: np.ndarray | None  # None without a residual (as many parameters as points)
-    sigma: float | None  # the residual standard deviation
+    sigma: float | None  # the residual standard deviation; None without a residual (as many parameters as points)
     dof: int  # residual degrees of freedom: points − parameters
     unscaled: np.ndarray  # (XᵀX)⁻¹: the covariance in units of σ²
+
+    @property
+    def covariance(self) -> np.ndarray | None:
+        """The parameters' covariance σ²(XᵀX)⁻¹; None without a residual."""
+        return None if self.sigma is None else self.sigma**2 * self.unscaled
 
     def leverage(self, weights: ArrayLike) -> float:
         """The variance of weights·params in units of σ²: wᵀ(XᵀX)⁻¹w."""
@@ -159,10 +163,9 @@ class NoisePrior:
     sigma: float
     dof: int
 
-    def pooled(self, sigma: float, dof: int) -> tuple[float, int]:
-        """The pooled variance of a fit's residual σ̂ from `dof` and this prior, and its dof."""
-        total = dof + self.dof
-        return (dof * sigma**2 + self.dof * self.sigma**2) / total, total
+    def pooled(self, sigma: float, dof: int) -> float:
+        """The variance of a fit's residual σ̂ from `dof` pooled with this prior's (it has dof + self.dof)."""
+        return (dof * sigma**2 + self.dof * self.sigma**2) / (dof + self.dof)
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ class ErrorTerm:
     def variance(self, prior: NoisePrior | None = None) -> float:
         """log2 units squared, with the fit's σ² pooled with `prior` where one is given."""
         pooled = prior is not None and self.dof is not None
-        return self.scale * (prior.pooled(self.sigma, self.dof)[0] if pooled else self.sigma**2)
+        return self.scale * (prior.pooled(self.sigma, self.dof) if pooled else self.sigma**2)
 
 
 def prediction_interval(estimate: float, terms: list[ErrorTerm], prior: NoisePrior | None = None,
@@ -443,11 +446,8 @@ def linear_fit(design: np.ndarray, y: np.ndarray) -> LinearFit:
     params = np.linalg.solve(r, q.T @ y)
     dof = len(y) - design.shape[1]
     r_inv = np.linalg.inv(r)
-    unscaled = r_inv @ r_inv.T
-    if dof == 0:
-        return LinearFit(params, None, None, 0, unscaled)
-    sigma = math.sqrt(float(((y - design @ params) ** 2).sum()) / dof)
-    return LinearFit(params, sigma**2 * unscaled, sigma, dof, unscaled)
+    sigma = math.sqrt(float(((y - design @ params) ** 2).sum()) / dof) if dof else None
+    return LinearFit(params, sigma, dof, r_inv @ r_inv.T)
 
 
 def t_quantile(p: float, dof: int) -> float:
